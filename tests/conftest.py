@@ -1,0 +1,100 @@
+"""Shared fixtures: loopback-only LSL, free ports, module subprocesses that are always cleaned up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Before anything imports pylsl: keep every LSL packet on this machine (children inherit it).
+os.environ["LSLAPICFG"] = str(ROOT / "config" / "lsl_loopback.cfg")
+os.environ.setdefault("MESH_LOG_SERVER", "none")  # modules under test do not look for port 9020
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    """Block until the module on ``port`` answers ``UP`` (newline mode), or fail with its output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise RuntimeError(f"module exited with {proc.returncode} before UP:\n{out}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+                s.sendall(b"UP\n")
+                if b'"ok": true' in s.recv(4096):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"no UP from port {port} within {timeout} s")
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """SIGTERM the process group, then SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout)
+
+
+@pytest.fixture(name="free_port")
+def _free_port() -> Callable[[], int]:
+    return free_port
+
+
+@pytest.fixture
+def module_process() -> Iterator[Callable[..., tuple[subprocess.Popen, int]]]:
+    """Start ``python -m <module> --port P [args]``; returns (proc, port) once it answers UP."""
+    procs: list[subprocess.Popen] = []
+
+    def start(module: str, *args: str, port: int | None = None, wait: bool = True,
+              env: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[subprocess.Popen, int]:
+        port = port or free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--port", str(port), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        procs.append(proc)
+        if wait:
+            wait_until_up(port, proc, timeout)
+        return proc, port
+
+    yield start
+    for p in procs:
+        stop_process_group(p)
+        if p.stdout:
+            p.stdout.close()
+
+
+@pytest.fixture
+def lsl_name(request: pytest.FixtureRequest) -> str:
+    """A stream name no other test uses."""
+    return f"{request.node.name[:40]}_{uuid.uuid4().hex[:8]}"
