@@ -1,0 +1,196 @@
+"""Command table: one place that knows each command's arguments, types, defaults and help.
+
+Built from plain functions (Dareplane's ``pcommand_map``), it validates keyword arguments before a
+call, so a wrong name or type is answered with a message naming the field, and it feeds ``HELP``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared_utils.errors import CommandError
+
+_SIMPLE_TYPES: dict[type, str] = {
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    list: "list",
+    dict: "dict",
+}
+
+
+@dataclass
+class Param:
+    """One keyword argument of a command."""
+
+    name: str
+    required: bool
+    default: Any
+    types: tuple[type, ...] | None  # None: not checked
+    nullable: bool
+    type_name: str
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "type": self.type_name, "required": self.required}
+        if not self.required:
+            d["default"] = self.default
+        return d
+
+
+@dataclass
+class Command:
+    """A callable plus what is known about its arguments."""
+
+    name: str
+    func: Callable[..., Any]
+    params: dict[str, Param]
+    accepts_any: bool  # has **kwargs
+    doc: str
+
+    def help(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "doc": self.doc,
+            "kwargs": [p.describe() for p in self.params.values()],
+            "accepts_extra": self.accepts_any,
+        }
+
+    def validate(self, kwargs: dict[str, Any]) -> None:
+        """Raise :class:`CommandError` naming any unknown, missing or mistyped argument."""
+        if not self.accepts_any:
+            unknown = [k for k in kwargs if k not in self.params]
+            if unknown:
+                valid = list(self.params) or ["(none)"]
+                hints = []
+                for k in unknown:
+                    close = difflib.get_close_matches(k, list(self.params), n=1)
+                    hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                raise CommandError(
+                    f"{self.name}: unknown argument {', '.join(hints)}; valid arguments: "
+                    f"{', '.join(valid)}"
+                )
+        missing = [p.name for p in self.params.values() if p.required and p.name not in kwargs]
+        if missing:
+            raise CommandError(f"{self.name}: missing required argument {', '.join(missing)}")
+        for k, v in kwargs.items():
+            p = self.params.get(k)
+            if p is None or p.types is None:
+                continue
+            if v is None and p.nullable:
+                continue
+            if not _type_ok(v, p.types):
+                raise CommandError(
+                    f"{self.name}: argument {k!r} must be {p.type_name}, got "
+                    f"{_json_type(v)} {_short(v)}"
+                )
+
+
+def _type_ok(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int) and float in allowed:
+        return True
+    return isinstance(value, allowed)
+
+
+def _json_type(v: Any) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _analyse_annotation(ann: Any) -> tuple[tuple[type, ...] | None, bool, str]:
+    """Map an annotation to (checkable types, accepts None, readable name)."""
+    if ann is inspect.Parameter.empty:
+        return None, True, "any"
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType):
+        parts = typing.get_args(ann)
+        nullable = type(None) in parts
+        checked: list[type] = []
+        names: list[str] = []
+        for part in parts:
+            if part is type(None):
+                continue
+            t, _, n = _analyse_annotation(part)
+            if t is None:
+                return None, True, str(ann)
+            checked.extend(t)
+            names.append(n)
+        return tuple(checked), nullable, " or ".join(names) + (" or null" if nullable else "")
+    base = origin or ann
+    if base in _SIMPLE_TYPES:
+        return (base,), False, _SIMPLE_TYPES[base]
+    if base in (tuple,):
+        return (list,), False, "list"
+    return None, True, getattr(ann, "__name__", str(ann))
+
+
+def make_command(name: str, func: Callable[..., Any]) -> Command:
+    """Inspect ``func`` (a function, method, partial or callable object) into a :class:`Command`."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return Command(name, func, {}, True, _first_doc_line(func))
+    try:
+        target = getattr(func, "func", func)  # functools.partial
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: validate names only
+        hints = {}
+    params: dict[str, Param] = {}
+    accepts_any = False
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            accepts_any = True
+            continue
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.POSITIONAL_ONLY):
+            continue
+        ann = hints.get(p.name, p.annotation)
+        checked, nullable, tname = _analyse_annotation(ann)
+        required = p.default is inspect.Parameter.empty
+        params[p.name] = Param(
+            name=p.name,
+            required=required,
+            default=None if required else p.default,
+            types=checked,
+            nullable=nullable or (not required and p.default is None),
+            type_name=tname,
+        )
+    return Command(name, func, params, accepts_any, _first_doc_line(func))
+
+
+def _first_doc_line(func: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(func) or inspect.getdoc(getattr(func, "func", None)) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def resolve_name(name: str, names: list[str]) -> str | None:
+    """Exact match first, then a unique case-insensitive match (``start`` finds ``START``)."""
+    if name in names:
+        return name
+    folded = [n for n in names if n.lower() == name.lower()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def unknown_command_message(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return f"unknown command {name!r}.{hint} Valid commands: {', '.join(names)} (send HELP for details)"

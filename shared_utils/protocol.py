@@ -1,0 +1,205 @@
+"""The wire protocol as pure functions: framing, request parsing and reply encoding.
+
+Nothing here touches a socket, so every rule in ``docs/protocol.md`` is testable with bytes.
+
+Framing rules (why they are shaped this way):
+- ``\\n`` always ends a command. JSON forbids raw control characters inside strings, so a newline
+  can never be part of a valid payload; a person typing into ``nc`` is therefore never left waiting
+  because of an unbalanced quote.
+- ``;`` ends a command only outside a JSON string, so ``{"note": "a;b"}`` survives. Dareplane
+  clients terminate every command with ``;``.
+- ``\\r`` is dropped (telnet sends ``\\r\\n``).
+- The first terminator a connection uses picks its reply mode (``Mode``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LINE_BYTES = 1 << 20
+
+_SPECIAL = re.compile(rb'[\n;"\\]')
+_NL, _SEMI, _QUOTE, _BACKSLASH = 0x0A, 0x3B, 0x22, 0x5C
+
+
+class Mode(enum.Enum):
+    """How a connection is answered, fixed by the first terminator it sends."""
+
+    UNSET = "unset"
+    NEWLINE = "newline"  # one JSON reply line per command
+    SEMICOLON = (
+        "semicolon"  # dareplane-utils 0.0.24 replies: UP -> 1, GET_PCOMMS -> A|B, else nothing
+    )
+
+
+class ProtocolError(ValueError):
+    """A line that cannot be turned into a request; the text is sent back as the error."""
+
+
+class LineTooLong(ProtocolError):
+    """More than ``MAX_LINE_BYTES`` without a terminator: the connection is closed after the reply."""
+
+
+class Framer:
+    """Splits a byte stream into command lines, honouring JSON strings for ``;``."""
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._in_string = False
+        self.max_line = max_line
+        self.mode = Mode.UNSET
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the complete command lines (``\\r`` removed, blanks dropped)."""
+        buf = self._buf
+        buf += data
+        lines: list[bytes] = []
+        while True:
+            m = _SPECIAL.search(buf, self._pos)
+            if m is None:
+                self._pos = len(buf)
+                break
+            i = m.start()
+            c = buf[i]
+            if c == _NL or (c == _SEMI and not self._in_string):
+                line = bytes(buf[:i]).replace(b"\r", b"").strip()
+                del buf[: i + 1]
+                self._pos = 0
+                self._in_string = False
+                if self.mode is Mode.UNSET:
+                    self.mode = Mode.NEWLINE if c == _NL else Mode.SEMICOLON
+                if line:
+                    lines.append(line)
+            elif c == _QUOTE:
+                self._in_string = not self._in_string
+                self._pos = i + 1
+            elif c == _BACKSLASH and self._in_string:
+                self._pos = i + 2  # skip the escaped character, even if it has not arrived yet
+            else:
+                self._pos = i + 1
+        if len(buf) > self.max_line:
+            del buf[:]
+            self._pos = 0
+            self._in_string = False
+            raise LineTooLong(
+                f"command longer than {self.max_line} bytes without a terminator; "
+                "connection closed (end each command with a newline)"
+            )
+        return lines
+
+
+@dataclass
+class Request:
+    """One parsed command: name, keyword arguments and the optional client-chosen id."""
+
+    cmd: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    id: Any = None
+    has_id: bool = False
+
+
+def parse_request(line: bytes) -> Request:
+    """Turn one framed line into a :class:`Request` or raise :class:`ProtocolError`."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(
+            f"command is not valid UTF-8 (byte {exc.start}); send UTF-8 text"
+        ) from exc
+    text = text.strip()
+    if text.startswith("{"):
+        return _parse_envelope(text)
+    cmd, sep, payload = text.partition("|")
+    cmd = cmd.strip()
+    if not cmd:
+        raise ProtocolError("empty command name; send CMD or CMD|{json object}")
+    kwargs: dict[str, Any] = {}
+    if sep and payload.strip():
+        try:
+            kwargs = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise ProtocolError(
+                f"payload of {cmd} is not valid JSON ({exc.msg} at column {exc.colno}); "
+                'send CMD|{"key": value} with double-quoted keys'
+            ) from exc
+        if not isinstance(kwargs, dict):
+            raise ProtocolError(
+                f"payload of {cmd} must be a JSON object, got {type(kwargs).__name__}; "
+                'send CMD|{"key": value}'
+            )
+    return Request(cmd=cmd, kwargs=kwargs)
+
+
+def _parse_envelope(text: str) -> Request:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"request is not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            "a JSON request must be an object with 'cmd' and optional 'id', 'kwargs'"
+        )
+    cmd = obj.get("cmd")
+    if not isinstance(cmd, str) or not cmd.strip():
+        raise ProtocolError("a JSON request needs a non-empty string 'cmd'")
+    kwargs = obj.get("kwargs", {})
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise ProtocolError(f"'kwargs' must be a JSON object, got {type(kwargs).__name__}")
+    unknown = set(obj) - {"cmd", "kwargs", "id"}
+    if unknown:
+        raise ProtocolError(f"unknown request keys {sorted(unknown)}; allowed: cmd, kwargs, id")
+    return Request(cmd=cmd.strip(), kwargs=kwargs, id=obj.get("id"), has_id="id" in obj)
+
+
+def _json_default(obj: Any) -> Any:
+    """Encode numpy values and other objects commands commonly return."""
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    return str(obj)
+
+
+def encode_reply(
+    cmd: str,
+    ok: bool,
+    result: Any = None,
+    error: str | None = None,
+    req_id: Any = None,
+    has_id: bool = False,
+) -> bytes:
+    """One reply line: ``{"ok": ..., "cmd": ..., "result"|"error": ...}`` plus ``id`` if sent."""
+    body: dict[str, Any] = {"ok": ok, "cmd": cmd}
+    if has_id:
+        body["id"] = req_id
+    if ok:
+        body["result"] = result
+    else:
+        body["error"] = error or "unknown error"
+    try:
+        text = json.dumps(body, default=_json_default, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_replace_nan(body), default=_json_default)
+    return text.encode("utf-8") + b"\n"
+
+
+def _replace_nan(obj: Any) -> Any:
+    """NaN/inf are not JSON: send them as null so any client can parse the reply."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _replace_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_replace_nan(v) for v in obj]
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return _replace_nan(tolist())
+    return obj

@@ -1,0 +1,203 @@
+"""A preallocated, thread-safe index ring for multichannel samples and their timestamps.
+
+Why an index ring: writes cost O(chunk) and window reads cost O(window), independent of how many
+seconds are kept (rolling the whole array on every chunk costs O(buffer) and dominates CPU at high
+channel counts). The ring has ``capacity = keep + slack`` rows: readers may see at most ``keep``
+rows, and the writer may fill the ``slack`` rows in front of the newest sample *outside* the lock
+(for example by letting liblsl pull straight into them), because no reader can see those rows.
+
+Pure numpy; no LSL or socket imports, so it is testable on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+
+class RingBuffer:
+    """Keep the newest ``keep`` samples of ``n_channels`` columns plus one timestamp per sample.
+
+    ``dtype=object`` holds strings (marker streams). All public methods are safe to call from
+    several threads. A window returned with ``copy=False`` is a view into the ring: it stays valid
+    until another ``capacity - len(window)`` samples have been written; pass ``copy=True`` to keep
+    data for longer.
+    """
+
+    def __init__(
+        self, keep: int, n_channels: int, dtype: Any = np.float32, slack: int = 1024
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 sample, got {keep}")
+        if n_channels < 1:
+            raise ValueError(f"n_channels must be >= 1, got {n_channels}")
+        self.keep = int(keep)
+        self.slack = max(1, int(slack))
+        self.capacity = self.keep + self.slack
+        self.n_channels = int(n_channels)
+        self.dtype = np.dtype(dtype)
+        self.data = np.zeros((self.capacity, self.n_channels), dtype=self.dtype)
+        self.ts = np.zeros(self.capacity, dtype=np.float64)
+        self._lock = threading.Lock()
+        self._pos = 0  # next row to write
+        self._total = 0  # samples committed since creation (monotonic counter)
+        self._popped = 0  # value of _total at the last pop_new()/mark_read()
+
+    # ----------------------------------------------------------------------------------- state
+    @property
+    def lock(self) -> threading.Lock:
+        """The lock guarding the indices (hold it to read several fields consistently)."""
+        return self._lock
+
+    @property
+    def total(self) -> int:
+        """Samples ever written (never decreases, not capped by the ring size)."""
+        return self._total
+
+    @property
+    def fill(self) -> int:
+        """Rows that hold real samples and may be read (never counts zero padding)."""
+        return min(self._total, self.keep)
+
+    @property
+    def pos(self) -> int:
+        """Row index the next sample goes to (Dareplane's ``curr_i``)."""
+        return self._pos
+
+    @property
+    def n_new(self) -> int:
+        """Samples written since the last ``pop_new()`` (capped at ``keep``: older ones are gone)."""
+        return min(self._total - self._popped, self.keep)
+
+    @property
+    def n_unread_lost(self) -> int:
+        """Samples that were overwritten before anyone popped them."""
+        return max(0, self._total - self._popped - self.keep)
+
+    # ----------------------------------------------------------------------------------- write
+    def write_slot(self, max_n: int) -> np.ndarray:
+        """Contiguous rows in front of the newest sample that may be filled without the lock.
+
+        At most ``min(max_n, slack, rows until the end of the ring)`` rows; fill them, then call
+        :meth:`commit` with the number actually written. Only one writer may use slots.
+        """
+        n = min(max_n, self.slack, self.capacity - self._pos)
+        return self.data[self._pos : self._pos + n]
+
+    def commit(self, n: int, ts: np.ndarray | list[float]) -> None:
+        """Publish ``n`` rows already written into the current write slot, with their timestamps."""
+        if n <= 0:
+            return
+        with self._lock:
+            self.ts[self._pos : self._pos + n] = ts[:n] if len(ts) != n else ts
+            self._pos = (self._pos + n) % self.capacity
+            self._total += n
+
+    def add(self, data: np.ndarray | list, ts: np.ndarray | list[float]) -> int:
+        """Copy samples (rows) in, splitting at the wrap; returns how many were added.
+
+        A chunk longer than ``keep`` keeps only its newest ``keep`` rows but still counts fully in
+        ``total``, so gap accounting by count stays exact.
+        """
+        arr = np.asarray(data, dtype=self.dtype) if self.dtype != object else _as_object_rows(data)
+        if arr.ndim == 1:
+            arr = arr.reshape(-1, self.n_channels)
+        tarr = np.asarray(ts, dtype=np.float64)
+        n = arr.shape[0]
+        if n == 0:
+            return 0
+        if tarr.shape[0] != n:
+            raise ValueError(f"{n} samples but {tarr.shape[0]} timestamps")
+        skip = max(0, n - self.keep)
+        with self._lock:
+            self._pos = (self._pos + skip) % self.capacity
+            rows, trows = arr[skip:], tarr[skip:]
+            m = rows.shape[0]
+            first = min(m, self.capacity - self._pos)
+            self.data[self._pos : self._pos + first] = rows[:first]
+            self.ts[self._pos : self._pos + first] = trows[:first]
+            if first < m:
+                self.data[: m - first] = rows[first:]
+                self.ts[: m - first] = trows[first:]
+            self._pos = (self._pos + m) % self.capacity
+            self._total += n
+        return n
+
+    def shift_timestamps(self, delta: float) -> None:
+        """Add ``delta`` to every stored timestamp (a clock offset that became known late)."""
+        with self._lock:
+            self.ts += delta
+
+    def clear(self) -> None:
+        """Forget all samples (counters restart); used when a stream is re-attached from scratch."""
+        with self._lock:
+            self._pos = 0
+            self._total = 0
+            self._popped = 0
+
+    # ------------------------------------------------------------------------------------ read
+    def _last(self, n: int, copy: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Newest ``n`` rows in time order; caller holds the lock and has clipped ``n``."""
+        if n <= 0:
+            return self.data[:0].copy(), self.ts[:0].copy()
+        start = self._pos - n
+        if start >= 0:  # contiguous: a view unless a copy is asked for
+            d, t = self.data[start : self._pos], self.ts[start : self._pos]
+            return (d.copy(), t.copy()) if copy else (d, t)
+        idx_a = slice(self.capacity + start, self.capacity)
+        d = np.concatenate((self.data[idx_a], self.data[: self._pos]))
+        t = np.concatenate((self.ts[idx_a], self.ts[: self._pos]))
+        return d, t
+
+    def last(self, n: int | None = None, copy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The newest ``n`` samples (all readable ones if None), oldest first: (data, ts).
+
+        Returns fewer rows when fewer exist (never zero padding). A view when the rows do not wrap
+        and ``copy`` is false.
+        """
+        with self._lock:
+            fill = min(self._total, self.keep)
+            n = fill if n is None else max(0, min(int(n), fill))
+            return self._last(n, copy)
+
+    def since(self, seconds: float, copy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Samples whose timestamp is within ``seconds`` of the newest one (irregular streams)."""
+        with self._lock:
+            fill = min(self._total, self.keep)
+            d, t = self._last(fill, copy=False)
+            if fill == 0:
+                return self._last(0, copy)
+            i = int(np.searchsorted(t, t[-1] - seconds, side="left"))
+            d, t = d[i:], t[i:]
+            return (d.copy(), t.copy()) if copy else (d, t)
+
+    def pop_new(self) -> tuple[np.ndarray, np.ndarray]:
+        """Exactly the samples written since the previous pop (a copy), atomically.
+
+        If more than ``keep`` arrived in between, the oldest are gone; :attr:`n_unread_lost` says
+        how many.
+        """
+        with self._lock:
+            n = min(self._total - self._popped, self.keep)
+            self._popped = self._total
+            return self._last(n, copy=True)
+
+    def mark_read(self, n_left: int = 0) -> None:
+        """Declare all but the newest ``n_left`` samples consumed (Dareplane's ``n_new = 0``)."""
+        with self._lock:
+            self._popped = self._total - max(0, min(int(n_left), self._total - self._popped))
+
+    def unfold(self) -> tuple[np.ndarray, np.ndarray]:
+        """All readable samples in time order, as a copy (Dareplane's ``unfold_buffer``)."""
+        return self.last(None, copy=True)
+
+
+def _as_object_rows(data: Any) -> np.ndarray:
+    """Rows of strings as a 2-D object array without numpy guessing a fixed-width str dtype."""
+    rows = list(data)
+    out = np.empty((len(rows), len(rows[0]) if rows else 0), dtype=object)
+    for i, r in enumerate(rows):
+        out[i, :] = r
+    return out

@@ -1,0 +1,420 @@
+"""A native XDF 1.0 writer, usable on its own and by the recorder service.
+
+Why native: LabRecorder builds every sample with a string stream and buffers in an ofstream, which
+caps it near 250 k samples/s and leaves half-written chunks behind after a crash. Here each chunk is
+encoded in one numpy pass and handed to the kernel with a single ``writev`` on an unbuffered file
+descriptor, so:
+
+- whatever was written survives a ``kill -9`` of the writing process (it is in the page cache), and
+  the file always ends on a chunk boundary unless the kill lands inside one ``writev``;
+- a failed or short write (disk full, file size limit) is rolled back with ``ftruncate`` to the
+  last complete chunk, so the file stays loadable and the error is raised as :class:`XdfWriteError`.
+
+Layout written (XDF 1.0, as read by pyxdf): ``XDF:`` magic, FileHeader, then per stream a
+StreamHeader (full LSL info XML), Samples chunks (explicit 8-byte timestamps), ClockOffset chunks,
+Boundary chunks, and on :meth:`XdfWriter.close` a StreamFooter per stream.
+
+Example::
+
+    with XdfWriter("out.xdf") as w:
+        w.add_stream(1, {"name": "EEG", "type": "EEG", "channel_count": 8,
+                         "nominal_srate": 500.0, "channel_format": "float32"})
+        w.write_clock_offset(1, collection_time=0.0, offset_value=0.0)
+        w.write_samples(1, timestamps, samples)        # (n,), (n, 8)
+    # close() wrote the footers
+
+Thread safety: chunks from different threads never interleave (one lock around each write); the
+samples of one stream must come from one thread at a time, in time order.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import struct
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+MAGIC = b"XDF:"
+TAG_FILE_HEADER = 1
+TAG_STREAM_HEADER = 2
+TAG_SAMPLES = 3
+TAG_CLOCK_OFFSET = 4
+TAG_BOUNDARY = 5
+TAG_STREAM_FOOTER = 6
+BOUNDARY_UUID = bytes.fromhex("43A546DCCBF5410FB30ED5467383CBE4")
+
+#: LSL channel_format -> little-endian numpy dtype (None: variable-length strings)
+CHANNEL_FORMATS: dict[str, str | None] = {
+    "float32": "<f4",
+    "double64": "<f8",
+    "int8": "i1",
+    "int16": "<i2",
+    "int32": "<i4",
+    "int64": "<i8",
+    "string": None,
+}
+
+
+class XdfWriteError(OSError):
+    """Writing to the XDF file failed; the file was cut back to its last complete chunk."""
+
+
+def varlen_int(n: int) -> bytes:
+    """XDF variable-length integer: a 1-byte width (1, 4 or 8) then the value, little-endian."""
+    if n < 0:
+        raise ValueError(f"negative length {n}")
+    if n < 256:
+        return struct.pack("<BB", 1, n)
+    if n < 2**32:
+        return struct.pack("<BI", 4, n)
+    return struct.pack("<BQ", 8, n)
+
+
+def chunk_header(tag: int, content_len: int, stream_id: int | None = None) -> bytes:
+    """Length prefix + tag (+ stream id) for a chunk whose content is ``content_len`` bytes."""
+    sid = b"" if stream_id is None else struct.pack("<I", stream_id)
+    return varlen_int(2 + len(sid) + content_len) + struct.pack("<H", tag) + sid
+
+
+def stream_info_xml(
+    name: str,
+    type: str = "",
+    channel_count: int = 1,
+    nominal_srate: float = 0.0,
+    channel_format: str = "float32",
+    source_id: str = "",
+    hostname: str = "",
+    uid: str = "",
+    created_at: float = 0.0,
+    channel_labels: Sequence[str] | None = None,
+    desc_xml: str = "",
+) -> str:
+    """Build the ``<info>`` XML that LSL's ``StreamInfo.as_xml()`` would give for these fields.
+
+    ``desc_xml`` is inserted verbatim inside ``<desc>`` (e.g. ``<synchronization>...``).
+    """
+    if channel_format not in CHANNEL_FORMATS:
+        raise ValueError(
+            f"unknown channel_format {channel_format!r}; use one of {list(CHANNEL_FORMATS)}"
+        )
+    desc = desc_xml
+    if channel_labels:
+        chans = "".join(
+            f"<channel><label>{escape(str(lb))}</label></channel>" for lb in channel_labels
+        )
+        desc = f"<channels>{chans}</channels>{desc}"
+    fields = [
+        ("name", name),
+        ("type", type),
+        ("channel_count", str(int(channel_count))),
+        ("channel_format", channel_format),
+        ("source_id", source_id),
+        ("nominal_srate", repr(float(nominal_srate))),
+        ("version", "1.1000000000000001"),
+        ("created_at", repr(float(created_at))),
+        ("uid", uid),
+        ("session_id", "default"),
+        ("hostname", hostname),
+    ]
+    body = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in fields)
+    return f'<?xml version="1.0"?><info>{body}<desc>{desc}</desc></info>'
+
+
+@dataclass
+class StreamState:
+    """What the writer knows about one stream: format for encoding, totals for the footer."""
+
+    stream_id: int
+    name: str
+    channel_count: int
+    nominal_srate: float
+    channel_format: str
+    dtype: np.dtype | None
+    sample_count: int = 0
+    first_timestamp: float | None = None
+    last_timestamp: float | None = None
+    offsets: list[tuple[float, float]] = field(default_factory=list)
+    footer_written: bool = False
+    _record: np.dtype | None = None
+    _scratch: np.ndarray | None = None
+
+    def record_dtype(self) -> np.dtype:
+        """Packed per-sample layout: [u8 ts-bytes=8][f64 timestamp][channels]."""
+        if self._record is None:
+            self._record = np.dtype(
+                [("tsb", "u1"), ("ts", "<f8"), ("v", self.dtype, (self.channel_count,))]
+            )
+        return self._record
+
+    def scratch(self, n: int) -> np.ndarray:
+        """A reusable encode buffer of at least ``n`` records (grows, never shrinks)."""
+        if self._scratch is None or len(self._scratch) < n:
+            size = max(n, 2 * len(self._scratch) if self._scratch is not None else n)
+            self._scratch = np.empty(size, dtype=self.record_dtype())
+            self._scratch["tsb"] = 8
+        return self._scratch
+
+
+def _parse_info(info: Any) -> tuple[str, dict[str, str]]:
+    """Accept XML text, an object with ``as_xml()`` (pylsl StreamInfo) or a mapping of fields."""
+    if hasattr(info, "as_xml"):
+        info = info.as_xml()
+    if isinstance(info, Mapping):
+        info = stream_info_xml(**info)
+    if not isinstance(info, str):
+        raise TypeError(
+            f"stream info must be XML text, a mapping or a StreamInfo, not {type(info)}"
+        )
+    try:
+        root = ET.fromstring(info)
+    except ET.ParseError as e:
+        raise ValueError(f"stream info is not valid XML: {e}") from None
+    if root.tag != "info":
+        raise ValueError(f"stream info root element must be <info>, not <{root.tag}>")
+    values = {c.tag: (c.text or "").strip() for c in root}
+    for key in ("name", "channel_count", "nominal_srate", "channel_format"):
+        if key not in values:
+            raise ValueError(f"stream info lacks <{key}>")
+    if "stream_id" in values:
+        raise ValueError("stream info must not contain <stream_id> (pyxdf warns about it)")
+    if values["channel_format"] not in CHANNEL_FORMATS:
+        raise ValueError(f"unsupported channel_format {values['channel_format']!r}")
+    if not info.lstrip().startswith("<?xml"):
+        info = '<?xml version="1.0"?>' + info
+    return info, values
+
+
+def encode_string_samples(timestamps: np.ndarray, samples: Sequence[Sequence[Any]]) -> bytes:
+    """Samples chunk body (after NumSamples) for a string stream; values are str (UTF-8) or bytes."""
+    parts: list[bytes] = []
+    pack_ts = struct.Struct("<Bd").pack
+    for ts, row in zip(timestamps, samples, strict=True):
+        parts.append(pack_ts(8, float(ts)))
+        for v in row:
+            b = v if isinstance(v, bytes | bytearray) else str(v).encode("utf-8")
+            parts.append(varlen_int(len(b)))
+            parts.append(bytes(b))
+    return b"".join(parts)
+
+
+class XdfWriter:
+    """Write one XDF file. See the module docstring for the layout and guarantees."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        header_fields: Mapping[str, str] | None = None,
+    ) -> None:
+        """Create the file and write the magic and FileHeader (refuses an existing file by default).
+
+        ``header_fields`` adds elements to the FileHeader XML (e.g. ``{"recorder": "mesh"}``).
+        """
+        self.path = Path(path)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        flags |= getattr(os, "O_CLOEXEC", 0)
+        self._fd: int | None = os.open(self.path, flags, 0o644)
+        self._lock = threading.Lock()
+        self._streams: dict[int, StreamState] = {}
+        self.bytes_written = 0
+        self.error: XdfWriteError | None = None
+        now = _dt.datetime.now(_dt.UTC).astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
+        extra = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in (header_fields or {}).items())
+        xml = f'<?xml version="1.0"?><info><version>1.0</version><datetime>{now}</datetime>{extra}</info>'
+        try:
+            self._write([MAGIC, chunk_header(TAG_FILE_HEADER, len(xml.encode())), xml.encode()])
+        except XdfWriteError:
+            self._close_fd()
+            raise
+
+    # -- low level -------------------------------------------------------------------------
+    def _write(self, parts: list[Any]) -> None:
+        """Write one chunk (several buffers) completely, or roll the file back and raise."""
+        with self._lock:
+            if self._fd is None:
+                raise XdfWriteError(f"{self.path} is closed")
+            if self.error is not None:
+                raise self.error
+            start = self.bytes_written
+            views = [memoryview(p).cast("B") for p in parts]
+            total = sum(len(v) for v in views)
+            done = 0
+            try:
+                while done < total:
+                    n = os.writev(self._fd, views)
+                    if n <= 0:
+                        raise OSError(28, "write returned 0 bytes (no space left?)")
+                    done += n
+                    while views and n >= len(views[0]):
+                        n -= len(views[0])
+                        views.pop(0)
+                    if views and n:
+                        views[0] = views[0][n:]
+            except OSError as e:
+                err = XdfWriteError(e.errno, f"writing {self.path} failed: {e.strerror or e}")
+                self.error = err
+                try:
+                    os.ftruncate(self._fd, start)
+                    os.lseek(self._fd, start, os.SEEK_SET)
+                except OSError:
+                    pass
+                raise err from e
+            self.bytes_written = start + total
+
+    def _state(self, stream_id: int) -> StreamState:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise KeyError(f"stream {stream_id} was not added (call add_stream first)") from None
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def streams(self) -> dict[int, StreamState]:
+        """Streams added so far, by id (read-only use)."""
+        return self._streams
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def add_stream(self, stream_id: int, info: Any) -> StreamState:
+        """Write a StreamHeader. ``info``: XML text, a pylsl ``StreamInfo``, or a field mapping
+        for :func:`stream_info_xml` (name, type, channel_count, nominal_srate, channel_format...).
+        """
+        if not 0 <= int(stream_id) < 2**32:
+            raise ValueError(f"stream_id must fit in 32 bits, got {stream_id}")
+        if stream_id in self._streams:
+            raise ValueError(f"stream {stream_id} already added")
+        xml, values = _parse_info(info)
+        fmt = values["channel_format"]
+        dt = CHANNEL_FORMATS[fmt]
+        state = StreamState(
+            stream_id=int(stream_id),
+            name=values["name"],
+            channel_count=int(values["channel_count"]),
+            nominal_srate=float(values["nominal_srate"]),
+            channel_format=fmt,
+            dtype=None if dt is None else np.dtype(dt),
+        )
+        body = xml.encode("utf-8")
+        self._write([chunk_header(TAG_STREAM_HEADER, len(body), stream_id), body])
+        self._streams[stream_id] = state
+        return state
+
+    def write_samples(self, stream_id: int, timestamps: Any, samples: Any) -> int:
+        """Write one Samples chunk; returns the number of samples written.
+
+        ``timestamps``: shape (n,) seconds. ``samples``: (n, channels) numeric array-like, or for
+        string streams a sequence of n rows of str/bytes. A 1-D numeric array is taken as one
+        channel when the stream has one channel.
+        """
+        st = self._state(stream_id)
+        ts = np.ascontiguousarray(timestamps, dtype="<f8").reshape(-1)
+        n = len(ts)
+        if n == 0:
+            return 0
+        if st.dtype is None:
+            rows = list(samples)
+            if len(rows) != n or any(len(r) != st.channel_count for r in rows):
+                raise ValueError(f"stream {stream_id}: need {n} rows of {st.channel_count} strings")
+            body = encode_string_samples(ts, rows)
+            count = varlen_int(n)
+            self._write([chunk_header(TAG_SAMPLES, len(count) + len(body), stream_id), count, body])
+        else:
+            data = np.asarray(samples)
+            if data.ndim == 1 and st.channel_count == 1:
+                data = data.reshape(-1, 1)
+            if data.shape != (n, st.channel_count):
+                raise ValueError(
+                    f"stream {stream_id}: samples shape {data.shape} != ({n}, {st.channel_count})"
+                )
+            rec = st.scratch(n)[:n]
+            rec["ts"] = ts
+            rec["v"] = data
+            count = varlen_int(n)
+            self._write([chunk_header(TAG_SAMPLES, len(count) + rec.nbytes, stream_id), count, rec])
+        with self._lock:
+            if st.first_timestamp is None:
+                st.first_timestamp = float(ts[0])
+            st.last_timestamp = float(ts[-1])
+            st.sample_count += n
+        return n
+
+    def write_clock_offset(
+        self, stream_id: int, collection_time: float, offset_value: float
+    ) -> None:
+        """Write a ClockOffset chunk: at ``collection_time`` (source clock) the source's clock
+        needed ``offset_value`` seconds added to reach the recorder's clock."""
+        st = self._state(stream_id)
+        body = struct.pack("<dd", float(collection_time), float(offset_value))
+        self._write([chunk_header(TAG_CLOCK_OFFSET, len(body), stream_id), body])
+        with self._lock:
+            st.offsets.append((float(collection_time), float(offset_value)))
+
+    def write_boundary(self) -> None:
+        """Write a Boundary chunk (lets readers resynchronise after a damaged region)."""
+        self._write([chunk_header(TAG_BOUNDARY, len(BOUNDARY_UUID)), BOUNDARY_UUID])
+
+    def write_footer(self, stream_id: int) -> None:
+        """Write the StreamFooter (first/last timestamp, count, clock offsets) for one stream."""
+        st = self._state(stream_id)
+        if st.footer_written:
+            return
+
+        def num(x: float | None) -> str:
+            return "0" if x is None else f"{x:.16g}"
+
+        offs = "".join(
+            f"<offset><time>{t:.16g}</time><value>{v:.16g}</value></offset>" for t, v in st.offsets
+        )
+        xml = (
+            '<?xml version="1.0"?><info>'
+            f"<first_timestamp>{num(st.first_timestamp)}</first_timestamp>"
+            f"<last_timestamp>{num(st.last_timestamp)}</last_timestamp>"
+            f"<sample_count>{st.sample_count}</sample_count>"
+            f"<clock_offsets>{offs}</clock_offsets></info>"
+        ).encode()
+        self._write([chunk_header(TAG_STREAM_FOOTER, len(xml), stream_id), xml])
+        st.footer_written = True
+
+    def flush(self, fsync: bool = True) -> None:
+        """Data is already in the kernel after every write; ``fsync`` also forces it to disk."""
+        with self._lock:
+            if self._fd is not None and fsync:
+                os.fsync(self._fd)
+
+    def close(self, footers: bool = True) -> None:
+        """Write missing footers (unless ``footers`` is false or a write already failed), close.
+
+        A footer that cannot be written is skipped: pyxdf loads files without footers.
+        """
+        if self._fd is None:
+            return
+        if footers and self.error is None:
+            for sid in list(self._streams):
+                try:
+                    self.write_footer(sid)
+                except XdfWriteError:
+                    break
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> XdfWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
