@@ -1,0 +1,25 @@
+"""Entry point: ``python -m services.decoder --port 8106``."""
+
+from __future__ import annotations
+
+import click
+
+from shared_utils.module_cli import module_options, run_module
+
+
+@click.command()
+@module_options(default_port=8106)
+@click.option("--model", "model_file", default=None, help="Model file to LOAD at start-up.")
+def main(model_file: str | None, **common: object) -> None:
+    """Decoder: FIT on an XDF recording, then decode a live LSL stream (START/STOP/SET)."""
+    from services.decoder.server import build_commands
+    from services.decoder.service import DecoderService
+
+    service = DecoderService()
+    if model_file:
+        service.load(model_file)
+    run_module("decoder", build_commands(service), **common)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The decoder's commands (FIT, SAVE, LOAD, START, STOP, STATUS, SET) as one stateful object.
+
+No sockets here: ``server.py`` maps command names onto these methods. A lock serialises commands
+that change state, because the server runs each connection on its own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.decoder import model_io
+from services.decoder.controller import ControlParams, HysteresisController
+from services.decoder.features import DEFAULT_BANDS, FeatureSettings
+from services.decoder.model_io import DecoderModel, ModelFileError
+from services.decoder.notify import Notifier, NotifyConfig
+from services.decoder.online import (
+    MODES,
+    DecodePipeline,
+    LiveLoop,
+    choose_positive,
+    output_labels,
+)
+from services.decoder.training import TrainingError, fit_recording, read_xdf
+from shared_utils.errors import CommandError
+from shared_utils.logging import get_logger
+
+log = get_logger("decoder")
+
+
+class DecoderService:
+    """Holds the current model and at most one live decoding run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.model: DecoderModel | None = None
+        self.model_source: str | None = None  # "fit:<xdf>" or the file it was loaded from
+        self.loop: LiveLoop | None = None
+        self.run: dict[str, Any] = {}
+        self.controller = HysteresisController()
+        self.notifier: Notifier | None = None
+
+    # -- calibration --------------------------------------------------------------------------
+    def fit(
+        self,
+        xdf: str,
+        signal: str = "mock_eeg",
+        markers: str | None = None,
+        window_s: float = 1.0,
+        epoch_step_s: float = 0.25,
+        tmin_s: float = 0.5,
+        bands: list | None = None,
+        order: int = 2,
+        classes: list | None = None,
+        channels: list | None = None,
+        folds: int = 5,
+        shrinkage: float | None = None,
+    ) -> dict[str, Any]:
+        """Fit on a recording: epochs after each marker, band-power features, shrinkage LDA."""
+        markers = markers or f"{signal}_markers"
+        if window_s <= 0 or epoch_step_s <= 0 or tmin_s < 0:
+            raise CommandError("window_s and epoch_step_s must be > 0 and tmin_s >= 0")
+        if folds < 2:
+            raise CommandError(f"folds must be >= 2, got {folds}")
+        settings = FeatureSettings(
+            bands=[[float(a), float(b)] for a, b in (bands or DEFAULT_BANDS)],
+            order=order,
+            window_s=window_s,
+        )
+        try:
+            rec = read_xdf(xdf, signal, markers)
+            model, report = fit_recording(
+                rec,
+                settings,
+                channels=[str(c) for c in channels] if channels else None,
+                classes=[str(c) for c in classes] if classes else None,
+                tmin_s=tmin_s,
+                epoch_step_s=epoch_step_s,
+                folds=folds,
+                shrinkage=shrinkage,
+            )
+        except (TrainingError, ValueError) as e:
+            raise CommandError(str(e)) from e
+        model.training.update(xdf=str(xdf), signal=signal, markers=markers)
+        with self._lock:
+            self.model, self.model_source = model, f"fit:{xdf}"
+        log.info("model fitted", **{k: report[k] for k in ("cv_accuracy", "n_epochs", "classes")})
+        return report
+
+    def save(self, file: str) -> dict[str, Any]:
+        """Write the current model to a versioned JSON file."""
+        with self._lock:
+            if self.model is None:
+                raise CommandError("no model to save: FIT or LOAD one first")
+            try:
+                path = model_io.save(self.model, file)
+            except OSError as e:
+                raise CommandError(f"cannot write {file}: {e}") from e
+        return {"file": str(path), "format": model_io.MODEL_FORMAT, "version": model_io.MODEL_VERSION}
+
+    def load(self, file: str) -> dict[str, Any]:
+        """Read a model file; it is used by the next START."""
+        try:
+            model = model_io.load(file)
+        except FileNotFoundError as e:
+            raise CommandError(f"model file not found: {file}") from e
+        except ModelFileError as e:
+            raise CommandError(f"{file}: {e}") from e
+        with self._lock:
+            self.model, self.model_source = model, str(Path(file).expanduser().resolve())
+        return {"file": self.model_source, **model.summary()}
+
+    # -- live decoding ------------------------------------------------------------------------
+    def start(
+        self,
+        input: str = "mock_eeg",
+        output: str = "decoder",
+        window_s: float | None = None,
+        step_s: float = 0.05,
+        mode: str = "proba",
+        positive_class: str | None = None,
+        on_threshold: float = 0.6,
+        off_threshold: float = 0.4,
+        smoothing_s: float = 0.0,
+        min_dwell_s: float = 0.0,
+        notify: dict | None = None,
+        resolve_timeout_s: float = 5.0,
+    ) -> dict[str, Any]:
+        """Decode the live ``input`` stream and push predictions to the LSL outlet ``output``."""
+        import pylsl
+
+        from shared_utils.stream_watcher import StreamNotFoundError, channel_labels, resolve
+
+        with self._lock:
+            if self.loop is not None and self.loop.running:
+                raise CommandError(f"already decoding {self.run.get('input')!r}; STOP first")
+            model = self.model
+            if model is None:
+                raise CommandError("no model: FIT or LOAD one before START")
+            if mode not in MODES:
+                raise CommandError(f"mode must be one of {list(MODES)}, got {mode!r}")
+            if step_s < 0 or (window_s is not None and window_s <= 0):
+                raise CommandError("window_s must be > 0 and step_s >= 0")
+            try:
+                positive = choose_positive(model, positive_class)
+                params = ControlParams(on_threshold, off_threshold, smoothing_s, min_dwell_s)
+                controller = HysteresisController(params)
+                notify_cfg = NotifyConfig.parse(notify) if notify else None
+            except ValueError as e:
+                raise CommandError(str(e)) from e
+            try:
+                info = resolve(input, timeout_s=resolve_timeout_s)
+            except StreamNotFoundError as e:
+                raise CommandError(str(e)) from e
+            fmt = info.channel_format()
+            fmt_name = {pylsl.cf_float32: "float32", pylsl.cf_double64: "double64"}.get(fmt)
+            fmt_name = fmt_name or {pylsl.cf_int32: "int32", pylsl.cf_int16: "int16"}.get(fmt)
+            if fmt_name is None:
+                raise CommandError(f"input {input!r} is not a numeric stream (format code {fmt})")
+            srate = info.nominal_srate()
+            if abs(srate - model.srate) > 1e-6 * model.srate:
+                raise CommandError(
+                    f"model was fitted at {model.srate:g} Hz but input {input!r} runs at "
+                    f"{srate:g} Hz; FIT on a recording at the input's rate"
+                )
+            labels = channel_labels(info)
+            missing = [c for c in model.channels if c not in labels]
+            if missing:
+                raise CommandError(
+                    f"input {input!r} lacks the model's channels {missing}; it has {labels} "
+                    f"(model channels: {model.channels})"
+                )
+            index = [labels.index(c) for c in model.channels]
+            if index == list(range(len(labels))):
+                index = None
+            n_window = max(2, round((window_s or model.features.window_s) * model.srate))
+            step = max(1, round(step_s * model.srate))
+            notifier = Notifier(notify_cfg) if notify_cfg else None
+            pipeline = DecodePipeline(
+                model, index, n_window, step, positive, mode, controller, notifier
+            )
+            out_labels = output_labels(model, positive, mode)
+            outlet = self._make_outlet(pylsl, output, out_labels, model, positive, mode)
+            buflen = max(2, int(np.ceil(2 * n_window / model.srate)))
+            inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=True)
+            inlet.open_stream(timeout=5.0)
+            loop = LiveLoop(inlet, outlet, pipeline, fmt_name, log)
+            self.loop, self.controller, self.notifier = loop, controller, notifier
+            self.run = {
+                "input": input,
+                "output": output,
+                "mode": mode,
+                "positive_class": positive,
+                "channels": out_labels,
+                "window_s": n_window / model.srate,
+                "step_s": step / model.srate,
+                "model_window_s": model.features.window_s,
+                "started_at": time.time(),
+                "model": self.model_source,
+            }
+            loop.start()
+        log.info("decoding", **{k: self.run[k] for k in ("input", "output", "mode")})
+        return dict(self.run)
+
+    @staticmethod
+    def _make_outlet(
+        pylsl: Any, name: str, labels: list[str], model: DecoderModel, positive: str, mode: str
+    ) -> Any:
+        info = pylsl.StreamInfo(
+            name, "Control", len(labels), pylsl.IRREGULAR_RATE, pylsl.cf_float32, f"decoder:{name}"
+        )
+        chans = info.desc().append_child("channels")
+        for lab in labels:
+            ch = chans.append_child("channel")
+            ch.append_child_value("label", lab)
+            ch.append_child_value("unit", "probability" if lab.startswith("p_") else "on/off")
+        meta = info.desc().append_child("decoder")
+        meta.append_child_value("mode", mode)
+        meta.append_child_value("positive_class", positive)
+        meta.append_child_value("classes", ",".join(model.classes))
+        return pylsl.StreamOutlet(info, chunk_size=1)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop decoding and close the output stream."""
+        with self._lock:
+            loop, notifier = self.loop, self.notifier
+            if loop is None:
+                return {"stopped": False, "predictions": 0}
+            loop.stop()
+            if notifier is not None:
+                notifier.close()
+            self.loop = None
+            return {"stopped": True, "predictions": loop.pipeline.predictions, "error": loop.error}
+
+    def set(
+        self,
+        on_threshold: float | None = None,
+        off_threshold: float | None = None,
+        smoothing_s: float | None = None,
+        min_dwell_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Change controller thresholds live (also before START: they seed the next run)."""
+        changes = {
+            k: float(v)
+            for k, v in {
+                "on_threshold": on_threshold,
+                "off_threshold": off_threshold,
+                "smoothing_s": smoothing_s,
+                "min_dwell_s": min_dwell_s,
+            }.items()
+            if v is not None
+        }
+        if not changes:
+            raise CommandError(
+                "SET needs at least one of on_threshold, off_threshold, smoothing_s, min_dwell_s"
+            )
+        with self._lock:
+            try:
+                params = self.controller.set(**changes)
+            except ValueError as e:
+                raise CommandError(str(e)) from e
+        return {
+            "on_threshold": params.on_threshold,
+            "off_threshold": params.off_threshold,
+            "smoothing_s": params.smoothing_s,
+            "min_dwell_s": params.min_dwell_s,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Running state, latency statistics, predictions made, model in use, controller state."""
+        loop, c = self.loop, self.controller
+        out: dict[str, Any] = {
+            "running": bool(loop and loop.running),
+            "model": None
+            if self.model is None
+            else {"source": self.model_source, **self.model.summary()},
+            "controller": {
+                "state": "on" if c.state else "off",
+                "smoothed": c.smoothed,
+                "switches": c.switches,
+                **vars(c.params),
+            },
+        }
+        if loop is not None:
+            last = loop.pipeline.last
+            out.update(
+                run=self.run,
+                predictions=loop.pipeline.predictions,
+                samples=loop.samples,
+                latency_ms=loop.latency.summary_ms(),
+                compute_ms=loop.compute.summary_ms(),
+                last_output=None if last is None else [round(float(v), 4) for v in last],
+                clock_offset_s=loop.offset,
+                error=loop.error,
+            )
+        if self.notifier is not None:
+            out["notify"] = self.notifier.stats()
+        return out
+
+    def close(self) -> None:
+        """Release LSL objects before the process exits."""
+        self.stop()

@@ -1,0 +1,1 @@
+"""Mockup streamer: synthetic EEG with alpha high/low states and markers, or XDF replay, over LSL."""

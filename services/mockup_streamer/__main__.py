@@ -1,0 +1,20 @@
+"""Entry point: ``python -m services.mockup_streamer --port PORT``."""
+
+from __future__ import annotations
+
+import click
+
+from shared_utils.module_cli import module_options, run_module
+
+
+@click.command()
+@module_options(default_port=8110)
+def main(**common: object) -> None:
+    """Synthetic EEG (alpha high/low states with markers) or XDF replay as LSL streams."""
+    from services.mockup_streamer.server import build_commands
+
+    run_module("mockup_streamer", build_commands(), **common)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The recorder's commands (START, STOP, STATUS, LIST), importable without sockets.
+
+A warm ``ContinuousResolver`` is created with the recorder, so START finds the streams already
+known and replies at once; the resolver keeps learning about streams that appear later, which the
+running recording then adds. Only one recording at a time: a second START names the current file.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pylsl
+
+from services.recorder.inlet_reader import describe
+from services.recorder.paths import check_target, expand_template, resolve_path
+from services.recorder.recording import Recording, RecordingOptions
+from shared_utils.errors import CommandError
+from shared_utils.logging import get_logger
+from shared_utils.xdf_writer import XdfWriter
+
+log = get_logger("recorder")
+
+
+class Recorder:
+    """Owns the LSL resolver and at most one :class:`Recording`."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        options: RecordingOptions | None = None,
+        forget_after_s: float = 5.0,
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.options = options or RecordingOptions()
+        self._resolver = pylsl.ContinuousResolver(forget_after=forget_after_s)
+        self._lock = threading.Lock()
+        self._rec: Recording | None = None
+        self._unreported: dict[str, Any] | None = None
+        self.last_file: str | None = None
+
+    # -- commands ------------------------------------------------------------------------------
+    def start(
+        self,
+        file: str,
+        streams: list | None = None,
+        overwrite: bool = False,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Record LSL streams (all, or those named in "streams") into an XDF file.
+
+        "file" may use {subject} {session} {run} {task} {date} {time} and any other field
+        passed alongside it. Replies at once with the resolved path; streams that appear later
+        are added. Refuses an existing file unless "overwrite": true.
+        """
+        if streams is not None and not all(isinstance(s, str) and s for s in streams):
+            raise CommandError(f'"streams" must be a list of stream names or null, got {streams!r}')
+        if not file or not isinstance(file, str):
+            raise CommandError('"file" must be a file name or template ending in .xdf')
+        with self._lock:
+            if self._rec is not None and not self._rec.finished.is_set():
+                raise CommandError(
+                    f"already recording to {self._rec.path}; send STOP first"
+                )
+            path = resolve_path(expand_template(file, fields), self.data_dir)
+            check_target(path, overwrite)
+            try:
+                writer = XdfWriter(path, overwrite=overwrite, header_fields={"recorder": "mesh"})
+            except FileExistsError:
+                raise CommandError(
+                    f'{path} already exists; choose another name or pass "overwrite": true'
+                ) from None
+            except OSError as e:
+                raise CommandError(f"cannot write {path}: {e.strerror or e}") from None
+            rec = Recording(
+                writer, self._resolver.results, streams, self.options, self._finished
+            )
+            self._rec = rec
+            self._unreported = None
+            self.last_file = str(path)
+            rec.start()
+        log.info("recording started", file=str(path), streams=streams or "all")
+        return {
+            "file": str(path),
+            "streams": [r.name for r in rec.readers],
+            "waiting_for": rec.waiting_for(),
+        }
+
+    def stop(self) -> dict[str, Any]:
+        """Stop recording: drain, write footers, close; reply with per-stream sample counts."""
+        with self._lock:
+            rec = self._rec
+            if rec is None:
+                if self._unreported is not None:  # a recording that ended on a write error
+                    res, self._unreported = self._unreported, None
+                    return {"stopped": True, **res}
+                return {"stopped": False, "recording": False, "note": "not recording",
+                        "last_file": self.last_file}
+            self._rec = None
+        res = rec.stop()
+        self._unreported = None
+        return {"stopped": True, **res}
+
+    def status(self) -> dict[str, Any]:
+        """Recording state: file, bytes, seconds, per-stream counts, gaps, errors."""
+        with self._lock:
+            rec = self._rec
+            if rec is None or rec.finished.is_set():
+                base: dict[str, Any] = {"recording": False, "last_file": self.last_file}
+                if self._unreported is not None:
+                    base["last_recording"] = self._unreported
+                    base["error"] = self._unreported.get("error")
+                return base
+        return {"recording": True, **rec.status()}
+
+    def list_streams(self) -> list[dict[str, Any]]:
+        """LSL streams visible now (name, type, channels, rate, format, source, host, uid)."""
+        rec = self._rec
+        recorded = {r.info.uid() for r in rec.readers} if rec is not None else set()
+        out = []
+        for info in self._resolver.results():
+            d = describe(info)
+            d["recording"] = d["uid"] in recorded
+            out.append(d)
+        return out
+
+    def close(self) -> dict[str, Any]:
+        """Stop any recording (footers written) before the process exits."""
+        res = self.stop()
+        return res
+
+    # -- internals -----------------------------------------------------------------------------
+    def _finished(self, rec: Recording) -> None:
+        """A recording ended: by STOP, or by itself after a write error (kept for STATUS/STOP)."""
+        with self._lock:
+            if self._rec is rec:
+                self._rec = None
+                if rec.result is not None and rec.error:
+                    self._unreported = rec.result

@@ -1,0 +1,304 @@
+"""One LSL stream into one XDF stream: the per-stream threads of a recording.
+
+Each reader owns its pylsl inlet (buffer sized to the stream's byte rate, not liblsl's 360 s
+default, which reserves gigabytes at high rates) and pulls into a preallocated array, so the hot
+path allocates nothing per chunk. Every pull ends after at most ``pull_timeout_s`` and its samples
+go straight to the kernel through the :class:`~shared_utils.xdf_writer.XdfWriter`: that bound is
+the most a ``kill -9`` can lose.
+
+Clock offsets: a stream from this host shares the recorder's clock (liblsl's ``local_clock`` is the
+machine's monotonic clock), so its offset is exactly 0 and is written without probing, right
+after the header; pyxdf then has an offset for every stream even in a file cut short by a crash.
+Streams from other hosts are probed with ``time_correction`` in a separate thread so the first,
+~0.6 s probe never delays data.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pylsl
+
+from shared_utils.logging import get_logger
+from shared_utils.xdf_writer import CHANNEL_FORMATS, XdfWriteError, XdfWriter
+
+log = get_logger("recorder.reader")
+
+#: liblsl's inlet buffer for a regular stream holds this many bytes at most (bounded memory) ...
+INLET_BUFFER_BYTES = 256 * 2**20
+#: ... but never less than this many seconds, nor more than this.
+INLET_BUFFER_MIN_S, INLET_BUFFER_MAX_S = 4, 60
+#: One pull lands in a buffer of at most this many bytes.
+PULL_BUFFER_BYTES = 16 * 2**20
+
+FORMAT_NAMES = {
+    pylsl.cf_float32: "float32",
+    pylsl.cf_double64: "double64",
+    pylsl.cf_int8: "int8",
+    pylsl.cf_int16: "int16",
+    pylsl.cf_int32: "int32",
+    pylsl.cf_int64: "int64",
+    pylsl.cf_string: "string",
+}
+
+
+def stream_key(info: pylsl.StreamInfo) -> str:
+    """Identity used to avoid recording one source twice: a recoverable stream (with a source_id)
+    comes back under a new uid after a restart and the inlet reconnects to it by itself."""
+    sid = info.source_id()
+    if sid:
+        return f"src:{info.hostname()}:{info.name()}:{info.type()}:{sid}"
+    return f"uid:{info.uid()}"
+
+
+def describe(info: pylsl.StreamInfo) -> dict[str, Any]:
+    """The LIST view of a stream."""
+    return {
+        "name": info.name(),
+        "type": info.type(),
+        "channel_count": info.channel_count(),
+        "nominal_srate": info.nominal_srate(),
+        "channel_format": FORMAT_NAMES.get(info.channel_format(), str(info.channel_format())),
+        "source_id": info.source_id(),
+        "hostname": info.hostname(),
+        "uid": info.uid(),
+    }
+
+
+def inlet_buflen(info: pylsl.StreamInfo) -> int:
+    """``max_buflen`` for the inlet: seconds for regular streams, x100 samples for irregular."""
+    srate = info.nominal_srate()
+    if srate <= 0:
+        return 360  # 36 000 samples of an irregular stream
+    width = info.channel_count() * (np.dtype(CHANNEL_FORMATS[_fmt(info)] or "<f8").itemsize)
+    seconds = INLET_BUFFER_BYTES / max(1.0, srate * width)
+    return int(min(INLET_BUFFER_MAX_S, max(INLET_BUFFER_MIN_S, seconds)))
+
+
+def _fmt(info: pylsl.StreamInfo) -> str:
+    return FORMAT_NAMES.get(info.channel_format(), "float32")
+
+
+def pull_capacity(info: pylsl.StreamInfo, pull_timeout_s: float) -> int:
+    """Samples per pull: room for two pull intervals at the nominal rate, within a byte cap."""
+    srate = info.nominal_srate()
+    width = max(1, info.channel_count()) * 8
+    want = int(srate * pull_timeout_s * 2) if srate > 0 else 1024
+    cap = max(64, PULL_BUFFER_BYTES // width)
+    return max(64, min(want, cap))
+
+
+@dataclass
+class ReaderStats:
+    """Per-stream figures for STATUS and the STOP reply."""
+
+    samples: int = 0
+    gaps: int = 0
+    chunks: int = 0
+    first_timestamp: float | None = None
+    last_timestamp: float | None = None
+    offsets: int = 0
+    lost: bool = False
+    note: str = ""
+
+
+class StreamReader:
+    """Record one LSL stream into ``writer`` under the stream id handed out by ``next_id``."""
+
+    def __init__(
+        self,
+        info: pylsl.StreamInfo,
+        writer: XdfWriter,
+        next_id: Callable[[], int],
+        on_write_error: Callable[[XdfWriteError], None],
+        *,
+        pull_timeout_s: float = 0.1,
+        offset_interval_s: float = 3.0,
+        probe_local_offsets: bool = False,
+        open_timeout_s: float = 10.0,
+    ) -> None:
+        self.info = info
+        self.key = stream_key(info)
+        self.name = info.name()
+        self.writer = writer
+        self._next_id = next_id
+        self._on_write_error = on_write_error
+        self.pull_timeout_s = pull_timeout_s
+        self.offset_interval_s = offset_interval_s
+        self.open_timeout_s = open_timeout_s
+        self.local = info.hostname() == socket.gethostname() and not probe_local_offsets
+        self.srate = info.nominal_srate()
+        self.stream_id: int | None = None
+        self.stats = ReaderStats()
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._inlet: pylsl.StreamInlet | None = None
+        self._gap_s = 2.0 / self.srate + 0.05 if self.srate > 0 else None
+        self._thread = threading.Thread(target=self._run, name=f"rec-{self.name}", daemon=True)
+        self._clock_thread: threading.Thread | None = None
+        self._last_offset = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Ask the threads to drain what is queued, write a last offset and end."""
+        self._stop.set()
+
+    def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._clock_thread is not None:
+            self._clock_thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def summary(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "id": self.stream_id,
+            "name": self.name,
+            "type": self.info.type(),
+            "samples": s.samples,
+            "gaps": s.gaps,
+            "first_timestamp": s.first_timestamp,
+            "last_timestamp": s.last_timestamp,
+            "clock_offsets": s.offsets,
+            "lost": s.lost,
+            "note": s.note,
+        }
+
+    # -- threads -----------------------------------------------------------------------------
+    def _open(self) -> pylsl.StreamInlet | None:
+        inlet = pylsl.StreamInlet(
+            self.info, max_buflen=inlet_buflen(self.info), max_chunklen=0, recover=True
+        )
+        deadline = time.monotonic() + self.open_timeout_s
+        while not self._stop.is_set():
+            try:
+                full = inlet.info(timeout=0.5)
+                inlet.open_stream(timeout=max(0.5, deadline - time.monotonic()))
+                break
+            except pylsl.TimeoutError:
+                if time.monotonic() > deadline:
+                    self.stats.note = "stream did not answer; not recorded"
+                    log.warning("stream did not answer", stream=self.name)
+                    return None
+            except pylsl.LostError:
+                self.stats.note = "stream vanished before it could be opened; not recorded"
+                return None
+        else:
+            return None
+        self.stream_id = self._next_id()
+        self.writer.add_stream(self.stream_id, full.as_xml())
+        if self.local:
+            self._write_offset(0.0)
+        self.connected.set()
+        return inlet
+
+    def _run(self) -> None:
+        try:
+            inlet = self._open()
+            if inlet is None:
+                return
+            self._inlet = inlet
+            if not self.local:
+                self._clock_thread = threading.Thread(
+                    target=self._clock_loop, name=f"rec-clock-{self.name}", daemon=True
+                )
+                self._clock_thread.start()
+            log.info("recording stream", stream=self.name, id=self.stream_id)
+            self._pull_loop(inlet)
+            if self.local:
+                self._write_offset(0.0)
+            elif self._clock_thread is not None:
+                self._clock_thread.join(3.0)
+                self._probe_offset(timeout=0.5)
+        except XdfWriteError as e:
+            self._on_write_error(e)
+        except Exception as e:  # keep the file and the other streams going
+            self.stats.note = f"reader failed: {e!r}"
+            log.exception("stream reader failed", stream=self.name)
+        finally:
+            self.connected.set()
+
+    def _pull_loop(self, inlet: pylsl.StreamInlet) -> None:
+        fmt = _fmt(self.info)
+        cap = pull_capacity(self.info, self.pull_timeout_s)
+        n_ch = self.info.channel_count()
+        buf = None if fmt == "string" else np.empty((cap, n_ch), dtype=CHANNEL_FORMATS[fmt])
+        draining = False
+        while True:
+            if self._stop.is_set() and not draining:
+                draining = True  # one more pass that only takes what is already queued
+            try:
+                data, ts = inlet.pull_chunk(
+                    timeout=0.02 if draining else self.pull_timeout_s,
+                    max_samples=cap,
+                    dest_obj=buf,
+                    as_numpy=True,
+                )
+            except pylsl.LostError:
+                self.stats.lost = True
+                self.stats.note = "stream vanished during the recording; data up to then kept"
+                log.warning("stream lost", stream=self.name, samples=self.stats.samples)
+                return
+            n = len(ts)
+            if n:
+                self._record(ts, data)
+            if self.local and time.monotonic() - self._last_offset >= self.offset_interval_s:
+                self._write_offset(0.0)
+            if draining and n < cap:
+                return
+
+    def _record(self, ts: np.ndarray, data: Any) -> None:
+        st = self.stats
+        assert self.stream_id is not None
+        self.writer.write_samples(self.stream_id, ts, data)
+        if self._gap_s is not None:
+            if st.last_timestamp is not None and ts[0] - st.last_timestamp > self._gap_s:
+                st.gaps += 1
+            if len(ts) > 1:
+                st.gaps += int(np.count_nonzero(np.diff(ts) > self._gap_s))
+        if st.first_timestamp is None:
+            st.first_timestamp = float(ts[0])
+        st.last_timestamp = float(ts[-1])
+        st.samples += len(ts)
+        st.chunks += 1
+
+    def _write_offset(self, offset: float) -> None:
+        assert self.stream_id is not None
+        now = pylsl.local_clock()
+        self.writer.write_clock_offset(self.stream_id, now - offset, offset)
+        self.stats.offsets += 1
+        self._last_offset = time.monotonic()
+
+    def _probe_offset(self, timeout: float) -> bool:
+        inlet = self._inlet
+        if inlet is None:
+            return False
+        try:
+            offset = inlet.time_correction(timeout=timeout)
+        except (pylsl.TimeoutError, pylsl.LostError):
+            return False
+        self._write_offset(offset)
+        return True
+
+    def _clock_loop(self) -> None:
+        """Offsets for a stream from another host: first as soon as measured, then periodically."""
+        try:
+            while not self._stop.is_set():
+                if not self._probe_offset(timeout=2.0):
+                    if self._stop.wait(0.5):
+                        return
+                    continue
+                if self._stop.wait(self.offset_interval_s):
+                    return
+        except XdfWriteError as e:
+            self._on_write_error(e)

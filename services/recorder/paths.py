@@ -1,0 +1,101 @@
+"""File names for recordings: template expansion and the checks done before anything starts.
+
+Kept apart from the recording engine so START can refuse a bad path (unknown template field,
+unwritable directory, existing file) before a single thread or inlet exists.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from shared_utils.errors import CommandError
+
+#: LabRecorder's file-name wildcards (remote-control ``filename {template:...}``) -> our fields
+LABRECORDER_WILDCARDS = {
+    "%p": "participant",
+    "%s": "session",
+    "%b": "task",
+    "%n": "run",
+    "%a": "acquisition",
+    "%m": "modality",
+}
+
+
+def template_fields(template: str) -> list[str]:
+    """Names of the ``{field}`` placeholders in ``template`` (format specs allowed)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise CommandError(f"bad file template {template!r}: {e}") from None
+    names = []
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise CommandError(
+                f"bad placeholder {{{name}}} in file template {template!r}: use plain names such "
+                "as {subject}, {session}, {run}, {date}"
+            )
+        names.append(name)
+    return names
+
+
+def expand_template(
+    template: str, values: Mapping[str, Any], now: _dt.datetime | None = None
+) -> str:
+    """Fill ``{subject}``-style placeholders; ``{date}`` (YYYYMMDD) and ``{time}`` (HHMMSS) are
+    always available. A missing value is an error that names it (no silent 'None' in paths)."""
+    now = now or _dt.datetime.now()
+    vals: dict[str, Any] = {"date": now.strftime("%Y%m%d"), "time": now.strftime("%H%M%S")}
+    vals.update({k: v for k, v in values.items() if v is not None})
+    missing = [n for n in template_fields(template) if n not in vals]
+    if missing:
+        need = ", ".join(f'"{m}"' for m in dict.fromkeys(missing))
+        raise CommandError(
+            f"file template {template!r} needs {need}: pass them with START "
+            f'(e.g. START|{{"file": "...", {need.split(",")[0]}: "01"}})'
+        )
+    try:
+        return template.format(**vals)
+    except (ValueError, TypeError) as e:
+        raise CommandError(f"cannot fill file template {template!r}: {e}") from None
+
+
+def expand_labrecorder(template: str, values: Mapping[str, Any]) -> str:
+    """Replace LabRecorder's ``%p %s %b %n %a %m`` wildcards with their values."""
+    out = template
+    for wc, key in LABRECORDER_WILDCARDS.items():
+        out = out.replace(wc, str(values.get(key, "")))
+    return out
+
+
+def resolve_path(name: str, root: str | os.PathLike[str] | None) -> Path:
+    """Absolute path for ``name``; relative names are taken relative to ``root`` (or the cwd)."""
+    p = Path(os.path.expanduser(name))
+    if not p.is_absolute():
+        p = Path(root or os.getcwd()) / p
+    return Path(os.path.abspath(p))
+
+
+def check_target(path: Path, overwrite: bool) -> None:
+    """Refuse targets that would lose data or cannot be written; create missing folders."""
+    if path.suffix.lower() not in (".xdf",):
+        raise CommandError(f"recording file must end in .xdf, got {path.name!r}")
+    if path.is_dir():
+        raise CommandError(f"{path} is a directory; give a file name ending in .xdf")
+    if path.exists() and not overwrite:
+        raise CommandError(
+            f"{path} already exists; refusing to overwrite recorded data. Choose another name "
+            'or pass "overwrite": true'
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CommandError(f"cannot create folder {path.parent}: {e.strerror or e}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise CommandError(f"folder {path.parent} is not writable")

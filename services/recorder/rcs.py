@@ -1,0 +1,153 @@
+"""LabRecorder-compatible remote control (RCS), so tools that drive LabRecorder drive us.
+
+Wire behaviour copied from LabRecorder on purpose: newline-terminated lines, each answered with
+the two bytes ``OK`` (no newline), even unknown or failing ones, because existing clients wait for
+exactly that. Unlike LabRecorder we bind loopback by default, and what went wrong is logged and
+visible in the recorder's STATUS (``rcs_last_error``), since the protocol cannot carry it.
+
+Commands: ``select all`` / ``select none`` (LabRecorder's ``start`` selects all anyway),
+``update``, ``filename {root:DIR} {template:NAME}`` plus ``{participant:..} {session:..} {task:..}
+{run:..} {acquisition:..} {modality:..}``, ``start``, ``stop``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.recorder.core import Recorder
+from services.recorder.paths import expand_labrecorder
+from shared_utils.errors import CommandError
+from shared_utils.logging import get_logger
+
+log = get_logger("recorder.rcs")
+
+FILENAME_OPTION = re.compile(r"\{(\w+?):([^}]*)\}")
+#: LabRecorder's BIDS-style default when only a root is given
+DEFAULT_TEMPLATE = "sub-%p/ses-%s/%m/sub-%p_ses-%s_task-%b_run-%n_%m.xdf"
+
+
+@dataclass
+class RcsState:
+    """What ``filename`` lines have set so far (LabRecorder's defaults until then)."""
+
+    root: str = ""
+    template: str = DEFAULT_TEMPLATE
+    values: dict[str, str] = field(
+        default_factory=lambda: {
+            "participant": "P001",
+            "session": "S001",
+            "task": "Default",
+            "run": "001",
+            "acquisition": "",
+            "modality": "eeg",
+        }
+    )
+    last_error: str | None = None
+
+    def path(self) -> str:
+        name = expand_labrecorder(self.template, self.values)
+        return str(Path(self.root) / name) if self.root else name
+
+
+def handle_line(line: str, state: RcsState, recorder: Recorder) -> str | None:
+    """Apply one RCS line; returns what happened (for the log) or None when ignored."""
+    s = line.strip()
+    low = s.lower()
+    try:
+        if "filename" in low:
+            for key, val in FILENAME_OPTION.findall(s):
+                if key == "root":
+                    state.root = val
+                elif key == "template":
+                    state.template = val
+                else:
+                    state.values[key] = val
+            return f"filename -> {state.path()}"
+        if "select" in low:
+            return "select (all streams are recorded on start, as in LabRecorder)"
+        if low == "update":
+            return "update (streams are discovered continuously)"
+        if low == "start":
+            res = _start(state, recorder)
+            return f"start -> {res['file']}"
+        if low == "stop":
+            res = recorder.stop()
+            return f"stop -> {res.get('counts', res.get('note'))}"
+    except CommandError as e:
+        state.last_error = f"{s}: {e}"
+        log.warning("RCS command failed", line=s, error=str(e))
+        return f"error: {e}"
+    return None
+
+
+def _start(state: RcsState, recorder: Recorder) -> dict[str, Any]:
+    """``start``: record every stream to the current file; an existing file is kept by moving it
+    aside to ``<name>_oldN.xdf`` (LabRecorder's rule; RCS has no way to ask)."""
+    path = Path(state.path())
+    if not path.is_absolute() and recorder.data_dir is not None:
+        path = recorder.data_dir / path
+    if path.exists():
+        n = 1
+        while (backup := path.with_name(f"{path.stem}_old{n}{path.suffix}")).exists():
+            n += 1
+        path.rename(backup)
+        log.info("moved existing file aside", file=str(path), to=str(backup))
+    return recorder.start(str(path), streams=None)
+
+
+class RcsServer:
+    """TCP listener for RCS lines; one thread per client (clients are few and long-lived)."""
+
+    def __init__(self, recorder: Recorder, port: int = 22345, host: str = "127.0.0.1") -> None:
+        self.recorder = recorder
+        self.state = RcsState()
+        self._sock = socket.create_server((host, port), reuse_port=False)
+        self.port = self._sock.getsockname()[1]
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="rcs-accept", daemon=True)
+
+    def start(self) -> RcsServer:
+        self._thread.start()
+        log.info("LabRecorder remote control listening", port=self.port)
+        return self
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="rcs-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            buf = b""
+            while not self._closed.is_set():
+                try:
+                    data = conn.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    line = raw.decode("utf-8", "replace")
+                    done = handle_line(line, self.state, self.recorder)
+                    log.info("RCS", line=line.strip(), result=done)
+                    try:
+                        conn.sendall(b"OK")
+                    except OSError:
+                        return

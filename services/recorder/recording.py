@@ -1,0 +1,215 @@
+"""One recording: an open XDF file, a reader per stream, and a housekeeping thread.
+
+The housekeeping thread adds streams that appear while recording (from a warm LSL resolver, so
+adding costs no resolve wait), writes Boundary chunks so a damaged file can be re-synchronised,
+optionally fsyncs, and finishes the recording by itself when a write fails (disk full): readers
+stop, the file keeps every complete chunk, and the error is kept for STATUS and STOP.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pylsl
+
+from services.recorder.inlet_reader import StreamReader, stream_key
+from shared_utils.logging import get_logger
+from shared_utils.xdf_writer import XdfWriteError, XdfWriter
+
+log = get_logger("recorder.recording")
+
+
+@dataclass
+class RecordingOptions:
+    """Cadences of a recording (seconds)."""
+
+    #: longest a pulled sample waits before it is written: what a kill -9 can lose at most
+    flush_interval_s: float = 0.2
+    #: clock offset chunks per stream (plus one at the start and one at the end)
+    offset_interval_s: float = 3.0
+    boundary_interval_s: float = 5.0
+    #: how often the resolver's list is checked for new streams
+    discovery_interval_s: float = 0.25
+    #: 0 = never fsync (data still survives a crashed recorder, not a crashed machine)
+    fsync_interval_s: float = 0.0
+    #: measure offsets of same-host streams instead of writing the exact 0
+    probe_local_offsets: bool = False
+
+
+class Recording:
+    """Record the matching streams of ``source()`` into ``writer`` until :meth:`stop`."""
+
+    def __init__(
+        self,
+        writer: XdfWriter,
+        source: Callable[[], list[pylsl.StreamInfo]],
+        names: list[str] | None,
+        options: RecordingOptions,
+        on_finished: Callable[[Recording], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.path: Path = writer.path
+        self.names = None if names is None else list(dict.fromkeys(names))
+        self.options = options
+        self._source = source
+        self._on_finished = on_finished
+        self._readers: dict[str, StreamReader] = {}
+        self._lock = threading.Lock()
+        self._ids = 0
+        self._stop = threading.Event()
+        self._finish_lock = threading.Lock()
+        self.finished = threading.Event()
+        self.error: str | None = None
+        self.started_wall = time.time()
+        self._t0 = time.monotonic()
+        self._t_end: float | None = None
+        self.result: dict[str, Any] | None = None
+        self._thread = threading.Thread(target=self._housekeeping, name="rec-house", daemon=True)
+
+    # -- control -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Add the streams visible now, then keep watching for more (returns at once)."""
+        self._discover()
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> dict[str, Any]:
+        """Drain every stream, write last offsets and the footers, close; returns the summary."""
+        self._stop.set()
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            self._thread.join(timeout)
+        return self._finish(timeout)
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def readers(self) -> list[StreamReader]:
+        with self._lock:
+            return list(self._readers.values())
+
+    def waiting_for(self) -> list[str]:
+        if self.names is None:
+            return []
+        have = {r.name for r in self.readers if r.stream_id is not None}
+        return [n for n in self.names if n not in have]
+
+    def status(self) -> dict[str, Any]:
+        streams = [r.summary() for r in self.readers if r.stream_id is not None]
+        end = self._t_end if self._t_end is not None else time.monotonic()
+        return {
+            "file": str(self.path),
+            "bytes": self.writer.bytes_written,
+            "seconds": round(end - self._t0, 3),
+            "streams": streams,
+            "counts": counts_by_name(streams),
+            "gaps": sum(s["gaps"] for s in streams),
+            "lost": [s["name"] for s in streams if s["lost"]],
+            "waiting_for": self.waiting_for(),
+            "error": self.error,
+        }
+
+    # -- internals -----------------------------------------------------------------------------
+    def _next_id(self) -> int:
+        with self._lock:
+            self._ids += 1
+            return self._ids
+
+    def _wanted(self, info: pylsl.StreamInfo) -> bool:
+        return self.names is None or info.name() in self.names
+
+    def _discover(self) -> None:
+        try:
+            infos = self._source()
+        except Exception:
+            log.exception("listing LSL streams failed")
+            return
+        for info in infos:
+            if not self._wanted(info):
+                continue
+            key = stream_key(info)
+            with self._lock:
+                if key in self._readers or self._stop.is_set():
+                    continue
+                reader = StreamReader(
+                    info,
+                    self.writer,
+                    self._next_id,
+                    self._write_failed,
+                    pull_timeout_s=self.options.flush_interval_s / 2,
+                    offset_interval_s=self.options.offset_interval_s,
+                    probe_local_offsets=self.options.probe_local_offsets,
+                )
+                self._readers[key] = reader
+            reader.start()
+
+    def _write_failed(self, err: XdfWriteError) -> None:
+        """Called from any reader thread: remember the first error and let housekeeping finish."""
+        with self._lock:
+            if self.error is None:
+                self.error = str(err)
+                log.error("write failed; stopping the recording", file=str(self.path), error=str(err))
+        self._stop.set()
+
+    def _housekeeping(self) -> None:
+        o = self.options
+        next_boundary = time.monotonic() + o.boundary_interval_s
+        next_fsync = time.monotonic() + o.fsync_interval_s if o.fsync_interval_s > 0 else None
+        try:
+            while not self._stop.wait(o.discovery_interval_s):
+                self._discover()
+                now = time.monotonic()
+                if now >= next_boundary:
+                    self.writer.write_boundary()
+                    next_boundary = now + o.boundary_interval_s
+                if next_fsync is not None and now >= next_fsync:
+                    self.writer.flush(fsync=True)
+                    next_fsync = now + o.fsync_interval_s
+        except XdfWriteError as e:
+            self._write_failed(e)
+        except OSError as e:
+            self._write_failed(XdfWriteError(e.errno, str(e)))
+        if self.error is not None:
+            self._finish(3.0)
+
+    def _finish(self, timeout: float) -> dict[str, Any]:
+        with self._finish_lock:
+            if self.result is not None:
+                return self.result
+            readers = self.readers
+            for r in readers:
+                r.request_stop()
+            deadline = time.monotonic() + timeout
+            for r in readers:
+                if not r.join(max(0.0, deadline - time.monotonic())):
+                    r.stats.note = (r.stats.note + "; " if r.stats.note else "") + "did not stop in time"
+            self._t_end = time.monotonic()
+            try:
+                self.writer.close(footers=True)
+            except OSError as e:
+                self.error = self.error or f"closing {self.path} failed: {e}"
+            self.result = self.status()
+            self.finished.set()
+            log.info(
+                "recording finished",
+                file=str(self.path),
+                bytes=self.result["bytes"],
+                counts=self.result["counts"],
+                error=self.error,
+            )
+        if self._on_finished is not None:
+            self._on_finished(self)
+        return self.result
+
+
+def counts_by_name(streams: list[dict[str, Any]]) -> dict[str, int]:
+    """``{name: samples}``; a name used by several streams gets ``name#id`` keys."""
+    seen: dict[str, int] = {}
+    for s in streams:
+        seen[s["name"]] = seen.get(s["name"], 0) + 1
+    return {
+        (s["name"] if seen[s["name"]] == 1 else f"{s['name']}#{s['id']}"): s["samples"]
+        for s in streams
+    }
