@@ -169,7 +169,11 @@ def main() -> None:
         p2 = free_port()
         dp_log = tmpdir / "dareplane.log"
         theirs = run_one(
-            [py, "-c", DAREPLANE_RECEIVER, str(p2), str(dp_log)], p2, (tmpdir, "dareplane.log"), data, n
+            [py, "-c", DAREPLANE_RECEIVER, str(p2), str(dp_log)],
+            p2,
+            (tmpdir, "dareplane.log"),
+            data,
+            n,
         )
     result = {
         "bench": "log_receiver_burst",

@@ -1,7 +1,9 @@
 """ModuleClient: send commands to any module on the protocol, ours or an unmodified Dareplane one.
 
 ``send`` returns the reply's result or raises :class:`CommandFailed` with the module's message.
-A dropped connection is re-opened once per call; timeouts raise :class:`ModuleUnreachable`.
+A connection the module has closed (restart, idle drop) is noticed before sending and re-opened;
+a command is never sent twice, so a connection lost after sending raises
+:class:`ModuleUnreachable` (the command may or may not have run), as do timeouts.
 
 Dareplane modules (dareplane-utils) greet with ``Connected to <name>\\n``, need ``;`` after every
 command and answer only ``UP`` (``1``) and ``GET_PCOMMS`` (``A|B|...``). With
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import select
 import socket
 import threading
 import time
 from collections import deque
 from typing import Any, Literal
 
-from shared_utils.errors import CommandFailed, ModuleUnreachable
+from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
 
 Protocol = Literal["auto", "json", "dareplane"]
 
@@ -110,14 +113,36 @@ class ModuleClient:
         """Send ``cmd`` with keyword arguments; return the result or raise ``CommandFailed``."""
         with self._lock:
             for attempt in (0, 1):
+                self.connect()
+                if self._peer_closed():
+                    self.close()  # stale connection: re-open before sending anything
+                    continue
                 try:
-                    self.connect()
                     return self._request(cmd, kwargs)
-                except (ConnectionError, BrokenPipeError) as exc:
+                except _NotSent as exc:
                     self.close()
                     if attempt:
                         raise ModuleUnreachable(f"{self.host}:{self.port}: {exc}") from exc
-        raise AssertionError("unreachable")
+                except ConnectionError as exc:
+                    self.close()
+                    raise ModuleUnreachable(
+                        f"{self.host}:{self.port}: connection lost after sending {cmd} ({exc}); "
+                        "it may or may not have run"
+                    ) from exc
+            raise ModuleUnreachable(f"{self.host}:{self.port}: connection closed on every attempt")
+
+    def _peer_closed(self) -> bool:
+        """True if the module has closed this connection (EOF or reset waiting to be read)."""
+        if self._sock is None or self._buf:
+            return False
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        if not poller.poll(0):
+            return False  # nothing to read: the connection is open
+        try:  # readable: data (events, late replies) or EOF; peeking cannot block now
+            return self._sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def up(self) -> bool:
         """True if the module answers ``UP``; never raises."""
@@ -134,7 +159,16 @@ class ModuleClient:
         line = json.dumps({"id": req_id, "cmd": cmd, "kwargs": kwargs}).encode() + b"\n"
         self._send_bytes(line)
         while True:
-            reply = json.loads(self._read_line())
+            raw = self._read_line()
+            try:
+                reply = json.loads(raw)
+            except ValueError:
+                reply = None
+            if not isinstance(reply, dict):
+                raise ModuleError(
+                    f"{self.host}:{self.port} sent a line that is not a JSON reply: {raw[:80]!r} "
+                    "(is it a module following docs/protocol.md?)"
+                )
             if "event" in reply and "ok" not in reply:
                 self.events.append(reply)
                 continue
@@ -158,11 +192,12 @@ class ModuleClient:
         try:
             self._sock.sendall(data)
         except OSError as exc:
-            raise ConnectionError(str(exc)) from exc
+            raise _NotSent(str(exc)) from exc
 
     def _read_line(self) -> bytes:
         assert self._sock is not None
-        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout if self.timeout is not None else float("inf")
+        deadline = time.monotonic() + timeout
         while True:
             i = self._buf.find(b"\n")
             if i >= 0:
@@ -175,7 +210,7 @@ class ModuleClient:
                 raise ModuleUnreachable(
                     f"{self.host}:{self.port}: no reply within {self.timeout} s"
                 )
-            self._sock.settimeout(remaining)
+            self._sock.settimeout(remaining if remaining != float("inf") else None)
             try:
                 data = self._sock.recv(65536)
             except TimeoutError:
@@ -209,3 +244,7 @@ class ModuleClient:
             if self._sock is not None:
                 self._sock.settimeout(self.timeout)
         return bytes(out)
+
+
+class _NotSent(ConnectionError):
+    """Sending failed, so the module cannot have received the command: safe to retry."""

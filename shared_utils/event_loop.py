@@ -166,7 +166,9 @@ class EventLoop:
             once, self.callbacks_once = self.callbacks_once, []
             due = [d for d in self.delayed_callbacks_once if d.due <= now]
             if due:
-                self.delayed_callbacks_once = [d for d in self.delayed_callbacks_once if d.due > now]
+                self.delayed_callbacks_once = [
+                    d for d in self.delayed_callbacks_once if d.due > now
+                ]
             periodic = list(self.callbacks)
         for cb in once:
             self._call(cb)
@@ -187,5 +189,7 @@ class EventLoop:
                 log.exception("event loop callback failed", callback=cb.name)
                 cb.last_report = now
             elif now - cb.last_report >= 1.0:
-                log.exception("event loop callback keeps failing", callback=cb.name, failures=cb.failures)
+                log.exception(
+                    "event loop callback keeps failing", callback=cb.name, failures=cb.failures
+                )
                 cb.last_report = now

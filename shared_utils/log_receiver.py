@@ -13,6 +13,7 @@ oversized frame or abrupt disconnect closes that connection only and is itself l
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import selectors
 import socket
@@ -20,6 +21,7 @@ import struct
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,10 +126,15 @@ def normalise(raw: Record) -> Record:
     }
 
 
+@functools.lru_cache(maxsize=4)
+def _hms(second: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(second))
+
+
 def format_line(rec: Record) -> str:
     """A readable console line: local time, level, module, logger, event, key-values, traceback."""
     created = rec.get("created") or 0.0
-    clock = time.strftime("%H:%M:%S", time.localtime(created)) + f".{int(created % 1 * 1000):03d}"
+    clock = f"{_hms(int(created))}.{int(created % 1 * 1000):03d}"
     logger = rec.get("logger") or ""
     module = rec.get("module") or ""
     where = module if logger in ("", module) else f"{module} {logger}"
@@ -157,6 +164,8 @@ class LogReceiver:
     ``port=0`` picks a free port (read it from :attr:`port` after :meth:`start`). ``on_record`` is
     called with each normalised record on the receiver thread, so it must be quick; its exceptions
     are counted, never fatal. ``console`` is a text stream for readable lines (None: silent).
+    ``recent`` keeps the last ``recent`` records (a GUI can show them on connect). Counters:
+    ``records``, ``bad_frames``, ``connections``, ``callback_errors``.
     """
 
     def __init__(
@@ -167,6 +176,7 @@ class LogReceiver:
         on_record: Callable[[Record], None] | None = None,
         console: TextIO | None = None,
         max_frame: int = MAX_FRAME_BYTES,
+        recent: int = 1000,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -179,6 +189,7 @@ class LogReceiver:
         self.bad_frames = 0
         self.connections = 0
         self.callback_errors = 0
+        self.recent: deque[Record] = deque(maxlen=recent)
         self._listener: socket.socket | None = None
         self._file: Any = None
         self._stop = threading.Event()
@@ -225,16 +236,11 @@ class LogReceiver:
     def close(self, timeout: float = 2.0) -> None:
         """Stop serving, close every connection and the file. Idempotent."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        for conn in list(self._conns.values()):
-            conn.sock.close()
-        self._conns.clear()
-        if self._listener is not None:
-            self._listener.close()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._thread is not None:
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout)
+        else:
+            self._cleanup()  # never started serving: release the socket and file here
 
     def __enter__(self) -> LogReceiver:
         return self.start() if self._thread is None else self
@@ -268,6 +274,18 @@ class LogReceiver:
                     self._emit(out)
         finally:
             sel.close()
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        """Release sockets and the file (on the serving thread, so no write races a close)."""
+        for conn in list(self._conns.values()):
+            conn.sock.close()
+        self._conns.clear()
+        if self._listener is not None:
+            self._listener.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def _accept(self, sel: selectors.BaseSelector) -> None:
         assert self._listener is not None
@@ -296,7 +314,9 @@ class LogReceiver:
             return
         except OSError as exc:  # reset by peer and friends
             data = b""
-            out.append(self._own("warning", "log connection failed", peer=conn.peer, error=str(exc)))
+            out.append(
+                self._own("warning", "log connection failed", peer=conn.peer, error=str(exc))
+            )
         if not data:
             if conn.buf:
                 out.append(
@@ -371,6 +391,7 @@ class LogReceiver:
     def _emit(self, records: list[Record]) -> None:
         """Write a batch: one file write and one console write per select round."""
         self.records += len(records)
+        self.recent.extend(records)
         if self._file is not None:
             dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
             self._file.write(("\n".join(map(dumps, records)) + "\n").encode())
@@ -396,7 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     @click.command()
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
     @click.option("--port", default=9020, show_default=True, help="TCP port (0: pick a free one).")
-    @click.option("--log-dir", default="logs", show_default=True, help="Directory for the .jsonl file.")
+    @click.option(
+        "--log-dir", default="logs", show_default=True, help="Directory for the .jsonl file."
+    )
     @click.option("--quiet", is_flag=True, help="Do not print records to the console.")
     def cli(host: str, port: int, log_dir: str, quiet: bool) -> None:
         """Receive module logs, write one JSON-lines file per run and print a readable view."""

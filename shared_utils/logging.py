@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import queue
+import select
 import socket
 import struct
 import sys
@@ -191,6 +192,7 @@ class LogShipper:
         self.send_timeout = send_timeout
         self.sent = 0
         self.dropped = 0
+        self.connect_failures = 0
         self._reported = 0
         self._queue: queue.Queue[bytes] = queue.Queue(maxsize=max(1, queue_size))
         self._drop_lock = threading.Lock()
@@ -235,9 +237,12 @@ class LogShipper:
     # -- sender thread ----------------------------------------------------------------------
 
     def _take(self, limit: int = 2000) -> list[bytes]:
-        """Up to ``limit`` frames; waits briefly for the first so close() is noticed."""
+        """Up to ``limit`` frames; waits briefly for the first unless closing (then no wait)."""
         try:
-            batch = [self._queue.get(timeout=0.1)]
+            if self._closing.is_set():
+                batch = [self._queue.get_nowait()]
+            else:
+                batch = [self._queue.get(timeout=0.1)]
         except queue.Empty:
             return []
         try:
@@ -257,6 +262,8 @@ class LogShipper:
                     if self._closing.is_set():
                         return
                     continue
+            if self._sock is not None and self._peer_closed():
+                self._disconnect()  # the receiver went away: do not write into the void
             if self._sock is None and not self._connect():
                 if self._closing.is_set():
                     return  # receiver gone at exit: give up rather than hang the process
@@ -279,12 +286,22 @@ class LogShipper:
         try:
             sock = socket.create_connection(self.address, timeout=self.connect_timeout)
         except OSError:
+            self.connect_failures += 1
             return False
         sock.settimeout(self.send_timeout)  # a receiver that stops reading cannot wedge us
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._connected.set()
         return True
+
+    def _peer_closed(self) -> bool:
+        """The receiver never writes, so a readable socket means it closed or reset."""
+        assert self._sock is not None
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            return bool(readable)
+        except (OSError, ValueError):
+            return True
 
     def _disconnect(self) -> None:
         self._connected.clear()
@@ -325,7 +342,7 @@ class _State:
 
 
 _state = _State()
-_RESERVED = {"event", "level", "logger", "exc_info", "timestamp", "stack_info", "_record"}
+_RESERVED = {"event", "level", "logger", "logger_name", "exc_info", "timestamp", "stack_info"}
 
 
 def _exc_text(exc_info: Any) -> str | None:
@@ -350,7 +367,7 @@ def _ship(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any
         level = event_dict.get("level", method)
         rec = wire_record(
             module=_state.module,
-            logger=str(event_dict.get("logger", "")),
+            logger=str(event_dict.get("logger_name") or event_dict.get("logger") or ""),
             levelno=logging.getLevelNamesMapping().get(str(level).upper(), logging.INFO),
             event=str(event_dict.get("event", "")),
             kv=kv,
@@ -404,7 +421,7 @@ class _StdlibBridge(logging.Handler):
                     "timestamp": _clock(record.created),
                     "level": record.levelname.lower(),
                     "event": event,
-                    "logger": record.name,
+                    "logger_name": record.name,
                     **kv,
                 }
                 if exc_text:
@@ -436,7 +453,9 @@ def configure_logging(
     shutdown_logging(timeout=0.5)
     _state.module = module
     if console:
-        _state.console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        _state.console = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     if address is not None:
         _state.shipper = LogShipper(address, module=module, queue_size=queue_size)
     structlog.configure(
@@ -477,12 +496,14 @@ def shutdown_logging(timeout: float = 1.0) -> None:
 
 
 def shipper() -> LogShipper | None:
-    """The active shipper (for stats: ``.sent``, ``.dropped``, ``.connected``), if any."""
+    """The active shipper (stats: ``sent``, ``dropped``, ``connect_failures``, ``connected``)."""
     return _state.shipper
 
 
 def get_logger(name: str | None = None) -> Any:
-    """Return a structlog logger; ``log.info("event", key=value)``."""
-    return (
-        structlog.get_logger(name) if name is None else structlog.get_logger(name).bind(logger=name)
-    )
+    """Return a structlog logger; ``log.info("event", key=value)``.
+
+    Safe at import time: the logger stays lazy (no ``.bind()`` here, which would freeze
+    structlog's default configuration into it) and picks up :func:`configure_logging` later.
+    """
+    return structlog.get_logger() if name is None else structlog.get_logger(logger_name=name)

@@ -41,56 +41,102 @@ class ProtocolError(ValueError):
 
 
 class LineTooLong(ProtocolError):
-    """More than ``MAX_LINE_BYTES`` without a terminator: the connection is closed after the reply."""
+    """More than ``MAX_LINE_BYTES`` without a terminator: the connection is closed after the reply.
+
+    ``lines`` holds the complete commands that arrived before the over-long one; they are still
+    served, in order, before the error reply.
+    """
+
+    def __init__(self, message: str, lines: list[bytes] | None = None) -> None:
+        super().__init__(message)
+        self.lines = lines or []
 
 
 class Framer:
-    """Splits a byte stream into command lines, honouring JSON strings for ``;``."""
+    """Splits a byte stream into command lines, honouring JSON strings for ``;``.
+
+    State carried between ``feed`` calls: the unterminated rest, how far it has been scanned,
+    whether the scan is inside a JSON string, and whether the last byte seen was a backslash
+    inside a string (its escaped byte may arrive in the next TCP segment).
+    """
 
     def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         self._buf = bytearray()
         self._pos = 0
         self._in_string = False
+        self._escape = False
         self.max_line = max_line
         self.mode = Mode.UNSET
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the complete command lines (``\\r`` removed, blanks dropped)."""
+        """Add received bytes; return the complete command lines (``\\r`` removed, blanks dropped).
+
+        Raises :class:`LineTooLong` (carrying the complete lines before it) when a command exceeds
+        ``max_line`` bytes, terminated or not; the framer is empty afterwards.
+        """
+        if b"\r" in data:
+            data = data.replace(b"\r", b"")
         buf = self._buf
         buf += data
+        n = len(buf)
         lines: list[bytes] = []
-        while True:
-            m = _SPECIAL.search(buf, self._pos)
+        start = 0  # first byte of the command being scanned
+        pos = self._pos
+        in_string = self._in_string
+        escape = self._escape
+        too_long = False
+        while pos < n:
+            if escape:  # the byte after a backslash in a string is data, unless it is a newline
+                escape = False
+                if buf[pos] != _NL:
+                    pos += 1
+                continue
+            m = _SPECIAL.search(buf, pos)
             if m is None:
-                self._pos = len(buf)
+                pos = n
                 break
             i = m.start()
             c = buf[i]
-            if c == _NL or (c == _SEMI and not self._in_string):
-                line = bytes(buf[:i]).replace(b"\r", b"").strip()
-                del buf[: i + 1]
-                self._pos = 0
-                self._in_string = False
+            if c == _NL or (c == _SEMI and not in_string):
+                if i - start > self.max_line:
+                    too_long = True
+                    break
                 if self.mode is Mode.UNSET:
                     self.mode = Mode.NEWLINE if c == _NL else Mode.SEMICOLON
+                line = bytes(buf[start:i]).strip()
                 if line:
                     lines.append(line)
+                start = pos = i + 1
+                in_string = False
             elif c == _QUOTE:
-                self._in_string = not self._in_string
-                self._pos = i + 1
-            elif c == _BACKSLASH and self._in_string:
-                self._pos = i + 2  # skip the escaped character, even if it has not arrived yet
-            else:
-                self._pos = i + 1
-        if len(buf) > self.max_line:
+                in_string = not in_string
+                pos = i + 1
+            elif c == _BACKSLASH and in_string:
+                escape = True
+                pos = i + 1
+            else:  # a backslash outside a string, or a ';' inside one
+                pos = i + 1
+        if too_long or n - start > self.max_line:
             del buf[:]
             self._pos = 0
             self._in_string = False
+            self._escape = False
             raise LineTooLong(
-                f"command longer than {self.max_line} bytes without a terminator; "
-                "connection closed (end each command with a newline)"
+                f"command longer than {self.max_line} bytes; connection closed "
+                "(end each command with a newline; send large data through LSL or a file)",
+                lines,
             )
+        if start:
+            del buf[:start]
+        self._pos = pos - start
+        self._in_string = in_string
+        self._escape = escape
         return lines
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet part of a complete command."""
+        return len(self._buf)
 
 
 @dataclass
@@ -168,6 +214,10 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+_ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False)
+_ENCODER_NAN_OK = json.JSONEncoder(default=_json_default)
+
+
 def encode_reply(
     cmd: str,
     ok: bool,
@@ -176,7 +226,11 @@ def encode_reply(
     req_id: Any = None,
     has_id: bool = False,
 ) -> bytes:
-    """One reply line: ``{"ok": ..., "cmd": ..., "result"|"error": ...}`` plus ``id`` if sent."""
+    """One reply line: ``{"ok": ..., "cmd": ..., "result"|"error": ...}`` plus ``id`` if sent.
+
+    Never raises: NaN/inf become ``null``; a result that cannot be encoded at all (circular, odd
+    dict keys) turns the reply into an error that says so.
+    """
     body: dict[str, Any] = {"ok": ok, "cmd": cmd}
     if has_id:
         body["id"] = req_id
@@ -185,10 +239,29 @@ def encode_reply(
     else:
         body["error"] = error or "unknown error"
     try:
-        text = json.dumps(body, default=_json_default, allow_nan=False)
+        text = _ENCODER.encode(body)
     except ValueError:
-        text = json.dumps(_replace_nan(body), default=_json_default)
+        try:
+            text = _ENCODER_NAN_OK.encode(_replace_nan(body))
+        except Exception as exc:  # circular references and the like
+            text = _unencodable(cmd, exc, req_id, has_id)
+    except Exception as exc:  # e.g. TypeError for tuple dict keys
+        text = _unencodable(cmd, exc, req_id, has_id)
     return text.encode("utf-8") + b"\n"
+
+
+def _unencodable(cmd: str, exc: Exception, req_id: Any, has_id: bool) -> str:
+    body: dict[str, Any] = {"ok": False, "cmd": cmd}
+    if has_id:
+        try:
+            body["id"] = json.loads(_ENCODER_NAN_OK.encode(req_id))
+        except Exception:
+            body["id"] = None
+    body["error"] = (
+        f"{cmd} returned a value that cannot be sent as JSON ({type(exc).__name__}: {exc}); "
+        "return dicts with string keys, lists, numbers, strings, booleans or null"
+    )
+    return json.dumps(body)
 
 
 def _replace_nan(obj: Any) -> Any:

@@ -50,6 +50,7 @@ OUR_BUILTINS = ["HELP", "STATUS", "AUTH", "SUBSCRIBE"]
 _MERGED = ("STOP", "STATUS", "CLOSE")
 TOKEN_ENV = "MESH_TOKEN"
 RECV_BYTES = 65536
+_LONE_UP = frozenset({b"UP\n", b"UP\r\n", b"UP;"})
 
 
 def is_loopback(ip: str) -> bool:
@@ -89,6 +90,7 @@ class DefaultServer:
         version: str | None = None,
         token: str | None = None,
         logger: Any = None,
+        require_auth: bool | None = None,
     ) -> None:
         self.port = port
         self.ip = ip
@@ -97,6 +99,8 @@ class DefaultServer:
         self.log = logger or log
         self.tasks = TaskManager()
         self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        # None: decided by the address (anything but loopback needs AUTH); True forces AUTH.
+        self._require_auth = require_auth
         self.started = time.time()
         self._commands: dict[str, Command] = {
             k: make_command(k, f) for k, f in (pcommand_map or {}).items()
@@ -142,6 +146,9 @@ class DefaultServer:
 
     @property
     def requires_auth(self) -> bool:
+        """True when every connection must send ``AUTH`` first (bound beyond loopback)."""
+        if self._require_auth is not None:
+            return self._require_auth
         return not is_loopback(self.ip)
 
     def init_server(self) -> None:
@@ -201,8 +208,14 @@ class DefaultServer:
         return t
 
     def request_stop(self) -> None:
+        """Ask the server to stop serving; ``start_listening`` then cleans up and returns."""
         self._stop.set()
         self.tasks.wake_main_thread()
+        if self._sock is not None:
+            try:  # wakes a blocked accept() at once instead of at its next timeout
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         return self._closed.wait(timeout)
@@ -245,8 +258,10 @@ class DefaultServer:
 
     # -- socket loops -------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        # Only set the event here: queue operations are not safe inside a signal handler (the
+        # main thread may hold the queue's lock); serve_main_thread polls the event.
+        self._stop.set()
         self.log.info("signal received, shutting down", signal=signal.Signals(signum).name)
-        self.request_stop()
 
     def _accept_loop(self) -> None:
         assert self._sock is not None
@@ -270,24 +285,31 @@ class DefaultServer:
             ).start()
 
     def _serve_connection(self, c: _Connection) -> None:
+        recv, framer, stop, up_reply = c.sock.recv, c.framer, self._stop, self._up_reply
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 try:
-                    data = c.sock.recv(RECV_BYTES)
+                    data = recv(RECV_BYTES)
                 except OSError:
                     break
                 if not data:
                     break
+                if data in _LONE_UP and not framer.pending and c.authed:
+                    # Fast path for health checks: a lone UP on an idle connection needs no
+                    # framing or dispatch. Same result as the general path, incl. the mode.
+                    if framer.mode is Mode.UNSET:
+                        framer.mode = Mode.SEMICOLON if data == b"UP;" else Mode.NEWLINE
+                    c.send(up_reply if framer.mode is Mode.NEWLINE else b"1")
+                    continue
                 try:
-                    lines = c.framer.feed(data)
+                    lines = framer.feed(data)
                 except LineTooLong as exc:
+                    self._serve_lines(c, exc.lines)
+                    self.log.warning("line too long, closing connection", peer=str(c.peer))
                     self._reply(c, Request(cmd="?"), ok=False, error=str(exc))
+                    _linger_close(c.sock)
                     break
-                for line in lines:
-                    if line == b"UP" and c.authed and c.framer.mode is Mode.NEWLINE:
-                        c.send(self._up_reply)  # hot path: health checks
-                        continue
-                    self._handle_line(c, line)
+                self._serve_lines(c, lines)
         except OSError:
             pass
         finally:
@@ -297,6 +319,15 @@ class DefaultServer:
                 c.sock.close()
             except OSError:
                 pass
+
+    def _serve_lines(self, c: _Connection, lines: list[bytes]) -> None:
+        for line in lines:
+            if line == b"UP" and c.authed:  # hot path: health checks
+                c.send(self._up_reply if c.framer.mode is Mode.NEWLINE else b"1")
+                continue
+            self._handle_line(c, line)
+            if self._stop.is_set():
+                break
 
     def _reply(
         self, c: _Connection, req: Request, ok: bool, result: Any = None, error: str | None = None
@@ -332,9 +363,9 @@ class DefaultServer:
         self, req: Request, conn: _Connection | None = None
     ) -> tuple[bool, Any, str | None]:
         """Run one request; returns (ok, result, error). Never raises."""
-        if conn is not None and not conn.authed and req.cmd != "AUTH":
+        if conn is not None and not conn.authed and resolve_name(req.cmd, ["AUTH"]) is None:
             return False, None, 'authentication required: send AUTH|{"token": "..."} first'
-        name = resolve_name(req.cmd, list(self._builtins) + list(self._commands))
+        name = resolve_name(req.cmd, [*self._builtins, *self._commands])
         if name is None:
             return False, None, unknown_command_message(req.cmd, self.pcommands)
         req.cmd = name
@@ -350,8 +381,6 @@ class DefaultServer:
             return True, result, None
         except CommandError as exc:
             return False, None, str(exc)
-        except TypeError as exc:
-            return False, None, f"{name}: {exc}"
         except Exception as exc:
             self.log.exception("command raised", cmd=name)
             return (
@@ -406,12 +435,14 @@ class DefaultServer:
                 raise CommandError(
                     f"STOP: no task {task}; running tasks: {running or 'none'}"
                 ) from None
+        if kwargs and "STOP" not in self._commands:
+            raise CommandError(
+                f"STOP: unknown argument {', '.join(map(repr, kwargs))}; valid arguments: task"
+            )
         own = self._call("STOP", kwargs) if "STOP" in self._commands else None
         stopped = self.tasks.stop_all()
         if isinstance(own, dict):
             return {**own, "stopped_tasks": stopped}
-        if kwargs and "STOP" not in self._commands:
-            raise CommandError(f"STOP: unknown argument {', '.join(kwargs)}; valid arguments: task")
         return (
             {"stopped_tasks": stopped} if own is None else {"result": own, "stopped_tasks": stopped}
         )
@@ -502,6 +533,23 @@ class DefaultServer:
             except OSError:
                 pass
         return n
+
+
+def _linger_close(sock: socket.socket, max_s: float = 2.0) -> None:
+    """Half-close, then read and discard what the peer still sends (bounded in time).
+
+    Closing a socket with unread input makes the kernel send RST, which can destroy the error
+    reply before the client reads it; draining first lets the reply arrive.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + max_s
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(min(left, 0.5))
+            if not sock.recv(RECV_BYTES):
+                break
+    except OSError:
+        pass
 
 
 def _guess_cmd(line: bytes) -> str:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+from ctypes import byref, c_double, c_int, c_size_t, c_void_p
 from typing import Any
 
 import numpy as np
 import pylsl
-from pylsl.util import LostError
+from pylsl.util import LostError, handle_error
 from pylsl.util import TimeoutError as LSLTimeoutError
 
 from shared_utils.logging import get_logger
@@ -77,14 +78,20 @@ def describe(info: pylsl.StreamInfo) -> dict[str, Any]:
 def list_streams(wait_s: float = 1.0) -> list[dict[str, Any]]:
     """Every stream visible right now, with metadata, sorted by name.
 
-    liblsl's ``resolve_streams`` always waits the full ``wait_s`` (it collects answers); on one
-    machine with the loopback config 0.3-0.5 s is enough.
+    liblsl's ``resolve_streams`` always waits the full ``wait_s`` (it collects answers). Keep it
+    >= 1 s: with several LSL processes on one machine only one of them hears the first multicast
+    query on 127.0.0.1; the others answer the unicast (KnownPeers) wave sent 0.5 s later.
     """
-    infos = pylsl.resolve_streams(wait_time=wait_s)
-    return sorted((describe(i) for i in infos), key=lambda d: (d["name"], d["uid"]))
+    return describe_all(pylsl.resolve_streams(wait_time=wait_s))
 
 
-def _visible_names(wait_s: float = 0.5) -> list[str]:
+def describe_all(infos: list[pylsl.StreamInfo]) -> list[dict[str, Any]]:
+    """:func:`describe` each stream once (by uid), sorted by name."""
+    unique = {i.uid(): describe(i) for i in infos}
+    return sorted(unique.values(), key=lambda d: (d["name"], d["uid"]))
+
+
+def _visible_names(wait_s: float = 1.0) -> list[str]:
     return sorted({i.name() for i in pylsl.resolve_streams(wait_time=wait_s)})
 
 
@@ -137,6 +144,15 @@ class StreamWatcher:
             new, new_ts = sw.pop_new()          # exactly what arrived since the last pop
 
     Without ``background`` the caller pulls with ``update()`` (Dareplane style).
+
+    Options (keyword-only): ``predicate`` (XPath instead of a name), ``timeout_s`` (resolve and
+    open), ``irregular_size`` (samples kept for irregular streams), ``background`` (own thread
+    blocking in liblsl), ``clock_sync`` (time_correction warmed up in a thread, applied to every
+    timestamp including those that arrived before it was known), ``dejitter`` (liblsl's
+    smoothing), ``recover`` (liblsl silent recovery; the service uses False and re-attaches
+    itself), ``max_pull`` (samples per pull, also the ring's write slack), ``gap_factor`` and
+    ``gap_min_s`` (what counts as a hole), ``direct_pull`` (liblsl writes straight into the ring),
+    ``mirror`` (every window is a view, at twice the memory).
     """
 
     def __init__(
@@ -156,6 +172,8 @@ class StreamWatcher:
         gap_factor: float = 2.5,
         gap_min_s: float = 0.01,
         pull_timeout_s: float = 0.1,
+        direct_pull: bool = True,
+        mirror: bool = True,
     ) -> None:
         if buffer_size_s <= 0:
             raise ValueError(f"buffer_size_s must be > 0, got {buffer_size_s}")
@@ -172,6 +190,8 @@ class StreamWatcher:
         self.gap_factor = gap_factor
         self.gap_min_s = gap_min_s
         self.pull_timeout_s = pull_timeout_s
+        self.direct_pull = direct_pull
+        self.mirror = mirror
         self.log = logger or log
 
         self.inlet: pylsl.StreamInlet | None = None
@@ -197,6 +217,9 @@ class StreamWatcher:
         self._threads: list[threading.Thread] = []
         self._pull_lock = threading.Lock()  # one puller at a time (thread or update())
         self._closed = False
+        self._direct = False
+        self._pull_fn: Any = None
+        self._ec = c_int()
 
     # ------------------------------------------------------------------------- connection
     def connect_to_stream(
@@ -224,6 +247,12 @@ class StreamWatcher:
 
     connect = connect_to_stream
 
+    def attach(self, info: pylsl.StreamInfo) -> StreamWatcher:
+        """Open an already-resolved stream (e.g. from a ContinuousResolver); replaces any inlet."""
+        self._close_inlet()
+        self._open(info)
+        return self
+
     def _open(self, info: pylsl.StreamInfo) -> None:
         self._shutdown_threads()
         self._stop.clear()
@@ -250,8 +279,11 @@ class StreamWatcher:
         dtype = FORMAT_DTYPES.get(full.channel_format(), np.float32)
         rb = self.ring_buffer
         if rb is None or rb.n_channels != n_ch or rb.dtype != np.dtype(dtype) or rb.keep != keep:
-            rb = RingBuffer(keep, n_ch, dtype=dtype, slack=self._max_pull)
+            rb = RingBuffer(keep, n_ch, dtype=dtype, slack=self._max_pull, mirror=self.mirror)
         self.ring_buffer = rb
+        # Direct liblsl pulls need pylsl's bound C function; fall back to pull_chunk otherwise.
+        self._pull_fn = getattr(inlet, "do_pull_chunk", None)
+        self._direct = bool(self.direct_pull and self._numeric and self._pull_fn is not None)
         self.inlet, self.stream = inlet, full
         self.name = full.name()
         self.ch_names = channel_labels(full)
@@ -311,7 +343,9 @@ class StreamWatcher:
             raise RuntimeError("not connected: call connect_to_stream() first")
         with self._pull_lock:
             try:
-                if self._numeric:
+                if self._numeric and self._direct:
+                    n = self._pull_direct(inlet, rb, timeout)
+                elif self._numeric:
                     slot = rb.write_slot(self._max_pull)
                     _, ts = inlet.pull_chunk(
                         timeout=timeout,
@@ -336,11 +370,37 @@ class StreamWatcher:
                 return 0
         return n
 
-    def _commit(self, ts: np.ndarray, store: Any) -> None:
+    def _pull_direct(self, inlet: pylsl.StreamInlet, rb: RingBuffer, timeout: float) -> int:
+        """liblsl writes samples and timestamps straight into the ring: no allocation, no copy.
+
+        Same low-latency pattern as pylsl's ``min_samples=1``: wait up to ``timeout`` for one
+        sample, then drain what is already there without waiting.
+        """
+        data, ts = rb.write_slots(self._max_pull)
+        rows, n_ch = len(ts), rb.n_channels
+        fn, ec = self._pull_fn, self._ec
+        d0, t0, row_bytes = data.ctypes.data, ts.ctypes.data, data.itemsize * n_ch
+        first = 1 if timeout > 0 else rows
+        got = fn(inlet.obj, c_void_p(d0), c_void_p(t0), c_size_t(first * n_ch), c_size_t(first),
+                 c_double(timeout), byref(ec)) // n_ch  # fmt: skip
+        handle_error(ec)
+        if got and first < rows:
+            got += fn(inlet.obj, c_void_p(d0 + got * row_bytes), c_void_p(t0 + got * 8),
+                      c_size_t((rows - got) * n_ch), c_size_t(rows - got), c_double(0.0),
+                      byref(ec)) // n_ch  # fmt: skip
+            handle_error(ec)
+        if got:
+            self._commit(ts[:got], lambda t: rb.commit(got), in_place=True)
+        return got
+
+    def _commit(self, ts: np.ndarray, store: Any, in_place: bool = False) -> None:
         """Offset, gap-check and publish one chunk's timestamps (clock offset applied atomically)."""
         with self._offset_lock:
             if self._offset:
-                ts = ts + self._offset
+                if in_place:
+                    ts += self._offset
+                else:
+                    ts = ts + self._offset
             self._check_gaps(ts)
             store(ts)
             if self.first_ts is None:
@@ -522,11 +582,18 @@ class StreamWatcher:
         """Latest LSL time correction (None until the first estimate arrives or when off)."""
         return self._offset if self._offset_ready else None
 
-    def effective_srate(self) -> float | None:
-        """Rate measured from the buffered timestamps (None with fewer than two samples)."""
+    def effective_srate(self, over_s: float = 2.0) -> float | None:
+        """Rate measured from the timestamps of the newest ``over_s`` seconds of data.
+
+        A short span so an outage long ago does not drag the figure down forever. None with
+        fewer than two samples.
+        """
         if self.ring_buffer is None:
             return None
-        _, ts = self.ring_buffer.last(None)
+        if self._srate > 0:
+            _, ts = self.ring_buffer.last(max(2, round(self._srate * over_s)))
+        else:
+            _, ts = self.ring_buffer.since(over_s)
         if len(ts) < 2 or ts[-1] <= ts[0]:
             return None
         return float((len(ts) - 1) / (ts[-1] - ts[0]))

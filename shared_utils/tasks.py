@@ -36,6 +36,7 @@ class Task:
     started: float = field(default_factory=time.time)
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    own_group: bool = False  # a process that leads its own process group (killed as a group)
 
     @property
     def alive(self) -> bool:
@@ -124,6 +125,9 @@ class TaskManager:
         """Track a ``subprocess.Popen`` a command returned."""
         task = self._new(name, "process")
         task.process = proc
+        # Decide now, while the child surely exists: after it has been reaped its group id can
+        # no longer be read, but its own children may still be running in that group.
+        task.own_group = _leads_own_group(proc.pid)
         return self._register(task)
 
     def run_on_main_thread(
@@ -135,7 +139,7 @@ class TaskManager:
         self._main_queue.put((task, fn, args, kwargs))
         return task
 
-    def serve_main_thread(self, stop: threading.Event, poll_s: float = 0.05) -> None:
+    def serve_main_thread(self, stop: threading.Event, poll_s: float = 0.25) -> None:
         """Run queued main-thread calls until ``stop`` is set (called by ``start_listening``)."""
         while not stop.is_set():
             try:
@@ -197,7 +201,7 @@ class TaskManager:
     def _stop_task(self, task: Task) -> str:
         task.stop_event.set()
         if task.process is not None:
-            return _stop_process(task.process, self.term_timeout_s)
+            return _stop_process(task.process, self.term_timeout_s, task.own_group)
         if task.thread is not None:
             if task.thread is threading.current_thread():
                 return "stop requested"
@@ -212,26 +216,51 @@ class TaskManager:
         return "stopped" if task.done.is_set() else "stop requested"
 
 
-def _stop_process(proc: subprocess.Popen, timeout_s: float) -> str:
-    """SIGTERM, wait, SIGKILL: the child's whole group when it leads its own group."""
+def _stop_process(proc: subprocess.Popen, timeout_s: float, own_group: bool | None = None) -> str:
+    """SIGTERM, wait, SIGKILL: the child's whole group when it leads its own group.
+
+    Members of the group that outlive the leader (a grandchild ignoring SIGTERM) get SIGKILL,
+    so nothing the task started keeps running.
+    """
+    if own_group is None:
+        own_group = proc.poll() is None and _leads_own_group(proc.pid)
+    outcome = "did not exit"
     if proc.poll() is not None:
-        return f"exited ({proc.returncode})"
-    own_group = _leads_own_group(proc.pid)
-    for sig, label in ((signal.SIGTERM, "terminated"), (signal.SIGKILL, "killed")):
+        outcome = f"exited ({proc.returncode})"
+    else:
+        for sig, label in ((signal.SIGTERM, "terminated"), (signal.SIGKILL, "killed")):
+            try:
+                if own_group:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout_s)
+                outcome = label
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    if own_group:
+        _kill_group_leftovers(proc.pid, timeout_s)
+    return outcome
+
+
+def _kill_group_leftovers(pgid: int, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL, whatever is still in process group ``pgid``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            if own_group:
-                os.killpg(proc.pid, sig)
-            else:
-                proc.send_signal(sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout_s)
-            return label
-        except subprocess.TimeoutExpired:
-            continue
-    proc.poll()
-    return "killed" if proc.returncode is not None else "did not exit"
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # the group is empty
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.02)
 
 
 def _leads_own_group(pid: int) -> bool:

@@ -17,8 +17,12 @@ DIGITAL_TYPES = "FBWP"
 PHYSICAL_OUTPUTS = "BWVPD"  # outputs the firmware resets to 0 and 'O' can drive
 VIRTUAL_OUTPUTS = ("GlobalTimerTrig", "GlobalTimerCancel", "GlobalCounterReset")
 MODEL_NAMES = {1: "Bpod r0.5", 2: "Bpod r0.7-1.0", 3: "Bpod 2.x", 4: "Bpod 2+"}
-_EDGE_NAMES = {"F": ("Flex", "High", "Low"), "B": ("BNC", "High", "Low"),
-               "W": ("Wire", "High", "Low"), "P": ("Port", "In", "Out")}
+_EDGE_NAMES = {
+    "F": ("Flex", "High", "Low"),
+    "B": ("BNC", "High", "Low"),
+    "W": ("Wire", "High", "Low"),
+    "P": ("Port", "In", "Out"),
+}
 _INPUT_NAMES = {"F": "Flex", "B": "BNC", "W": "Wire", "P": "Port"}
 _OUTPUT_NAMES = {"B": "BNC", "W": "Wire", "P": "PWM", "V": "Valve", "F": "Flex", "D": "Digital"}
 
@@ -53,7 +57,12 @@ class HardwareInfo:
 
     @property
     def tup_code(self) -> int:
-        return self.input_matrix_size + 2 * self.n_global_timers + self.n_global_counters + self.n_conditions
+        return (
+            self.input_matrix_size
+            + 2 * self.n_global_timers
+            + self.n_global_counters
+            + self.n_conditions
+        )
 
     @property
     def mask_bytes(self) -> int:
@@ -79,7 +88,10 @@ class HardwareInfo:
         for c in self.inputs:
             counts[c] = counts.get(c, 0) + 1
             n = counts[c]
-            names.append({"U": f"Serial{n}", "X": "USB", "Z": "APP_USB"}.get(c) or f"{_INPUT_NAMES.get(c, c)}{n}")
+            names.append(
+                {"U": f"Serial{n}", "X": "USB", "Z": "APP_USB"}.get(c)
+                or f"{_INPUT_NAMES.get(c, c)}{n}"
+            )
         return names
 
     def output_channel_names(self) -> list[str]:
@@ -182,11 +194,11 @@ def compress_names(names: list[str]) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(names):
-        m = re.match(r"^(.*?)(\d+)$", names[i])
+        m = re.match(r"^(.*?)(\d+)(\D*)$", names[i])
         j = i
         if m:
-            stem, start = m.group(1), int(m.group(2))
-            while j + 1 < len(names) and names[j + 1] == f"{stem}{start + (j + 1 - i)}":
+            stem, start, tail = m.group(1), int(m.group(2)), m.group(3)
+            while j + 1 < len(names) and names[j + 1] == f"{stem}{start + (j + 1 - i)}{tail}":
                 j += 1
         out.append(names[i] if j - i < 2 else f"{names[i]}..{names[j]}")
         i = j + 1
@@ -194,7 +206,7 @@ def compress_names(names: list[str]) -> list[str]:
 
 
 def unknown_name_message(kind: str, name: str, valid: list[str], where: str = "") -> str:
-    """"unknown event 'Port1in' in state 'Wait' (did you mean 'Port1In'?); valid: ..."."""
+    """ "unknown event 'Port1in' in state 'Wait' (did you mean 'Port1In'?); valid: ..."."""
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {kind} {name!r}{where}{hint}; valid: {', '.join(compress_names(valid))}"

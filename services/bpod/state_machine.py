@@ -90,7 +90,9 @@ class StateMachine:
 
     def set_global_timer(self, index: int, duration: float, **kwargs: Any) -> StateMachine:
         """Define global timer ``index`` (1-based); kwargs as in :class:`GlobalTimer`."""
-        self.global_timers[index] = _make(GlobalTimer, {"index": index, "duration": duration, **kwargs})
+        self.global_timers[index] = _make(
+            GlobalTimer, {"index": index, "duration": duration, **kwargs}
+        )
         return self
 
     def set_global_counter(self, index: int, event: str, threshold: int) -> StateMachine:
@@ -102,7 +104,9 @@ class StateMachine:
 
     def set_condition(self, index: int, channel: str, value: int) -> StateMachine:
         """``Condition<index>`` is true while input ``channel`` (or ``GlobalTimer<n>``) == value."""
-        self.conditions[index] = _make(Condition, {"index": index, "channel": channel, "value": value})
+        self.conditions[index] = _make(
+            Condition, {"index": index, "channel": channel, "value": value}
+        )
         return self
 
     # ---------------------------------------------------------------- JSON
@@ -126,7 +130,9 @@ class StateMachine:
             raise StateMachineError(f"unknown keys {extra}; valid keys: {sorted(allowed)}")
         states = data.get("states")
         if not isinstance(states, list) or not states:
-            raise StateMachineError("'states' must be a non-empty list (the first is the start state)")
+            raise StateMachineError(
+                "'states' must be a non-empty list (the first is the start state)"
+            )
         sm = cls(str(data.get("name", "state_machine")))
         for i, st in enumerate(states):
             if not isinstance(st, dict):
@@ -139,7 +145,9 @@ class StateMachine:
             for key in ("transitions", "actions"):
                 if not isinstance(st.get(key, {}), dict):
                     raise StateMachineError(f"states[{i}].{key} must be an object of name: value")
-            sm.add_state(st.get("name", ""), st.get("timer", 0.0), st.get("transitions"), st.get("actions"))
+            sm.add_state(
+                st.get("name", ""), st.get("timer", 0.0), st.get("transitions"), st.get("actions")
+            )
         for key, klass in _SECTIONS.items():
             items = data.get(key, [])
             if not isinstance(items, list):
@@ -163,5 +171,7 @@ def _make(klass: type, kwargs: dict) -> Any:
     except TypeError as exc:
         raise StateMachineError(f"{klass.__name__}: {exc}") from None
     if not isinstance(obj.index, int) or obj.index < 1:
-        raise StateMachineError(f"{klass.__name__} index must be an integer >= 1, got {obj.index!r}")
+        raise StateMachineError(
+            f"{klass.__name__} index must be an integer >= 1, got {obj.index!r}"
+        )
     return obj

@@ -40,7 +40,9 @@ def design_bank(bands: list[list[float]] | tuple, srate: float, order: int = 2) 
             raise ValueError(f"a band is [low_hz, high_hz], got {band!r}")
         lo, hi = float(band[0]), float(band[1])
         if not 0 < lo < hi < nyq:
-            raise ValueError(f"band {lo}-{hi} Hz must satisfy 0 < low < high < {nyq:g} Hz (Nyquist)")
+            raise ValueError(
+                f"band {lo}-{hi} Hz must satisfy 0 < low < high < {nyq:g} Hz (Nyquist)"
+            )
         out.append(scipy.signal.butter(order, [lo, hi], btype="bandpass", fs=srate, output="sos"))
     return np.asarray(out, dtype=np.float64)
 
@@ -167,7 +169,15 @@ class OnlineBandPower:
             raise ValueError(f"expected (k, {self.n_channels}) samples, got {chunk.shape}")
         sq = self._filter(chunk) ** 2
         n, k = self.n_window, sq.shape[0]
-        if k >= n:  # the chunk alone fills the window
+        if k == 1:  # the closed-loop case: one sample per pull
+            row = sq[0]
+            self._sum += row - self._ring[self._pos]
+            self._ring[self._pos] = row
+            self._pos += 1
+            if self._pos == n:
+                self._pos = 0
+                self._sum = self._ring.sum(axis=0)
+        elif k >= n:  # the chunk alone fills the window
             self._ring[:] = sq[-n:]
             self._pos = 0
             self._sum = self._ring.sum(axis=0)
@@ -179,7 +189,9 @@ class OnlineBandPower:
             else:
                 first = n - self._pos
                 self._sum += sq.sum(axis=0)
-                self._sum -= self._ring[self._pos :].sum(axis=0) + self._ring[: k - first].sum(axis=0)
+                self._sum -= self._ring[self._pos :].sum(axis=0) + self._ring[: k - first].sum(
+                    axis=0
+                )
                 self._ring[self._pos :] = sq[:first]
                 self._ring[: k - first] = sq[first:]
             self._pos = end % n

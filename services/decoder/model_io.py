@@ -60,7 +60,9 @@ class DecoderModel:
 
 def _arr(x: Any, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
-    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
+    if a.ndim != len(shape) or any(
+        s is not None and s != d for s, d in zip(shape, a.shape, strict=False)
+    ):
         raise ModelFileError(f"field {name!r} has shape {a.shape}, expected {shape}")
     if not np.all(np.isfinite(a)):
         raise ModelFileError(f"field {name!r} contains non-finite values")

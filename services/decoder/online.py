@@ -95,9 +95,14 @@ class DecodePipeline:
         self.on_change = on_change
         self.bp = OnlineBandPower(model.sos, len(model.channels), n_window)
         pos = model.classes.index(positive)
-        self._order = np.array([pos] + [i for i in range(len(model.classes)) if i != pos])
-        n_out = len(model.classes) + (1 if mode == "control" else 0)
-        self._out = np.zeros(n_out, dtype=np.float32)
+        order = [pos] + [i for i in range(len(model.classes)) if i != pos]
+        # Standardisation folded into the weights and rows put in output order, so a prediction
+        # is one matrix-vector product and a softmax (same numbers as LdaModel.predict_proba).
+        lda = model.lda
+        w = lda.weights / lda.scale
+        self._w = np.ascontiguousarray(w[order])
+        self._b = (lda.intercepts - w @ lda.mean)[order]
+        self._n_out = len(model.classes) + (1 if mode == "control" else 0)
         self._since = 0
         self.predictions = 0
         self.last: np.ndarray | None = None
@@ -109,14 +114,15 @@ class DecodePipeline:
         if self._since < self.step or not self.bp.ready:
             return None
         self._since = 0
-        proba = self.model.lda.predict_proba(self.bp.features())[0][self._order]
-        out = self._out
+        s = self._w @ self.bp.features() + self._b
+        e = np.exp(s - s.max())
+        proba = e / e.sum()
+        state, changed = self.controller.update(float(proba[0]), t)
+        out = np.empty(self._n_out, dtype=np.float32)
         if self.mode == "control":
-            state, changed = self.controller.update(float(proba[0]), t)
             out[0] = 1.0 if state else 0.0
             out[1:] = proba
         else:
-            state, changed = self.controller.update(float(proba[0]), t)
             out[:] = proba
         if changed and self.on_change is not None:
             self.on_change(state)
@@ -131,7 +137,9 @@ _DTYPES = {"float32": np.float32, "double64": np.float64, "int32": np.int32, "in
 class LiveLoop:
     """Owns the inlet, outlet and decoding thread for one START..STOP run."""
 
-    def __init__(self, inlet: Any, outlet: Any, pipeline: DecodePipeline, fmt: str, log: Any) -> None:
+    def __init__(
+        self, inlet: Any, outlet: Any, pipeline: DecodePipeline, fmt: str, log: Any
+    ) -> None:
         import pylsl  # only the live path needs liblsl
 
         self._pylsl = pylsl

@@ -100,7 +100,11 @@ class DecoderService:
                 path = model_io.save(self.model, file)
             except OSError as e:
                 raise CommandError(f"cannot write {file}: {e}") from e
-        return {"file": str(path), "format": model_io.MODEL_FORMAT, "version": model_io.MODEL_VERSION}
+        return {
+            "file": str(path),
+            "format": model_io.MODEL_FORMAT,
+            "version": model_io.MODEL_VERSION,
+        }
 
     def load(self, file: str) -> dict[str, Any]:
         """Read a model file; it is used by the next START."""
@@ -167,9 +171,15 @@ class DecoderService:
                     f"model was fitted at {model.srate:g} Hz but input {input!r} runs at "
                     f"{srate:g} Hz; FIT on a recording at the input's rate"
                 )
-            labels = channel_labels(info)
+            # The inlet is sized to the window (liblsl reserves memory for max_buflen seconds);
+            # only the full info it fetches carries the channel labels.
+            buflen = max(2, int(np.ceil(4 * (window_s or model.features.window_s))))
+            inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=True)
+            inlet.open_stream(timeout=5.0)
+            labels = channel_labels(inlet.info(timeout=5.0))
             missing = [c for c in model.channels if c not in labels]
             if missing:
+                inlet.close_stream()
                 raise CommandError(
                     f"input {input!r} lacks the model's channels {missing}; it has {labels} "
                     f"(model channels: {model.channels})"
@@ -185,9 +195,6 @@ class DecoderService:
             )
             out_labels = output_labels(model, positive, mode)
             outlet = self._make_outlet(pylsl, output, out_labels, model, positive, mode)
-            buflen = max(2, int(np.ceil(2 * n_window / model.srate)))
-            inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=True)
-            inlet.open_stream(timeout=5.0)
             loop = LiveLoop(inlet, outlet, pipeline, fmt_name, log)
             self.loop, self.controller, self.notifier = loop, controller, notifier
             self.run = {

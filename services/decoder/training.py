@@ -11,6 +11,7 @@ live loop would see it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,17 +55,19 @@ def read_xdf(path: str, signal: str, markers: str) -> Recording:
         import pyxdf
     except ImportError as e:  # pragma: no cover - depends on the installation
         raise TrainingError("reading XDF needs the 'pyxdf' package (pip install pyxdf)") from e
+    if not Path(path).expanduser().is_file():
+        raise TrainingError(f"XDF file not found: {path}")
     try:
-        streams, _header = pyxdf.load_xdf(path)
-    except FileNotFoundError as e:
-        raise TrainingError(f"XDF file not found: {path}") from e
+        streams, _header = pyxdf.load_xdf(str(Path(path).expanduser()))
     except Exception as e:
         raise TrainingError(f"cannot read {path} as XDF: {e}") from e
     by_name = {s["info"]["name"][0]: s for s in streams}
     present = sorted(by_name)
     for role, name in (("signal", signal), ("markers", markers)):
         if name not in by_name:
-            raise TrainingError(f"{role} stream {name!r} is not in {path}; streams present: {present}")
+            raise TrainingError(
+                f"{role} stream {name!r} is not in {path}; streams present: {present}"
+            )
     sig, mrk = by_name[signal], by_name[markers]
     data = np.asarray(sig["time_series"])
     if data.ndim != 2 or data.shape[0] == 0 or data.dtype.kind not in "fiu":
@@ -72,7 +75,10 @@ def read_xdf(path: str, signal: str, markers: str) -> Recording:
     srate = float(sig["info"]["nominal_srate"][0])
     if srate <= 0:
         raise TrainingError(f"signal stream {signal!r} has no nominal sampling rate")
-    labels = [str(v[0]) if isinstance(v, list | tuple | np.ndarray) else str(v) for v in mrk["time_series"]]
+    labels = [
+        str(v[0]) if isinstance(v, list | tuple | np.ndarray) else str(v)
+        for v in mrk["time_series"]
+    ]
     if not labels:
         raise TrainingError(f"marker stream {markers!r} in {path} holds no markers")
     return Recording(
@@ -101,7 +107,7 @@ def make_epochs(
     ends: list[int] = []
     labels: list[str] = []
     groups: list[int] = []
-    for i, (t0, lab) in enumerate(zip(m_times, m_labels)):
+    for i, (t0, lab) in enumerate(zip(m_times, m_labels, strict=True)):
         if classes is not None and lab not in classes:
             continue
         t1 = m_times[i + 1] if i + 1 < len(m_times) else t_end
@@ -129,7 +135,9 @@ def fit_recording(
     if channels:
         unknown = [c for c in channels if c not in rec.channel_labels]
         if unknown:
-            raise TrainingError(f"channels {unknown} not in the signal; it has {rec.channel_labels}")
+            raise TrainingError(
+                f"channels {unknown} not in the signal; it has {rec.channel_labels}"
+            )
         idx = [rec.channel_labels.index(c) for c in channels]
     else:
         idx = list(range(len(rec.channel_labels)))
@@ -153,7 +161,9 @@ def fit_recording(
             f"too few epochs: {counts}, need >= {min_epochs_per_class} per class; "
             "record longer, or lower window_s / epoch_step_s"
         )
-    seg_per_class = min(len({g for g, lab in zip(groups, labels) if lab == c}) for c in counts)
+    seg_per_class = min(
+        len({g for g, lab in zip(groups, labels, strict=True) if lab == c}) for c in counts
+    )
     n_folds = min(folds, seg_per_class)
     if n_folds < 2:
         raise TrainingError(

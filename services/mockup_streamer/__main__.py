@@ -13,7 +13,7 @@ def main(**common: object) -> None:
     """Synthetic EEG (alpha high/low states with markers) or XDF replay as LSL streams."""
     from services.mockup_streamer.server import build_commands
 
-    run_module("mockup_streamer", build_commands(), **common)  # type: ignore[arg-type]
+    run_module("mockup_streamer", lambda _server: build_commands(), **common)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

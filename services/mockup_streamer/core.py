@@ -66,10 +66,11 @@ class MockupStreamer:
         xdf: str | None = None,
         loop: bool = False,
         prefix: str = "",
+        delay_s: float = 0.0,
     ) -> dict[str, Any]:
         """Start a synthetic EEG stream (alpha high/low states + "<stream>_markers"), or replay `xdf`."""
         if xdf is not None:
-            return self.replay(xdf=xdf, loop=loop, prefix=prefix)
+            return self.replay(xdf=xdf, loop=loop, prefix=prefix, delay_s=delay_s)
         if not stream.strip():
             raise CommandError("stream: give a non-empty stream name")
         if channel_names is not None:
@@ -88,11 +89,14 @@ class MockupStreamer:
             )
         if first_state not in STATES:
             raise CommandError(f"first_state must be one of {list(STATES)}, got {first_state!r}")
-        for field, v in (("alpha_freq", alpha_freq), ("line_freq", line_freq)):
-            if not 0 < v < srate / 2:
-                raise CommandError(
-                    f"{field} must be between 0 and srate/2 ({srate / 2:g}), got {v}"
-                )
+        if not 0 < alpha_freq < srate / 2:
+            raise CommandError(
+                f"alpha_freq must be between 0 and srate/2 ({srate / 2:g}), got {alpha_freq}"
+            )
+        if line_freq <= 0:
+            raise CommandError(f"line_freq must be > 0, got {line_freq}")
+        if line_freq >= srate / 2:  # would alias: leave mains noise out at such low rates
+            line_uv = 0.0
         sched = StateSchedule(
             srate,
             period_s=period_s,
@@ -131,17 +135,22 @@ class MockupStreamer:
             "srate": srate,
             "chunk": chunk,
             "states": list(STATES),
+            "line_noise": line_uv > 0,
         }
 
-    def replay(self, xdf: str, loop: bool = False, prefix: str = "") -> dict[str, Any]:
+    def replay(
+        self, xdf: str, loop: bool = False, prefix: str = "", delay_s: float = 0.0
+    ) -> dict[str, Any]:
         """Replay every stream of an XDF file at its original timing (names get `prefix`)."""
+        if not 0 <= delay_s <= 60:
+            raise CommandError(f"delay_s must be 0..60 s, got {delay_s}")
         try:
             streams = make_replay(xdf, prefix, loop)
         except (OSError, ValueError) as exc:
             raise CommandError(f"xdf: cannot replay {xdf!r}: {exc}") from exc
         with self._lock:
             self._claim([r.name for r in streams])
-            start_all(streams)
+            start_all(streams, delay_s)
             for r in streams:
                 self.streams[r.name] = r
         log.info("replaying", xdf=xdf, streams=[r.name for r in streams], loop=loop)

@@ -169,11 +169,13 @@ def make_replay(path: str, prefix: str, loop: bool) -> list[ReplayStream]:
     return streams
 
 
-def start_all(streams: list[ReplayStream]) -> float:
-    """Start every replay thread against one shared LSL-clock origin; returns it."""
-    t0 = (
-        pylsl.local_clock() + 0.05
-    )  # a little head room so every thread starts before its first due
+def start_all(streams: list[ReplayStream], delay_s: float = 0.0) -> float:
+    """Start every replay thread against one shared LSL-clock origin ``delay_s`` from now.
+
+    The delay lets consumers (recorders, watchers) attach to the new outlets before the first
+    sample is due; 50 ms head room is always added so every thread starts in time.
+    """
+    t0 = pylsl.local_clock() + 0.05 + delay_s
     for r in streams:
         r.start(t0, r.span)
     return t0

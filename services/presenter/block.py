@@ -59,7 +59,11 @@ class BlockSpec:
         out = []
         for _ in range(self.n_trials):
             jitter = rng.uniform(0.0, self.iti_jitter_s) if self.iti_jitter_s else 0.0
-            out += [("cue", self.cue_s), ("stimulus", self.stimulus_s), ("iti", self.iti_s + jitter)]
+            out += [
+                ("cue", self.cue_s),
+                ("stimulus", self.stimulus_s),
+                ("iti", self.iti_s + jitter),
+            ]
         return out
 
 

@@ -27,8 +27,17 @@ from services.presenter import ipc
 from services.presenter.block import Block, BlockSpec
 from services.presenter.stats import FrameStats
 
-GL_COMMANDS = {"show_text", "show_image", "fixation", "clear", "run_block", "feedback",
-               "screenshot", "run_experiment", "close_window"}
+GL_COMMANDS = {
+    "show_text",
+    "show_image",
+    "fixation",
+    "clear",
+    "run_block",
+    "feedback",
+    "screenshot",
+    "run_experiment",
+    "close_window",
+}
 STATUS_EVERY_S = 0.2
 
 
@@ -66,8 +75,9 @@ class PresenterChild:
         self.paced = False
         self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self.clock = pylsl.local_clock
-        info = pylsl.StreamInfo(marker_stream, "Markers", 1, 0.0, "string",
-                                f"presenter:{marker_stream}")
+        info = pylsl.StreamInfo(
+            marker_stream, "Markers", 1, 0.0, "string", f"presenter:{marker_stream}"
+        )
         self.outlet = pylsl.StreamOutlet(info)
         self.marker_stream = marker_stream
         self.win: Any = None
@@ -78,7 +88,7 @@ class PresenterChild:
         self._block_counter = 0
         self.feedback: dict[str, Any] | None = None  # {"display", "inlet", "stream", ...}
         self._feedback_ready: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self._pending_feedback: dict[str, Any] = {}
+        self._pending_feedback: dict[Any, dict[str, Any]] = {}  # req_id -> settings
         self.experiment: Any = None  # ExperimentRun
         self._experiment_to_run: Any = None
         self.last_experiment: dict[str, Any] | None = None
@@ -97,16 +107,24 @@ class PresenterChild:
         """Reader thread: control an experiment directly (its main thread is busy), else queue."""
         cmd = msg.get("cmd")
         exp = self.experiment
-        if exp is not None and exp.state in ("running", "paused", "prepared"):
+        if exp is not None and exp.state in ("prepared", "running", "paused", "stopping"):
             if cmd in ("pause", "resume", "stop"):
                 ok = getattr(exp, cmd)()
                 key = {"pause": "paused", "resume": "resumed", "stop": "stopped"}[cmd]
                 self.emit.reply(msg.get("id"), {key: ok, "experiment": exp.info()})
                 self.send_status(force=True)
                 return
+            if cmd == "open":  # the window is open (the experiment is using it)
+                size = [int(v) for v in self.win.size]
+                self.emit.reply(
+                    msg.get("id"), {"already_open": True, "size": size, "paced": self.paced}
+                )
+                return
             if cmd in GL_COMMANDS:
-                self.emit.reply(msg.get("id"), error=f"busy: experiment {exp.name!r} is running; "
-                                "send STOP first")
+                self.emit.reply(
+                    msg.get("id"),
+                    error=f"busy: experiment {exp.name!r} is running; send STOP first",
+                )
                 return
             if cmd == "shutdown":
                 exp.stop()
@@ -132,6 +150,7 @@ class PresenterChild:
             self.emit.reply(req_id, error=f"{type(exc).__name__}: {exc}")
             return
         if result is not _DEFERRED:
+            self.send_status(force=True)  # so a STATUS right after this reply sees its effect
             self.emit.reply(req_id, result)
 
     # ---- helpers --------------------------------------------------------------------------
@@ -153,19 +172,22 @@ class PresenterChild:
         exp = self.experiment
         return {
             "window_open": self.win is not None,
-            "size": list(self.win.size) if self.win is not None else None,
+            "size": [int(v) for v in self.win.size] if self.win is not None else None,
             "refresh_hz": self.refresh_hz,
             "paced": self.paced,
             **self.stats.summary(),
-            "stimulus": None if self.scene is None else {
-                "kind": self.scene.kind, "label": self.scene.label[:200], "onset": self.onset},
+            "stimulus": None
+            if self.scene is None
+            else {"kind": self.scene.kind, "label": self.scene.label[:200], "onset": self.onset},
             "paused": self.paused,
             "block": self.block.progress() if self.block else None,
-            "feedback": None if not self.feedback else {
-                k: self.feedback[k] for k in ("stream", "channel", "value", "raw", "samples")},
+            "feedback": None
+            if not self.feedback
+            else {k: self.feedback[k] for k in ("stream", "channel", "value", "raw", "samples")},
             "experiment": exp.info() if exp is not None else self.last_experiment,
-            "photodiode": None if self.photodiode is None else {
-                "corner": self.photodiode.corner, "white": self.photodiode.white},
+            "photodiode": None
+            if self.photodiode is None
+            else {"corner": self.photodiode.corner, "white": self.photodiode.white},
             "marker_stream": self.marker_stream,
         }
 
@@ -176,20 +198,42 @@ class PresenterChild:
             self.emit.send({"event": "status", "status": self.snapshot()})
 
     # ---- window -----------------------------------------------------------------------------
-    def cmd_open(self, req_id: Any, size: list[int] | None = None, fullscreen: bool = False,
-                 screen: int = 0, color: Any = "grey", photodiode: str | None = None,
-                 photodiode_size: int = 50) -> dict[str, Any]:
-        from psychopy import visual
-
-        from services.presenter import scene as sc
-
+    def cmd_open(
+        self,
+        req_id: Any,
+        size: list[int] | None = None,
+        fullscreen: bool = False,
+        screen: int = 0,
+        color: Any = "grey",
+        photodiode: str | None = None,
+        photodiode_size: int = 50,
+    ) -> dict[str, Any]:
         if self.win is not None:
-            return {"already_open": True, "size": list(self.win.size), "paced": self.paced}
-        sc.check_color(color)
-        try:
-            win = visual.Window(size=tuple(size or (800, 600)), fullscr=fullscreen, screen=screen,
-                                color=color, colorSpace="rgb", units="height", winType="pyglet",
-                                allowGUI=not fullscreen, checkTiming=False, waitBlanking=True)
+            return {
+                "already_open": True,
+                "size": [int(v) for v in self.win.size],
+                "paced": self.paced,
+            }
+        try:  # PsychoPy may need the X display as soon as psychopy.visual is imported
+            from psychopy import visual
+
+            from services.presenter import scene as sc
+
+            sc.check_color(color)
+            win = visual.Window(
+                size=tuple(size or (800, 600)),
+                fullscr=fullscreen,
+                screen=screen,
+                color=color,
+                colorSpace="rgb",
+                units="height",
+                winType="pyglet",
+                allowGUI=not fullscreen,
+                checkTiming=False,
+                waitBlanking=True,
+            )
+        except ValueError:
+            raise
         except Exception as exc:
             raise RuntimeError(
                 f"cannot open a window (DISPLAY={os.environ.get('DISPLAY')!r}, screen {screen}): "
@@ -199,7 +243,9 @@ class PresenterChild:
         win.recordFrameIntervals = False
         self.win = win
         try:
-            self.photodiode = sc.PhotodiodePatch(win, photodiode, photodiode_size) if photodiode else None
+            self.photodiode = (
+                sc.PhotodiodePatch(win, photodiode, photodiode_size) if photodiode else None
+            )
         except ValueError:
             win.close()
             self.win = None
@@ -208,8 +254,12 @@ class PresenterChild:
         self.paced = self._decide_pacing()
         self.stats = FrameStats(self.refresh_hz)
         self._deadline = time.monotonic()
-        return {"already_open": False, "size": list(win.size), "paced": self.paced,
-                "refresh_hz": self.refresh_hz}
+        return {
+            "already_open": False,
+            "size": [int(v) for v in win.size],
+            "paced": self.paced,
+            "refresh_hz": self.refresh_hz,
+        }
 
     def _decide_pacing(self) -> bool:
         if self.pace_mode in ("on", "off"):
@@ -228,8 +278,15 @@ class PresenterChild:
         return {"closed": True}
 
     # ---- stimuli ------------------------------------------------------------------------------
-    def cmd_show_text(self, req_id: Any, text: str, color: Any = "white", height: float = 0.08,
-                      pos: Any = (0, 0), wrap_width: float | None = None) -> Any:
+    def cmd_show_text(
+        self,
+        req_id: Any,
+        text: str,
+        color: Any = "white",
+        height: float = 0.08,
+        pos: Any = (0, 0),
+        wrap_width: float | None = None,
+    ) -> Any:
         from services.presenter import scene as sc
 
         s = sc.text_scene(self.win, text, color, height, pos, wrap_width)
@@ -270,10 +327,16 @@ class PresenterChild:
         self.paused = False
         from services.presenter import scene as sc
 
-        return self.show(sc.Scene("block", f"block {self.block.id}"),
-                         f"block_start:{self.block.id}", req_id,
-                         {"block": self.block.id, "trials": self.block.cues,
-                          "expected_s": round(self.block.expected_s, 3)})
+        return self.show(
+            sc.Scene("block", f"block {self.block.id}"),
+            f"block_start:{self.block.id}",
+            req_id,
+            {
+                "block": self.block.id,
+                "trials": self.block.cues,
+                "expected_s": round(self.block.expected_s, 3),
+            },
+        )
 
     def _tick_block(self, now: float) -> None:
         from services.presenter import scene as sc
@@ -288,17 +351,27 @@ class PresenterChild:
         if phase == "end":
             self.show(sc.Scene(), f"block_end:{b.id}")
         elif phase == "iti" or not text:
-            self.show(sc.Scene("iti" if phase == "iti" else phase, cue), phase if phase == "iti"
-                      else f"{phase}:{cue}")
+            self.show(
+                sc.Scene("iti" if phase == "iti" else phase, cue),
+                phase if phase == "iti" else f"{phase}:{cue}",
+            )
         else:
             s = sc.text_scene(self.win, text, "white", 0.12 if phase == "cue" else 0.1)
             s.kind = phase
             self.show(s, f"{phase}:{cue}")
 
     # ---- feedback -------------------------------------------------------------------------------
-    def cmd_feedback(self, req_id: Any, stream: str, channel: int = 0, vmin: float = 0.0,
-                     vmax: float = 1.0, mode: str = "bar", color: Any = "limegreen",
-                     timeout: float = 5.0) -> Any:
+    def cmd_feedback(
+        self,
+        req_id: Any,
+        stream: str,
+        channel: int = 0,
+        vmin: float = 0.0,
+        vmax: float = 1.0,
+        mode: str = "bar",
+        color: Any = "limegreen",
+        timeout: float = 5.0,
+    ) -> Any:
         from services.presenter import scene as sc
 
         if vmax == vmin:
@@ -313,37 +386,64 @@ class PresenterChild:
                 if not found:
                     raise ValueError(f"no LSL stream named {stream!r} found within {timeout} s")
                 if channel < 0 or channel >= found[0].channel_count():
-                    raise ValueError(f"stream {stream!r} has {found[0].channel_count()} "
-                                     f"channel(s); channel {channel} does not exist")
+                    raise ValueError(
+                        f"stream {stream!r} has {found[0].channel_count()} "
+                        f"channel(s); channel {channel} does not exist"
+                    )
                 inlet = pylsl.StreamInlet(found[0], max_buflen=2)
                 inlet.open_stream(timeout=timeout)
                 self._feedback_ready.put((req_id, inlet, None))
             except Exception as exc:
                 self._feedback_ready.put((req_id, None, str(exc)))
 
-        self._pending_feedback = {"stream": stream, "channel": channel, "vmin": vmin,
-                                  "vmax": vmax, "display": display, "mode": mode}
+        # liblsl's own resolve timeout can overrun by seconds: the frame loop enforces ours.
+        self._pending_feedback[req_id] = {
+            "stream": stream,
+            "channel": channel,
+            "vmin": vmin,
+            "vmax": vmax,
+            "display": display,
+            "mode": mode,
+            "deadline": time.monotonic() + timeout,
+            "timeout": timeout,
+        }
         threading.Thread(target=resolve, name="feedback-resolve", daemon=True).start()
         return _DEFERRED
 
     def _tick_feedback(self) -> None:
         from services.presenter import scene as sc
 
+        now = time.monotonic()
+        for req_id, pend in list(self._pending_feedback.items()):
+            if now > pend["deadline"]:
+                del self._pending_feedback[req_id]
+                self.emit.reply(
+                    req_id,
+                    error=f"no LSL stream named {pend['stream']!r} found "
+                    f"within {pend['timeout']} s",
+                )
         try:
             req_id, inlet, err = self._feedback_ready.get_nowait()
         except queue.Empty:
             pass
         else:
-            if err is not None:
+            pend = self._pending_feedback.pop(req_id, None)
+            if pend is None:  # answered already (timed out): drop the late result
+                if inlet is not None:
+                    inlet.close_stream()
+            elif err is not None:
                 self.emit.reply(req_id, error=err)
             else:
                 self._stop_all()
-                fb = dict(self._pending_feedback, inlet=inlet, value=0.0, raw=None, samples=0)
+                fb = dict(pend, inlet=inlet, value=0.0, raw=None, samples=0)
                 self.feedback = fb
                 self.paused = False
-                self.show(sc.Scene("feedback", fb["stream"], [fb["display"]]),
-                          f"feedback_start:{fb['stream']}", req_id,
-                          {"stream": fb["stream"], "channel": fb["channel"]})
+                self.show(
+                    sc.Scene("feedback", fb["stream"], [fb["display"]]),
+                    f"feedback_start:{fb['stream']}",
+                    req_id,
+                    {"stream": fb["stream"], "channel": fb["channel"]},
+                )
         fb = self.feedback
         if fb is None or self.paused:
             return
@@ -517,6 +617,8 @@ class PresenterChild:
         self.win.flip()
         self.stats.add(time.monotonic())
         self.frame += 1
+        if self._after_flip:
+            self.send_status(force=True)  # status first: STATUS after a reply is up to date
         for req_id, extra in self._after_flip:
             self.emit.reply(req_id, {"onset": self.onset, "frame": self.frame, **extra})
         self._after_flip = []
@@ -528,8 +630,14 @@ class PresenterChild:
         try:
             self.win.getMovieFrame(buffer="back")
             self.win.saveMovieFrames(file)
-            self.emit.reply(req_id, {"file": file, "size": list(self.win.size),
-                                     "stimulus": self.scene.kind})
+            self.emit.reply(
+                req_id,
+                {
+                    "file": file,
+                    "size": [int(v) for v in self.win.size],
+                    "stimulus": self.scene.kind,
+                },
+            )
         except Exception as exc:
             self.win.movieFrames = []
             self.emit.reply(req_id, error=f"screenshot failed: {exc}")
@@ -576,14 +684,22 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     emit = Emitter(args.evt_fd)
     try:
-        from psychopy import visual  # noqa: F401  (slow: done before "ready", not at OPEN)
-
+        from psychopy import core  # noqa: F401  (slow: import before "ready", not at OPEN)
+    except Exception as exc:
+        emit.send({"event": "fatal", "error": f"cannot import PsychoPy: {exc}"})
+        return 2
+    try:  # without a usable display this fails; OPEN reports it then
+        from psychopy import visual  # noqa: F401
+    except Exception as exc:
+        print(f"presenter child: psychopy.visual not importable yet: {exc}", file=sys.stderr)
+    try:
         child = PresenterChild(emit, args.marker_stream, args.refresh_hz, args.pace)
     except Exception as exc:
         emit.send({"event": "fatal", "error": f"{type(exc).__name__}: {exc}"})
         return 2
-    threading.Thread(target=_reader, args=(child, args.cmd_fd), name="cmd-reader",
-                     daemon=True).start()
+    threading.Thread(
+        target=_reader, args=(child, args.cmd_fd), name="cmd-reader", daemon=True
+    ).start()
     emit.send({"event": "ready", "pid": os.getpid()})
     child.loop()
     emit.send({"event": "bye"})

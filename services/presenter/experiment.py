@@ -25,6 +25,10 @@ from typing import Any
 REQUIRED = ("setupData", "run")
 
 
+class _StoppedEarly(Exception):
+    """STOP came before the experiment's first frame."""
+
+
 def compile_psyexp(path: Path) -> Path:
     """Compile a Builder ``.psyexp`` into a Python script next to it; return the script path."""
     from psychopy import experiment
@@ -80,26 +84,37 @@ class ExperimentRun:
         self.exp_info = merge_exp_info(dict(getattr(self.module, "expInfo", {}) or {}), exp_info)
         self.this_exp = self.module.setupData(expInfo=self.exp_info)
         self.data_file = str(self.this_exp.dataFileName)
-        self.state = "prepared"  # prepared | running | paused | finished | stopped | error
+        # prepared | running | paused | stopping | finished | stopped | error
+        self.state = "prepared"
         self.error: str | None = None
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "file": str(self.file), "state": self.state,
-                "data_file": self.data_file, "error": self.error}
+        return {
+            "name": self.name,
+            "file": str(self.file),
+            "state": self.state,
+            "data_file": self.data_file,
+            "error": self.error,
+        }
 
     def run(self, win: Any, on_started: Callable[[str], None]) -> None:
-        """Blocking: run the experiment on ``win`` and save its data. Never raises."""
+        """Blocking: run the experiment on ``win`` and save its data. Never raises.
+
+        The final state (finished/stopped/error) is published only after the data are saved,
+        so a client that sees it can read the data file.
+        """
         from psychopy.constants import FINISHED
 
         mod, this_exp = self.module, self.this_exp
         cwd = os.getcwd()
-        saved = {"units": win.units, "color": win.color, "colorSpace": win.colorSpace}
+        saved = (win.units, win.colorSpace, win.color)
         log_file = None
+        final = "finished"
         try:
             with self._lock:
-                if self.state == "stopped":
-                    return
+                if self.state == "stopping":  # STOP arrived before the first frame
+                    raise _StoppedEarly
                 self.state = "running"
             if callable(getattr(mod, "setupLogging", None)):
                 log_file = mod.setupLogging(filename=this_exp.dataFileName)
@@ -108,12 +123,17 @@ class ExperimentRun:
             if callable(getattr(mod, "setupDevices", None)):
                 mod.setupDevices(expInfo=self.exp_info, thisExp=this_exp, win=win)
             on_started(self.name)
-            mod.run(expInfo=self.exp_info, thisExp=this_exp, win=win, globalClock="float",
-                    thisSession=None)
-            with self._lock:
-                self.state = "stopped" if self.state == "stopped" else "finished"
+            mod.run(
+                expInfo=self.exp_info,
+                thisExp=this_exp,
+                win=win,
+                globalClock="float",
+                thisSession=None,
+            )
+        except _StoppedEarly:
+            pass
         except Exception as exc:  # the user's code: report, never take the child down
-            self.state = "error"
+            final = "error"
             self.error = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
         finally:
@@ -123,6 +143,7 @@ class ExperimentRun:
                     mod.saveData(thisExp=this_exp)
                 this_exp.abort()  # saved; stop PsychoPy saving again at exit
             except Exception as exc:
+                final = "error"
                 self.error = (self.error or "") + f" (saving data failed: {exc})"
                 traceback.print_exc()
             if log_file is not None:
@@ -132,7 +153,11 @@ class ExperimentRun:
                 logging.root.removeTarget(log_file)
             this_exp.status = FINISHED
             win.clearAutoDraw()
-            win.units, win.colorSpace, win.color = saved["units"], saved["colorSpace"], saved["color"]
+            win.units, win.colorSpace, win.color = saved
+            with self._lock:
+                if final != "error" and self.state == "stopping":
+                    final = "stopped"
+                self.state = final
 
     def pause(self) -> bool:
         from psychopy.constants import PAUSED
@@ -161,5 +186,5 @@ class ExperimentRun:
             if self.state not in ("prepared", "running", "paused"):
                 return False
             self.this_exp.status = FINISHED
-            self.state = "stopped"
+            self.state = "stopping"  # "stopped" once run() has returned and data are saved
             return True

@@ -58,20 +58,34 @@ class ChildLink:
         env = dict(os.environ)
         env.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one thread renders steadier on 2 cores
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "services.presenter.child", "--cmd-fd", str(cmd_r),
-                "--evt-fd", str(evt_w), "--marker-stream", self.marker_stream,
-                "--refresh-hz", str(self.refresh_hz), "--pace", self.pace]
+        argv = [
+            sys.executable,
+            "-m",
+            "services.presenter.child",
+            "--cmd-fd",
+            str(cmd_r),
+            "--evt-fd",
+            str(evt_w),
+            "--marker-stream",
+            self.marker_stream,
+            "--refresh-hz",
+            str(self.refresh_hz),
+            "--pace",
+            self.pace,
+        ]
         try:
-            self.proc = subprocess.Popen(argv, pass_fds=(cmd_r, evt_w), env=env, cwd=str(ROOT),
-                                         stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                argv, pass_fds=(cmd_r, evt_w), env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL
+            )
         finally:
             os.close(cmd_r)
             os.close(evt_w)
         with self._cond:
             self._cmd_fd, self._ready, self._dead = cmd_w, False, False
             self.exit_code, self.fatal, self.status = None, None, {}
-        threading.Thread(target=self._read_events, args=(self.proc, evt_r),
-                         name="presenter-events", daemon=True).start()
+        threading.Thread(
+            target=self._read_events, args=(self.proc, evt_r), name="presenter-events", daemon=True
+        ).start()
         log.info("child started", pid=self.proc.pid)
 
     def wait_ready(self, timeout: float) -> None:
@@ -81,23 +95,29 @@ class ChildLink:
             while not self._ready and not self._dead:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise CommandError(f"presenter child not ready within {timeout} s "
-                                       "(importing PsychoPy); try OPEN again")
+                    raise CommandError(
+                        f"presenter child not ready within {timeout} s "
+                        "(importing PsychoPy); try OPEN again"
+                    )
                 self._cond.wait(left)
             if self._dead:
                 raise CommandError(self.death_message())
 
     def death_message(self) -> str:
         why = f": {self.fatal}" if self.fatal else ""
-        return (f"presenter child died (exit code {self.exit_code}){why}; "
-                "send OPEN to start it again")
+        return (
+            f"presenter child died (exit code {self.exit_code}){why}; send OPEN to start it again"
+        )
 
     def request(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
         """Send one command and wait for its reply; child errors become :class:`CommandError`."""
         with self._cond:
             if self._dead or self._cmd_fd is None:
-                raise CommandError(self.death_message() if self.proc else
-                                   "presenter child is not running; send OPEN")
+                raise CommandError(
+                    self.death_message()
+                    if self.proc
+                    else "presenter child is not running; send OPEN"
+                )
             req_id = next(self._ids)
             slot: dict[str, Any] = {}
             self._pending[req_id] = slot

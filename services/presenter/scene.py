@@ -48,12 +48,25 @@ class Scene:
             s.draw()
 
 
-def text_scene(win: visual.Window, text: str, color: Any = "white", height: float = 0.08,
-               pos: Any = (0, 0), wrap_width: float | None = None) -> Scene:
+def text_scene(
+    win: visual.Window,
+    text: str,
+    color: Any = "white",
+    height: float = 0.08,
+    pos: Any = (0, 0),
+    wrap_width: float | None = None,
+) -> Scene:
     if height <= 0:
         raise ValueError(f"height must be > 0 (fraction of window height), got {height}")
-    stim = visual.TextStim(win, text=text, color=check_color(color), height=height,
-                           pos=check_pos(pos), wrapWidth=wrap_width or 1.5, units="height")
+    stim = visual.TextStim(
+        win,
+        text=text,
+        color=check_color(color),
+        height=height,
+        pos=check_pos(pos),
+        wrapWidth=wrap_width or 1.5,
+        units="height",
+    )
     return Scene("text", text, [stim])
 
 
@@ -62,8 +75,13 @@ def image_scene(win: visual.Window, file: str, size: Any = None, pos: Any = (0, 
     if not path.is_file():
         raise ValueError(f"image file not found: {file}")
     try:
-        stim = visual.ImageStim(win, image=str(path), pos=check_pos(pos), units="height",
-                                size=tuple(size) if size else None)
+        stim = visual.ImageStim(
+            win,
+            image=str(path),
+            pos=check_pos(pos),
+            units="height",
+            size=tuple(size) if size else None,
+        )
     except Exception as exc:  # PIL and PsychoPy raise many kinds for unreadable images
         raise ValueError(f"cannot load image {file}: {exc}") from exc
     if size is None:  # fit inside the window, keeping the aspect ratio
@@ -75,8 +93,14 @@ def image_scene(win: visual.Window, file: str, size: Any = None, pos: Any = (0, 
 
 
 def fixation_scene(win: visual.Window, color: Any = "white", size: float = 0.1) -> Scene:
-    stim = visual.ShapeStim(win, vertices="cross", size=size, fillColor=check_color(color),
-                            lineColor=None, units="height")
+    stim = visual.ShapeStim(
+        win,
+        vertices="cross",
+        size=size,
+        fillColor=check_color(color),
+        lineColor=None,
+        units="height",
+    )
     return Scene("fixation", "+", [stim])
 
 
@@ -90,13 +114,27 @@ class FeedbackDisplay:
         self.value = 0.0
         self._h = 0.6
         if mode == "bar":
-            self._frame = visual.Rect(win, width=0.16, height=self._h, lineColor="white",
-                                      fillColor=None, lineWidth=3, units="height")
-            self._fill = visual.Rect(win, width=0.14, height=0.0, fillColor=check_color(color),
-                                     lineColor=None, units="height")
+            self._frame = visual.Rect(
+                win,
+                width=0.16,
+                height=self._h,
+                lineColor="white",
+                fillColor=None,
+                lineWidth=3,
+                units="height",
+            )
+            self._fill = visual.Rect(
+                win,
+                width=0.14,
+                height=0.0,
+                fillColor=check_color(color),
+                lineColor=None,
+                units="height",
+            )
         else:
-            self._disc = visual.Circle(win, radius=0.2, fillColor=[-1, -1, 1], lineColor=None,
-                                       units="height")
+            self._disc = visual.Circle(
+                win, radius=0.2, fillColor=[-1, -1, 1], lineColor=None, units="height"
+            )
 
     def set_value(self, v: float) -> None:
         self.value = min(max(v, 0.0), 1.0)
@@ -125,14 +163,23 @@ class PhotodiodePatch:
 
     def __init__(self, win: visual.Window, corner: str, size_px: int = 50) -> None:
         if corner not in CORNERS:
-            raise ValueError(f"photodiode corner must be one of {', '.join(CORNERS)}, got {corner!r}")
+            raise ValueError(
+                f"photodiode corner must be one of {', '.join(CORNERS)}, got {corner!r}"
+            )
         w, h = win.size
         x = (-1 if "left" in corner else 1) * (w / 2 - size_px / 2)
         y = (-1 if "bottom" in corner else 1) * (h / 2 - size_px / 2)
         self.corner = corner
         self.white = False
-        self._rect = visual.Rect(win, width=size_px, height=size_px, pos=(x, y), units="pix",
-                                 fillColor="black", lineColor=None)
+        self._rect = visual.Rect(
+            win,
+            width=size_px,
+            height=size_px,
+            pos=(x, y),
+            units="pix",
+            fillColor="black",
+            lineColor=None,
+        )
 
     def toggle(self) -> None:
         self.white = not self.white

@@ -44,8 +44,14 @@ class FrameStats:
         with self._lock:
             intervals = list(self.intervals)
         if not intervals:
-            return {"fps": None, "frame_ms_median": None, "frame_ms_p95": None,
-                    "frame_ms_sd": None, "n_frames": self.n_frames, "dropped_frames": self.dropped}
+            return {
+                "fps": None,
+                "frame_ms_median": None,
+                "frame_ms_p95": None,
+                "frame_ms_sd": None,
+                "n_frames": self.n_frames,
+                "dropped_frames": self.dropped,
+            }
         a = np.asarray(intervals, float) * 1000.0
         return {
             "fps": round(1000.0 / float(np.mean(a)), 2),

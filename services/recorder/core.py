@@ -60,9 +60,7 @@ class Recorder:
             raise CommandError('"file" must be a file name or template ending in .xdf')
         with self._lock:
             if self._rec is not None and not self._rec.finished.is_set():
-                raise CommandError(
-                    f"already recording to {self._rec.path}; send STOP first"
-                )
+                raise CommandError(f"already recording to {self._rec.path}; send STOP first")
             path = resolve_path(expand_template(file, fields), self.data_dir)
             check_target(path, overwrite)
             try:
@@ -73,9 +71,7 @@ class Recorder:
                 ) from None
             except OSError as e:
                 raise CommandError(f"cannot write {path}: {e.strerror or e}") from None
-            rec = Recording(
-                writer, self._resolver.results, streams, self.options, self._finished
-            )
+            rec = Recording(writer, self._resolver.results, streams, self.options, self._finished)
             self._rec = rec
             self._unreported = None
             self.last_file = str(path)
@@ -95,8 +91,12 @@ class Recorder:
                 if self._unreported is not None:  # a recording that ended on a write error
                     res, self._unreported = self._unreported, None
                     return {"stopped": True, **res}
-                return {"stopped": False, "recording": False, "note": "not recording",
-                        "last_file": self.last_file}
+                return {
+                    "stopped": False,
+                    "recording": False,
+                    "note": "not recording",
+                    "last_file": self.last_file,
+                }
             self._rec = None
         res = rec.stop()
         self._unreported = None

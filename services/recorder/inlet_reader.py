@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pylsl
+from pylsl.util import LostError
+from pylsl.util import TimeoutError as LslTimeout
 
 from shared_utils.logging import get_logger
 from shared_utils.xdf_writer import CHANNEL_FORMATS, XdfWriteError, XdfWriter
@@ -33,7 +35,7 @@ log = get_logger("recorder.reader")
 #: liblsl's inlet buffer for a regular stream holds this many bytes at most (bounded memory) ...
 INLET_BUFFER_BYTES = 256 * 2**20
 #: ... but never less than this many seconds, nor more than this.
-INLET_BUFFER_MIN_S, INLET_BUFFER_MAX_S = 4, 60
+INLET_BUFFER_MIN_S, INLET_BUFFER_MAX_S = 1, 60
 #: One pull lands in a buffer of at most this many bytes.
 PULL_BUFFER_BYTES = 16 * 2**20
 
@@ -174,10 +176,19 @@ class StreamReader:
             "note": s.note,
         }
 
+    def replaceable_by(self, info: pylsl.StreamInfo) -> bool:
+        """True when this reader's stream was lost and ``info`` is a new outlet of its source."""
+        return self.stats.lost and not self._thread.is_alive() and info.uid() != self.info.uid()
+
     # -- threads -----------------------------------------------------------------------------
     def _open(self) -> pylsl.StreamInlet | None:
+        # recover only where liblsl can (a source_id): otherwise the inlet would wait forever
+        # for a stream that cannot come back instead of reporting it lost
         inlet = pylsl.StreamInlet(
-            self.info, max_buflen=inlet_buflen(self.info), max_chunklen=0, recover=True
+            self.info,
+            max_buflen=inlet_buflen(self.info),
+            max_chunklen=0,
+            recover=bool(self.info.source_id()),
         )
         deadline = time.monotonic() + self.open_timeout_s
         while not self._stop.is_set():
@@ -185,12 +196,12 @@ class StreamReader:
                 full = inlet.info(timeout=0.5)
                 inlet.open_stream(timeout=max(0.5, deadline - time.monotonic()))
                 break
-            except pylsl.TimeoutError:
+            except LslTimeout:
                 if time.monotonic() > deadline:
                     self.stats.note = "stream did not answer; not recorded"
                     log.warning("stream did not answer", stream=self.name)
                     return None
-            except pylsl.LostError:
+            except LostError:
                 self.stats.note = "stream vanished before it could be opened; not recorded"
                 return None
         else:
@@ -244,7 +255,7 @@ class StreamReader:
                     dest_obj=buf,
                     as_numpy=True,
                 )
-            except pylsl.LostError:
+            except LostError:
                 self.stats.lost = True
                 self.stats.note = "stream vanished during the recording; data up to then kept"
                 log.warning("stream lost", stream=self.name, samples=self.stats.samples)
@@ -285,7 +296,7 @@ class StreamReader:
             return False
         try:
             offset = inlet.time_correction(timeout=timeout)
-        except (pylsl.TimeoutError, pylsl.LostError):
+        except (LslTimeout, LostError):
             return False
         self._write_offset(offset)
         return True

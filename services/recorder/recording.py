@@ -59,6 +59,7 @@ class Recording:
         self._source = source
         self._on_finished = on_finished
         self._readers: dict[str, StreamReader] = {}
+        self._retired: list[StreamReader] = []
         self._lock = threading.Lock()
         self._ids = 0
         self._stop = threading.Event()
@@ -88,7 +89,7 @@ class Recording:
     @property
     def readers(self) -> list[StreamReader]:
         with self._lock:
-            return list(self._readers.values())
+            return self._retired + list(self._readers.values())
 
     def waiting_for(self) -> list[str]:
         if self.names is None:
@@ -131,8 +132,11 @@ class Recording:
                 continue
             key = stream_key(info)
             with self._lock:
-                if key in self._readers or self._stop.is_set():
+                old = self._readers.get(key)
+                if self._stop.is_set() or (old is not None and not old.replaceable_by(info)):
                     continue
+                if old is not None:  # the same source is back after it was lost: new stream id
+                    self._retired.append(old)
                 reader = StreamReader(
                     info,
                     self.writer,
@@ -150,7 +154,9 @@ class Recording:
         with self._lock:
             if self.error is None:
                 self.error = str(err)
-                log.error("write failed; stopping the recording", file=str(self.path), error=str(err))
+                log.error(
+                    "write failed; stopping the recording", file=str(self.path), error=str(err)
+                )
         self._stop.set()
 
     def _housekeeping(self) -> None:
@@ -184,7 +190,9 @@ class Recording:
             deadline = time.monotonic() + timeout
             for r in readers:
                 if not r.join(max(0.0, deadline - time.monotonic())):
-                    r.stats.note = (r.stats.note + "; " if r.stats.note else "") + "did not stop in time"
+                    r.stats.note = (
+                        r.stats.note + "; " if r.stats.note else ""
+                    ) + "did not stop in time"
             self._t_end = time.monotonic()
             try:
                 self.writer.close(footers=True)

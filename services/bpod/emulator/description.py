@@ -81,7 +81,7 @@ def parse_description(body: bytes, profile: Profile, use_back_signal: bool) -> D
     """Decode ``body`` (the bytes after the 5-byte header) for ``profile``."""
     r = _Reader(body)
     n_states, n_gt, n_gc, n_cond = r.take(4)
-    limit = profile.max_states - (1 if use_back_signal else 0)
+    limit = min(profile.max_states, 255) - (1 if use_back_signal else 0)
     if not 0 < n_states <= limit:
         raise DescriptionError(f"{n_states} states (1..{limit} allowed)")
     if n_gt > profile.n_global_timers or n_gc > profile.n_global_counters:

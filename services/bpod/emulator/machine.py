@@ -70,6 +70,8 @@ class Emulator:
         self.last_end = (0, 0, 0)
         self.ignored_ops: list[int] = []
         self.soft_codes_out: list[int] = []
+        # Reproduces the firmware 23.10 lost-start quirk for tests: swallow this many 'R's.
+        self.drop_next_run = 0
         # Serial event bases and digital input event bases.
         self._serial_ch = [i for i, c in enumerate(profile.inputs) if c in SERIAL_TYPES]
         self._digital = [i for i, c in enumerate(profile.inputs) if c in DIGITAL_TYPES]
@@ -124,12 +126,29 @@ class Emulator:
         """Total length of the command at the head of the buffer, None while incomplete."""
         b, op = self.buf, chr(self.buf[0])
         fixed = {
-            ":": 2, "K": 3, "J": 3, "U": 3, "O": 3, "I": 2, "V": 3, "~": 2, "S": 2, "$": 2,
-            "^": 5, "o": 2, "e": 4,
+            ":": 2,
+            "K": 3,
+            "J": 3,
+            "U": 3,
+            "O": 3,
+            "I": 2,
+            "V": 3,
+            "~": 2,
+            "S": 2,
+            "$": 2,
+            "^": 5,
+            "o": 2,
+            "e": 4,
         }
         nf = self.p.n_flex
-        var = {"E": 1 + len(self.p.inputs), "%": 1 + self.p.n_serial_channels, "Q": 1 + nf,
-               "t": 1 + 4 * nf, "p": 1 + 2 * nf, "m": 1 + nf}
+        var = {
+            "E": 1 + len(self.p.inputs),
+            "%": 1 + self.p.n_serial_channels,
+            "Q": 1 + nf,
+            "t": 1 + 4 * nf,
+            "p": 1 + 2 * nf,
+            "m": 1 + nf,
+        }
         if op in fixed:
             n = fixed[op]
         elif op in var:
@@ -173,7 +192,9 @@ class Emulator:
             self.deaf_until = now + 0.1
             self.session_t0 = now
         elif op == "F":
-            self.write(MAIN, p.fw_major.to_bytes(2, "little") + p.machine_type.to_bytes(2, "little"))
+            self.write(
+                MAIN, p.fw_major.to_bytes(2, "little") + p.machine_type.to_bytes(2, "little")
+            )
         elif op == "f" and fw23:
             self.write(MAIN, p.fw_minor.to_bytes(2, "little"))
         elif op == "v" and fw23:
@@ -221,7 +242,9 @@ class Emulator:
         elif op == "C":
             self._receive_description(cmd, now)
         elif op == "R":
-            if not self.running:
+            if self.drop_next_run > 0:
+                self.drop_next_run -= 1
+            elif not self.running:
                 self._start_trial(now)
         elif op == "X":
             if self.running:

@@ -34,7 +34,9 @@ def input_index(profile: Profile, prefix: str, number: int) -> int:
     kind = _KIND[prefix]
     idx = [i for i, c in enumerate(profile.inputs) if c == kind]
     if not 1 <= number <= len(idx):
-        raise ValueError(f"{prefix}{number} does not exist on this board ({len(idx)} {prefix} inputs)")
+        raise ValueError(
+            f"{prefix}{number} does not exist on this board ({len(idx)} {prefix} inputs)"
+        )
     return idx[number - 1]
 
 

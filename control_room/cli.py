@@ -1,0 +1,285 @@
+"""``control-room`` command line.
+
+``up`` and ``run`` host a control room in this process; every other subcommand is a thin client
+of a running one (its port: ``--port`` or ``$CONTROL_ROOM_PORT``, default 9010), so a second
+terminal, a script or a CI job all drive the same session.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from control_room.config import ConfigError, MeshConfig, load_config
+
+DEFAULT_PORT = 9010
+
+
+def _load(path: str, port: int | None = None) -> MeshConfig:
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid config:\n{exc}") from None
+    for w in cfg.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if port is not None:
+        cfg.control.port = port
+    return cfg
+
+
+def _json_arg(text: str | None, what: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} is not valid JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(value, dict):
+        raise click.BadParameter(f'{what} must be a JSON object like {{"key": 1}}')
+    return value
+
+
+def _client(ctx: click.Context, timeout: float = 10.0) -> Any:
+    from shared_utils.client import ModuleClient
+
+    return ModuleClient(ctx.obj["host"], ctx.obj["port"], timeout=timeout, protocol="json")
+
+
+def _call(ctx: click.Context, cmd: str, timeout: float = 10.0, **kwargs: Any) -> Any:
+    from shared_utils.errors import CommandFailed, ModuleUnreachable
+
+    try:
+        with _client(ctx, timeout) as c:
+            return c.send(cmd, **kwargs)
+    except ModuleUnreachable as exc:
+        raise click.ClickException(
+            f"no control room at {ctx.obj['host']}:{ctx.obj['port']} ({exc}); start one with "
+            "`control-room up CONFIG` or pass --port"
+        ) from None
+    except CommandFailed as exc:
+        raise click.ClickException(exc.error) from None
+
+
+@click.group()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Control room address.")
+@click.option(
+    "--port",
+    type=int,
+    default=DEFAULT_PORT,
+    envvar="CONTROL_ROOM_PORT",
+    show_default=True,
+    help="Control room port (for the client subcommands).",
+)
+@click.pass_context
+def main(ctx: click.Context, host: str, port: int) -> None:
+    """Start, watch and command a mesh of modules."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(host=host, port=port)
+
+
+# -- hosting -----------------------------------------------------------------------------------------
+
+
+def _host(cfg: MeshConfig) -> Any:
+    from control_room.handle import StartError
+    from control_room.room import ControlRoom
+
+    room = ControlRoom(cfg, console=sys.stdout)
+    stop = room.down_requested
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            return
+        click.echo(f"\n{signal.Signals(signum).name}: shutting down")
+        stop.set()
+        room.stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    click.echo(f"starting {len(cfg.modules)} modules from {cfg.path}")
+    try:
+        startup = room.up()
+    except StartError as exc:
+        raise click.ClickException(f"start-up failed, nothing left running:\n{exc}") from None
+    except KeyboardInterrupt:
+        room.down()
+        raise click.ClickException("interrupted during start-up; nothing left running") from None
+    click.echo(f"all {len(cfg.modules)} modules ready in {startup:.2f} s")
+    return room
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--port", "cr_port", type=int, default=None, help="Override [control_room] port.")
+def up(config: str, cr_port: int | None) -> None:
+    """Start the mesh in CONFIG and keep it running (Ctrl-C or `control-room down` stops it)."""
+    cfg = _load(config, cr_port)
+    room = _host(cfg)
+    _print_status(room.status())
+    click.echo("running; Ctrl-C or `control-room down` to stop")
+    while not room.down_requested.wait(0.5):
+        pass
+    _shutdown(room)
+
+
+def _shutdown(room: Any) -> None:
+    click.echo("shutting down ...")
+    t0 = time.monotonic()
+    steps = room.down()
+    bad = {n: s for n, s in steps.items() if any(x in ("SIGTERM", "SIGKILL") for x in s)}
+    for n, s in bad.items():
+        click.echo(f"  {n}: needed {', '.join(s)}")
+    click.echo(f"stopped in {time.monotonic() - t0:.2f} s; log file {room.status()['log_file']}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--macro", "macro_name", default=None, help="Macro to run (default: [control_room] run_macro, else 'experiment').")
+@click.option("--args", "macro_args", default=None, help="JSON object of macro arguments.")
+@click.option("--port", "cr_port", type=int, default=None, help="Override [control_room] port.")
+def run(config: str, macro_name: str | None, macro_args: str | None, cr_port: int | None) -> None:
+    """Start the mesh, run its experiment macro, shut down and print a summary."""
+    from control_room.macros import MacroError
+    from control_room.summary import collect_summary, print_summary
+
+    cfg = _load(config, cr_port)
+    name = macro_name or cfg.control.run_macro or "experiment"
+    if name not in cfg.macros:
+        raise click.ClickException(f"no macro {name!r} in {config}; macros: {', '.join(cfg.macros)}")
+    kwargs = _json_arg(macro_args, "--args")
+    room = _host(cfg)
+    report, error = None, None
+    t0 = time.monotonic()
+    try:
+        click.echo(f"running macro {name!r} ({len(cfg.macros[name].steps)} steps)")
+        report = room.run_macro(name, kwargs)
+    except MacroError as exc:
+        error = str(exc)
+        report = getattr(exc, "report", None)
+    summary = collect_summary(room, report, time.monotonic() - t0)
+    _shutdown(room)
+    summary.update(collect_summary(room, None, 0.0, after_down=True))
+    print_summary(summary, error)
+    if error:
+        raise SystemExit(1)
+
+
+# -- client subcommands ------------------------------------------------------------------------------
+
+
+def _print_status(st: dict[str, Any]) -> None:
+    click.echo(f"{'module':<18}{'state':<14}{'port':>6} {'pid':>8} {'restarts':>8}  ready_s")
+    for m in st.get("modules", {}).values():
+        click.echo(
+            f"{m['name']:<18}{m['state']:<14}{m['port'] or '-':>6} {m['pid'] or '-':>8} "
+            f"{m['restarts']:>8}  {m['ready_s'] if m['ready_s'] is not None else '-'}"
+        )
+    if st.get("running_macro"):
+        click.echo(f"running macro: {st['running_macro']}")
+    click.echo(f"log file: {st.get('log_file')}   events: {st.get('pub')}   markers: {st.get('marker_stream')}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the raw STATUS reply.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show every module's state."""
+    st = _call(ctx, "STATUS")
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+    else:
+        _print_status(st)
+
+
+@main.command()
+@click.argument("module")
+@click.argument("cmd")
+@click.argument("payload", required=False)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the reply.")
+@click.pass_context
+def send(ctx: click.Context, module: str, cmd: str, payload: str | None, timeout: float) -> None:
+    """Send CMD (with a JSON PAYLOAD) to MODULE through the control room."""
+    kwargs = _json_arg(payload, "PAYLOAD")
+    res = _call(ctx, "SEND", timeout + 2, module=module, command=cmd, kwargs=kwargs, timeout_s=timeout)
+    click.echo(json.dumps(res, indent=2, default=str))
+
+
+@main.command()
+@click.argument("name")
+@click.argument("payload", required=False)
+@click.option("--no-wait", is_flag=True, help="Start it and return at once.")
+@click.pass_context
+def macro(ctx: click.Context, name: str, payload: str | None, no_wait: bool) -> None:
+    """Run macro NAME (optional JSON arguments) and print each step's reply."""
+    kwargs = _json_arg(payload, "PAYLOAD")
+    res = _call(ctx, "MACRO", 24 * 3600, name=name, kwargs=kwargs, wait=not no_wait)
+    if no_wait:
+        click.echo(f"macro {name} started")
+        return
+    for s in res["steps"]:
+        what = f"{s['module']} {s['cmd']}" if s.get("module") else s["label"]
+        click.echo(f"{s['index']:>3} {what:<30} ok {s['duration_s']:.2f}s  {json.dumps(s['result'], default=str)[:120]}")
+    click.echo(f"macro {name} done in {res['duration_s']:.2f} s")
+
+
+@main.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
+@click.option("--module", "module", default=None, help="Only this module's records.")
+@click.option("-n", "n", default=50, show_default=True, help="How many recent records.")
+@click.pass_context
+def logs(ctx: click.Context, follow: bool, module: str | None, n: int) -> None:
+    """Print recent log records (module output included)."""
+    from shared_utils.log_receiver import format_line
+
+    res = _call(ctx, "LOGS", module=module, n=n)
+    for rec in res["records"]:
+        click.echo(format_line(rec))
+    since = res["next"]
+    while follow:
+        time.sleep(0.3)
+        try:
+            res = _call(ctx, "LOGS", module=module, since=since, n=0)
+        except click.ClickException:
+            click.echo("control room gone")
+            return
+        for rec in res["records"]:
+            click.echo(format_line(rec))
+        since = res["next"]
+
+
+@main.command()
+@click.argument("target")
+@click.option("--timeout", default=2.0, show_default=True)
+def check(target: str, timeout: float) -> None:
+    """Check the module at HOST:PORT against the protocol rules."""
+    from shared_utils.conformance import run_checks
+
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {target!r}")
+    import socket
+
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise click.ClickException(f"cannot connect to {target}: {exc}") from None
+    results = run_checks(host or "127.0.0.1", int(port), timeout)
+    for r in results:
+        click.echo(r.line())
+    failed = [r.rule for r in results if not r.ok]
+    click.echo(f"{target}: {len(results) - len(failed)}/{len(results)} pass")
+    if failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Shut down the running control room and all its modules."""
+    _call(ctx, "DOWN")
+    click.echo("control room shutting down")

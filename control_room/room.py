@@ -1,0 +1,320 @@
+"""The control room: log receiver, event bus, command markers, supervisor, router, own server.
+
+Start-up order matters and is fixed here: the log receiver first (so nothing a module logs while
+starting is lost), then the PUB socket and the LSL marker stream (so a recorder started later
+sees it), a virtual display if a module needs one, the control room's own command port, and
+finally the modules. Any failure tears down what was started, in reverse, and raises.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging as std_logging
+import os
+import threading
+import time
+from typing import Any, TextIO
+
+from control_room.config import MeshConfig
+from control_room.console import Console
+from control_room.events import CommandMarkers, EventBus
+from control_room.handle import ModuleHandle, StartError
+from control_room.macros import MacroError, MacroReport, MacroRunner, StepReport
+from control_room.ports import port_holder
+from control_room.router import CallbackRouter
+from control_room.supervisor import Supervisor
+from control_room.xvfb import Xvfb
+from shared_utils.errors import CommandFailed, ModuleError
+from shared_utils.lsl_config import use_loopback
+
+QUIET_CMDS = {"UP", "STATUS", "HELP", "GET_PCOMMS"}  # read-only: not worth an LSL marker
+
+
+class ControlRoom:
+    """Everything ``control-room up`` runs; usable from Python and tests too."""
+
+    def __init__(self, cfg: MeshConfig, console: TextIO | None = None) -> None:
+        self.cfg = cfg
+        self.console = Console(console)
+        self.stop_event = threading.Event()  # cancels macros and waits
+        self.down_requested = threading.Event()
+        self.receiver: Any = None
+        self.bus: EventBus | None = None
+        self.markers: CommandMarkers | None = None
+        self.xvfb: Xvfb | None = None
+        self.server: Any = None
+        self.supervisor: Supervisor | None = None
+        self.router = CallbackRouter(self._route_callback)
+        self.logs: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=20_000)
+        self._log_seq = 0
+        self._log_lock = threading.Lock()
+        self._shipper: Any = None
+        self._down_lock = threading.Lock()
+        self._is_down = False
+        self.startup_s: float | None = None
+        self.running_macro: str | None = None
+        self.last_reports: dict[str, dict[str, Any]] = {}
+        self.log = std_logging.getLogger("control_room")
+        self.runner = MacroRunner(
+            cfg.macros,
+            send=self.send,
+            wait_stream=self.wait_stream,
+            module_info=self.module_info,
+            stop_event=self.stop_event,
+            step_sleep_s=cfg.step_sleep_s,
+            on_step=self._on_step,
+        )
+
+    # -- start-up --------------------------------------------------------------------------------
+    def up(self) -> float:
+        """Start everything; returns seconds from the first module launch to all modules ready."""
+        use_loopback()  # before the first pylsl call; children inherit LSLAPICFG
+        try:
+            self._start_services()
+            self.supervisor = Supervisor(
+                self.cfg,
+                line_sink=self._module_line,
+                publish=self.publish,
+                stream_check=self.wait_stream,
+                extra_env=self._module_env,
+                on_ready=self.router.attach,
+            )
+            self.startup_s = self.supervisor.start_all()
+        except BaseException:
+            self.down()
+            raise
+        self.publish("control_room", state="ready", startup_s=self.startup_s)
+        return self.startup_s
+
+    def _start_services(self) -> None:
+        from shared_utils.log_receiver import LogReceiver
+        from shared_utils.logging import LogShipper, configure_logging
+
+        c = self.cfg.control
+        self.receiver = LogReceiver(c.host, c.log_port, c.log_dir, on_record=self._on_log)
+        try:
+            self.receiver.start()
+        except OSError as exc:
+            who = port_holder(c.log_port) or exc.strerror
+            raise StartError(
+                f"log receiver: cannot listen on {c.host}:{c.log_port}: {who}. Is another control "
+                "room or log receiver running? Set [control_room] log_port (0 = any free port)."
+            ) from None
+        addr = (c.host, self.receiver.port)
+        configure_logging("control_room", log_server=f"{addr[0]}:{addr[1]}", console=False)
+        self._shipper = LogShipper(addr, module="control_room")
+        self.bus = EventBus(c.host, c.pub_port)
+        self.markers = CommandMarkers(c.marker_stream)
+        if (
+            c.xvfb == "auto"
+            and not os.environ.get("DISPLAY")
+            and any(m.display for m in self.cfg.modules.values())
+        ):
+            self.xvfb = Xvfb()
+            self.console.note(f"no DISPLAY: started Xvfb on {self.xvfb.display}")
+        self._start_server()
+
+    def _start_server(self) -> None:
+        from control_room.server import build_commands
+        from shared_utils.server import DefaultServer
+
+        c = self.cfg.control
+        self.server = DefaultServer(c.port, ip=c.host, name="control_room")
+        self.server.set_commands(build_commands(self))
+        try:
+            self.server.init_server()
+        except OSError as exc:
+            who = port_holder(c.port) or str(exc)
+            self.server = None
+            raise StartError(
+                f"control room: cannot listen on {c.host}:{c.port}: {who}. Is another control "
+                "room running (`control-room down`)? Or set [control_room] port."
+            ) from None
+        self.server.start_in_thread()
+        self.console.note(
+            f"control room on {c.host}:{self.server.port}, events on {self.bus.address if self.bus else '-'}, "
+            f"logs in {self.receiver.path}"
+        )
+
+    def _module_env(self, name: str) -> dict[str, str]:
+        env = {
+            "MESH_LOG_SERVER": f"{self.cfg.control.host}:{self.receiver.port}",
+            "LSLAPICFG": os.environ["LSLAPICFG"],
+        }
+        if self.cfg.modules[name].display and self.xvfb is not None:
+            env["DISPLAY"] = self.xvfb.display
+        return env
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def down(self) -> dict[str, list[str]]:
+        """Stop modules (STOP, CLOSE, signals), then the control room's own services. Idempotent."""
+        with self._down_lock:
+            if self._is_down:
+                return {}
+            self._is_down = True
+        self.stop_event.set()
+        self.down_requested.set()
+        steps: dict[str, list[str]] = {}
+        if self.supervisor is not None:
+            steps = self.supervisor.stop_all()
+        self.router.close()
+        if self.xvfb is not None:
+            self.xvfb.stop()
+        if self.server is not None:
+            self.server.request_stop()
+            self.server.wait_closed(3.0)
+        self.publish("control_room", state="stopped")
+        if self.markers is not None:
+            self.markers.close()
+        if self.bus is not None:
+            self.bus.close()
+        from shared_utils.logging import shutdown_logging
+
+        shutdown_logging(1.0)
+        if self._shipper is not None:
+            self._shipper.close(1.0)
+        if self.receiver is not None:
+            deadline = time.monotonic() + 1.0
+            while self._shipper is not None and self._shipper.pending() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.15)  # one receiver select round to write what just arrived
+            self.receiver.close()
+        return steps
+
+    # -- commands --------------------------------------------------------------------------------
+    def handle(self, module: str) -> ModuleHandle:
+        if self.supervisor is None or module not in self.supervisor.handles:
+            known = ", ".join(self.cfg.modules) or "none"
+            raise KeyError(f"unknown module {module!r}; modules: {known}")
+        return self.supervisor.handles[module]
+
+    def send(
+        self,
+        module: str,
+        cmd: str,
+        kwargs: dict[str, Any] | None = None,
+        source: str = "api",
+        timeout: float = 30.0,
+        quiet: bool = False,
+    ) -> Any:
+        """Send one command: LSL marker, PUB ``command``, the command itself, PUB ``reply``.
+
+        Returns the result; raises ``CommandFailed`` / ``ModuleUnreachable`` / ``KeyError``.
+        """
+        kwargs = kwargs or {}
+        h = self.handle(module)
+        entry = {"module": module, "cmd": cmd, "kwargs": kwargs, "source": source}
+        lsl_t = None
+        if self.markers is not None and not quiet and cmd.upper() not in QUIET_CMDS:
+            lsl_t = self.markers.push(entry)
+        if not quiet:
+            self.publish("command", lsl_time=lsl_t, **entry)
+        t0 = time.perf_counter()
+        try:
+            result = h.command(cmd, kwargs, timeout=timeout)
+        except ModuleError as exc:
+            ms = round((time.perf_counter() - t0) * 1000, 3)
+            err = exc.error if isinstance(exc, CommandFailed) else str(exc)
+            if not quiet:
+                self.publish("reply", module=module, cmd=cmd, ok=False, error=err, ms=ms, source=source)
+            raise
+        ms = round((time.perf_counter() - t0) * 1000, 3)
+        if not quiet:
+            self.publish("reply", module=module, cmd=cmd, ok=True, result=result, ms=ms, source=source)
+        return result
+
+    def run_macro(self, name: str, kwargs: dict[str, Any] | None = None) -> MacroReport:
+        """Run a macro to its end; raises :class:`MacroError` naming the failing step."""
+        self.running_macro = name
+        self.publish("macro", macro=name, state="started", kwargs=kwargs or {})
+        try:
+            report = self.runner.run(name, kwargs)
+        except MacroError as exc:
+            rep = getattr(exc, "report", None)
+            if rep is not None:
+                self.last_reports[name] = rep.as_dict()
+            self.publish("macro", macro=name, state="failed", error=str(exc))
+            raise
+        finally:
+            self.running_macro = None
+        self.last_reports[name] = report.as_dict()
+        self.publish("macro", macro=name, state="done", duration_s=report.duration_s)
+        return report
+
+    def _on_step(self, macro: str, rep: StepReport) -> None:
+        self.publish("macro", macro=macro, state="step", step=vars(rep))
+        self.console.step(macro, rep)
+
+    def _route_callback(self, source: str, target: str, cmd: str, kwargs: dict[str, Any]) -> None:
+        def run() -> None:
+            try:
+                result = self.send(target, cmd, kwargs, source=f"callback:{source}")
+                self.publish("callback", source=source, target=target, cmd=cmd, ok=True, result=result)
+            except (ModuleError, KeyError) as exc:
+                self.publish("callback", source=source, target=target, cmd=cmd, ok=False, error=str(exc))
+                self.log.warning("callback from %s to %s %s failed: %s", source, target, cmd, exc)
+
+        threading.Thread(target=run, name=f"callback-{source}-{target}", daemon=True).start()
+
+    # -- queries ---------------------------------------------------------------------------------
+    def wait_stream(self, name: str, timeout: float) -> bool:
+        """True once an LSL stream called ``name`` is visible (waits up to ``timeout``)."""
+        import pylsl
+
+        return bool(pylsl.resolve_byprop("name", name, 1, max(0.01, timeout)))
+
+    def module_info(self) -> dict[str, dict[str, Any]]:
+        if self.supervisor is None:
+            return {}
+        return {n: h.info() for n, h in self.supervisor.handles.items()}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "config": str(self.cfg.path),
+            "startup_s": self.startup_s,
+            "modules": self.module_info(),
+            "macros": list(self.cfg.macros),
+            "running_macro": self.running_macro,
+            "log_file": str(self.receiver.path) if self.receiver else None,
+            "pub": self.bus.address if self.bus else None,
+            "marker_stream": self.cfg.control.marker_stream,
+            "markers_pushed": self.markers.pushed if self.markers else 0,
+            "display": self.xvfb.display if self.xvfb else os.environ.get("DISPLAY"),
+        }
+
+    # -- logs ------------------------------------------------------------------------------------
+    def publish(self, topic: str, **data: Any) -> None:
+        if self.bus is not None:
+            self.bus.publish(topic, **data)
+        self.console.event(topic, data)
+
+    def _module_line(self, module: str, stream: str, line: str) -> None:
+        """A line a module printed: into the central log under the module's name."""
+        from shared_utils.logging import encode_frame, wire_record
+
+        if self._shipper is None:
+            return
+        rec = wire_record(
+            module=module,
+            logger=f"{module}.{stream}",
+            levelno=std_logging.INFO,
+            event=line,
+            kv={"stream": stream},
+            created=time.time(),
+        )
+        self._shipper.submit(encode_frame(rec))
+
+    def _on_log(self, rec: dict[str, Any]) -> None:
+        with self._log_lock:
+            self._log_seq += 1
+            self.logs.append((self._log_seq, rec))
+        self.console.log_record(rec)
+
+    def get_logs(self, module: str | None = None, since: int = 0, n: int = 200) -> dict[str, Any]:
+        with self._log_lock:
+            items = [(s, r) for s, r in self.logs if s > since]
+            last = self._log_seq
+        if module:
+            items = [(s, r) for s, r in items if r.get("module") == module]
+        items = items[-n:] if n else items
+        return {"records": [dict(r, seq=s) for s, r in items], "next": last}

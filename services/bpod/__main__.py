@@ -1,0 +1,78 @@
+"""``python -m services.bpod --port PORT (--serial DEVICE | --emulator)``: one Bpod box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from shared_utils.module_cli import module_options, run_module
+
+
+@click.command()
+@module_options(default_port=8110)
+@click.option("--serial", "serial_dev", default=None, help="Serial device of the state machine.")
+@click.option("--emulator", is_flag=True, help="Start a software Bpod on a pty and use it.")
+@click.option(
+    "--machine-type",
+    type=click.Choice(["3", "4"]),
+    default="3",
+    show_default=True,
+    help="Emulator: 3 = Bpod 2.x, 4 = Bpod 2+.",
+)
+@click.option(
+    "--firmware",
+    type=click.Choice(["22", "23"]),
+    default="23",
+    show_default=True,
+    help="Emulator firmware major version.",
+)
+@click.option(
+    "--script", default="", help='Emulator inputs every trial, e.g. "Port1In@0.5,Port1Out@0.6".'
+)
+@click.option(
+    "--stream-name", default="bpod_events", show_default=True, help="LSL marker stream name."
+)
+@click.option(
+    "--trials-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSON-lines file for finished trials (default data/bpod/trials_<time>_<pid>.jsonl).",
+)
+def main(
+    serial_dev: str | None,
+    emulator: bool,
+    machine_type: str,
+    firmware: str,
+    script: str,
+    stream_name: str,
+    trials_file: Path | None,
+    **common,
+) -> None:
+    """Bpod state machine service: load state machines, run trials, stream events to LSL."""
+    if bool(serial_dev) == emulator:
+        raise click.UsageError("give exactly one of --serial DEVICE or --emulator")
+    from shared_utils.lsl_config import use_loopback
+
+    use_loopback()  # before the service creates its LSL outlet
+    from services.bpod.emulator_process import EmulatorProcess
+    from services.bpod.server import build_commands
+    from services.bpod.service import BpodService
+    from shared_utils.errors import CommandError
+    from shared_utils.logging import configure_logging, get_logger
+
+    emu = EmulatorProcess(int(machine_type), int(firmware), script) if emulator else None
+    service = BpodService(serial_dev, emu, stream_name, trials_file)
+    configure_logging("bpod", level=common.get("log_level", "INFO"))
+    try:
+        service.connect()
+    except CommandError as exc:  # keep serving: CONNECT can be retried once the device is there
+        get_logger("services.bpod").warning("not connected at start", error=str(exc))
+    try:
+        run_module("bpod", build_commands(service), **common)
+    finally:
+        service.close()
+
+
+if __name__ == "__main__":
+    main()

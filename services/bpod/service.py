@@ -1,0 +1,369 @@
+"""The Bpod service core: one box, its driver, the LSL marker stream and the trials file.
+
+No sockets here: :mod:`services.bpod.server` maps protocol commands onto these methods. A run of
+trials happens in a background thread (the caller decides how to start it) so commands such as
+``STOP``, ``OVERRIDE`` and ``SOFT_CODE`` keep working while the animal does its thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pylsl
+
+from services.bpod.compiler import CompiledStateMachine, compile_state_machine
+from services.bpod.driver import BpodBusy, BpodDriver, BpodError, DeviceGone
+from services.bpod.emulator_process import EmulatorProcess
+from services.bpod.hardware import PHYSICAL_OUTPUTS, unknown_name_message
+from services.bpod.state_machine import StateMachine, StateMachineError
+from services.bpod.trial import Events, ProtocolError, TrialRecord, TrialReplay
+from shared_utils.errors import CommandError
+from shared_utils.logging import get_logger
+
+log = get_logger("services.bpod")
+
+
+def default_trials_file() -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("data") / "bpod" / f"trials_{stamp}_{os.getpid()}.jsonl"
+
+
+class BpodService:
+    """State of one Bpod box as seen by the protocol commands."""
+
+    def __init__(
+        self,
+        serial: str | None = None,
+        emulator: EmulatorProcess | None = None,
+        marker_stream: str = "bpod_events",
+        trials_file: Path | None = None,
+    ) -> None:
+        if (serial is None) == (emulator is None):
+            raise ValueError("give exactly one of a serial device or an emulator")
+        self.emulator = emulator
+        self.serial = serial
+        self.driver: BpodDriver | None = None
+        self.compiled: CompiledStateMachine | None = None
+        self.sm: StateMachine | None = None
+        self.trials_file = Path(trials_file) if trials_file else default_trials_file()
+        self.marker_stream = marker_stream
+        info = pylsl.StreamInfo(
+            marker_stream,
+            "Markers",
+            1,
+            pylsl.IRREGULAR_RATE,
+            pylsl.cf_string,
+            f"bpod-{marker_stream}-{os.getpid()}",
+        )
+        self.outlet = pylsl.StreamOutlet(info)
+        self.lock = threading.RLock()
+        self.run_thread: threading.Thread | None = None
+        self.run_stop = threading.Event()
+        self.task_id: int | None = None
+        self.trial_no = 0
+        self.trials_requested = 0
+        self.trials_done_in_run = 0
+        self.current_state: str | None = None
+        self.last_error: str | None = None
+        self.results: list[dict] = []
+        self._lsl_t0 = 0.0
+        self._cycle_s = 1e-4
+
+    # ---------------------------------------------------------------- helpers
+    def _require_connected(self) -> BpodDriver:
+        if self.driver is None or not self.driver.connected or self.driver.hw is None:
+            raise CommandError(
+                "not connected to a Bpod; send CONNECT first"
+                + (f" (last error: {self.last_error})" if self.last_error else "")
+            )
+        return self.driver
+
+    @property
+    def running(self) -> bool:
+        return self.run_thread is not None and self.run_thread.is_alive()
+
+    def _marker(self, text: str, ts: float | None = None) -> None:
+        self.outlet.push_sample([text], ts if ts is not None else pylsl.local_clock())
+
+    # ---------------------------------------------------------------- commands
+    def connect(self) -> dict:
+        """(Re)connect: restart a dead emulator, handshake and read the hardware description."""
+        with self.lock:
+            if self.running:
+                raise CommandError("a run is in progress; STOP it before CONNECT")
+            if self.driver is not None:
+                self.driver.close_port()
+            port = self.serial
+            if self.emulator is not None:
+                port = self.emulator.link.as_posix()
+                if not self.emulator.alive:
+                    port = self.emulator.start()
+            self.driver = BpodDriver(port)
+            try:
+                hw = self.driver.connect()
+            except BpodError as exc:
+                self.last_error = str(exc)
+                raise CommandError(f"cannot connect to {port}: {exc}") from exc
+            self._cycle_s = hw.timer_period_us * 1e-6
+            self.last_error = None
+            if self.sm is not None:  # recompile for the (possibly different) hardware
+                try:
+                    self.compiled = compile_state_machine(self.sm, hw)
+                except StateMachineError as exc:
+                    self.compiled = None
+                    self.last_error = f"loaded state machine does not fit this device: {exc}"
+            log.info(
+                "connected", port=port, model=hw.model, firmware=f"{hw.fw_major}.{hw.fw_minor}"
+            )
+            return {"serial": port, **self._info(hw)}
+
+    def _info(self, hw: Any) -> dict:
+        d = hw.to_dict()
+        d["app_port"] = self.driver.app_port if self.driver else None
+        d["flex_port"] = self.driver.flex_port if self.driver else None
+        d["modules"] = self.driver.modules if self.driver else []
+        return d
+
+    def info(self) -> dict:
+        """Model, firmware, channels and event names of the connected box."""
+        drv = self._require_connected()
+        return {"serial": drv.port, "emulator": self.emulator is not None, **self._info(drv.hw)}
+
+    def load(self, state_machine: dict) -> dict:
+        """Validate and compile a JSON state machine; used from the next trial on."""
+        drv = self._require_connected()
+        try:
+            sm = StateMachine.from_dict(state_machine)
+            compiled = compile_state_machine(sm, drv.hw)
+        except StateMachineError as exc:
+            raise CommandError(f"LOAD: {exc}") from None
+        with self.lock:
+            self.sm, self.compiled = sm, compiled
+        log.info("state machine loaded", name=sm.name, states=compiled.n_states)
+        return {
+            "state_machine": sm.name,
+            "states": compiled.state_names,
+            "bytes": len(compiled.body) + 5,
+            "running": self.running,
+        }
+
+    def start_run(self, trials: int, task_starter: Any) -> dict:
+        """Start ``trials`` trials in a background thread made by ``task_starter(fn)``."""
+        drv = self._require_connected()
+        if trials < 1:
+            raise CommandError(f"trials must be >= 1, got {trials}")
+        with self.lock:
+            if self.running:
+                raise CommandError(f"a run is in progress (task {self.task_id}); STOP it or wait")
+            if self.compiled is None:
+                raise CommandError(
+                    'no state machine loaded; send LOAD|{"state_machine": {...}} first'
+                )
+            self.trials_requested = trials
+            self.trials_done_in_run = 0
+            self.results = []
+            self.run_stop = threading.Event()
+            started = threading.Event()
+
+            def body(stop_event: threading.Event) -> None:
+                self.run_thread = threading.current_thread()
+                started.set()
+                self._run(drv, trials, stop_event)
+
+            task = task_starter(body)
+            started.wait(5)
+            self.task_id = getattr(task, "id", None)
+            return {"task": self.task_id, "trials": trials, "state_machine": self.compiled.name}
+
+    def wait_run(self, timeout: float | None = None) -> None:
+        th = self.run_thread
+        if th is not None:
+            th.join(timeout)
+
+    def _run(self, drv: BpodDriver, trials: int, stop_event: threading.Event) -> None:
+        for _ in range(trials):
+            if stop_event.is_set() or self.run_stop.is_set():
+                break
+            with self.lock:
+                compiled = self.compiled
+                self.trial_no += 1
+                n = self.trial_no
+            try:
+                rec = drv.run_trial(
+                    compiled,
+                    n,
+                    on_start=lambda _us, n=n, c=compiled: self._on_start(n, c),
+                    on_events=self._on_events,
+                    on_soft_code=self._on_soft_code,
+                )
+            except DeviceGone as exc:
+                self._fail(n, f"device gone during trial {n}: {exc}")
+                return
+            except (BpodError, ProtocolError) as exc:
+                self._fail(n, f"trial {n} failed: {exc}")
+                drv.recover()
+                return
+            rec.lsl_start = self._lsl_t0
+            self._finish(rec)
+            if rec.stopped:
+                break
+
+    def _on_start(self, n: int, compiled: CompiledStateMachine) -> None:
+        self._lsl_t0 = pylsl.local_clock()
+        self.current_state = compiled.state_names[0]
+        self._marker(f"trial_start:{n}", self._lsl_t0)
+        self._marker(f"state:{self.current_state}", self._lsl_t0)
+
+    def _on_events(
+        self, replay: TrialReplay, pkt: Events, names: list[str], new_state: str | None
+    ) -> None:
+        ts = self._lsl_t0 + pkt.cycle * self._cycle_s
+        for name in names:
+            self._marker(f"event:{name}", ts)
+        if new_state is not None:
+            self.current_state = None if new_state == "exit" else new_state
+            self._marker(f"state:{new_state}", ts)
+
+    def _on_soft_code(self, code: int) -> None:
+        self._marker(f"softcode:{code}")
+
+    def _finish(self, rec: TrialRecord) -> None:
+        d = rec.to_dict()
+        self._marker(f"trial_end:{rec.trial}", self._lsl_t0 + rec.n_cycles * self._cycle_s)
+        self.current_state = None
+        self.trials_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.trials_file.open("a") as f:
+            f.write(json.dumps(d) + "\n")
+        self.results.append(d)
+        self.trials_done_in_run += 1
+        log.info(
+            "trial",
+            trial=rec.trial,
+            visited=d["visited"],
+            duration_s=d["duration_s"],
+            stopped=rec.stopped,
+        )
+
+    def _fail(self, n: int, message: str) -> None:
+        self.last_error = message
+        self.current_state = None
+        self._marker(f"trial_error:{n}")
+        log.error("trial failed", trial=n, error=message)
+
+    def run_result(self) -> dict:
+        return {
+            "task": self.task_id,
+            "completed": self.trials_done_in_run,
+            "requested": self.trials_requested,
+            "trials": self.results,
+            "error": self.last_error,
+        }
+
+    def stop(self) -> dict:
+        """Stop the running trial (``X``), end the run and drive every output off."""
+        drv = self.driver
+        was_running = self.running
+        self.run_stop.set()
+        if drv is None or not drv.connected:
+            return {"stopped": was_running, "connected": False}
+        try:
+            if was_running:
+                drv.force_exit()
+                self.wait_run(5)
+            if not self.running:
+                drv.safe_state()
+        except BpodError as exc:
+            self.last_error = str(exc)
+        return {"stopped": was_running, "trials_done": self.trials_done_in_run}
+
+    def _output_index(self, channel: str) -> int:
+        drv = self._require_connected()
+        names = drv.hw.output_channel_names()
+        valid = [n for n, k in zip(names, drv.hw.outputs, strict=True) if k in PHYSICAL_OUTPUTS]
+        if channel not in valid:
+            raise CommandError(unknown_name_message("output channel", channel, valid))
+        return names.index(channel)
+
+    def override(self, channel: str, value: int) -> dict:
+        """Drive an output by name; nonzero latches it until set back to 0 or the trial ends."""
+        ch = self._output_index(channel)
+        kind = self.driver.hw.outputs[ch]
+        limit = 255 if kind == "P" else 1
+        if not 0 <= value <= limit:
+            raise CommandError(f"{channel} takes 0..{limit}, got {value}")
+        try:
+            self.driver.override(ch, value)
+        except DeviceGone as exc:
+            raise CommandError(str(exc)) from None
+        return {"channel": channel, "value": value}
+
+    def soft_code(self, code: int) -> dict:
+        """Send host soft code ``code`` (1-based); the running trial sees ``SoftCode<code>``."""
+        drv = self._require_connected()
+        n = drv.hw.alloc[drv.hw.inputs.index("X")] if "X" in drv.hw.inputs else 0
+        if not 1 <= code <= n:
+            raise CommandError(f"soft code must be 1..{n} (event SoftCode<code>), got {code}")
+        if not self.running:
+            raise CommandError("soft codes only reach a running trial; RUN first")
+        drv.soft_code(code)
+        return {"code": code, "event": f"SoftCode{code}"}
+
+    def emulate_input(self, event: str) -> dict:
+        """Simulate an input edge (``Port1In``, ``BNC1Low``...) with the device's virtual input."""
+        drv = self._require_connected()
+        hw = drv.hw
+        names = hw.input_channel_names()
+        valid = []
+        for i, k in enumerate(hw.inputs):
+            if k in "FBWP":
+                hi, lo = ("In", "Out") if k == "P" else ("High", "Low")
+                valid += [names[i] + hi, names[i] + lo]
+        if event not in valid:
+            raise CommandError(unknown_name_message("input event", event, valid))
+        if not self.running:
+            raise CommandError(
+                "virtual inputs only act during a trial (the device ignores them when idle); RUN first"
+            )
+        base = event.removesuffix("In").removesuffix("Out").removesuffix("High").removesuffix("Low")
+        ch = names.index(base)
+        logical = 1 if event.endswith(("In", "High")) else 0
+        raw = logical if hw.logic_high(ch) == 1 else 1 - logical
+        drv.virtual_input(ch, raw)
+        return {"event": event, "channel": base, "raw_level": raw}
+
+    def status(self) -> dict:
+        drv = self.driver
+        return {
+            "connected": bool(drv and drv.connected),
+            "serial": drv.port if drv else self.serial,
+            "emulator_pid": self.emulator.pid if self.emulator else None,
+            "running": self.running,
+            "task": self.task_id,
+            "trial": self.trial_no,
+            "trials_done": self.trials_done_in_run,
+            "trials_requested": self.trials_requested,
+            "state": self.current_state,
+            "state_machine": self.compiled.name if self.compiled else None,
+            "last_error": self.last_error,
+            "marker_stream": self.marker_stream,
+            "trials_file": str(self.trials_file),
+        }
+
+    def close(self) -> dict:
+        """Stop, outputs off, disconnect and stop the emulator child."""
+        try:
+            self.stop()
+        finally:
+            if self.driver is not None:
+                self.driver.disconnect()
+            if self.emulator is not None:
+                self.emulator.cleanup()
+        return {"closed": True}
+
+
+__all__ = ["BpodBusy", "BpodService"]

@@ -1,0 +1,89 @@
+"""Entry point: ``python -m services.presenter --port PORT [--fullscreen] [--size WxH] ...``."""
+
+from __future__ import annotations
+
+import click
+
+from shared_utils.lsl_config import use_loopback
+from shared_utils.module_cli import module_options, run_module
+
+
+@click.command()
+@module_options(default_port=8110)
+@click.option("--fullscreen", is_flag=True, help="Open the window full screen.")
+@click.option("--screen", default=0, show_default=True, help="Screen (monitor) index.")
+@click.option("--size", default="800x600", show_default=True, help="Window size WxH in pixels.")
+@click.option(
+    "--experiments-dir",
+    default="examples",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder RUN_EXPERIMENT may load files from.",
+)
+@click.option(
+    "--marker-stream",
+    default="presenter_markers",
+    show_default=True,
+    help="Name of the LSL string stream of stimulus onset markers.",
+)
+@click.option(
+    "--photodiode",
+    default=None,
+    type=click.Choice(["bottom_left", "bottom_right", "top_left", "top_right"]),
+    help="Draw a photodiode patch in this corner (toggles at every onset).",
+)
+@click.option("--photodiode-size", default=50, show_default=True, help="Patch size in pixels.")
+@click.option(
+    "--refresh-hz",
+    default=60.0,
+    show_default=True,
+    help="Nominal refresh rate (used for pacing without vsync and dropped frames).",
+)
+@click.option(
+    "--pace",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "on", "off"]),
+    help="Software frame pacing: auto = only when flips do not wait for vsync (Xvfb).",
+)
+def main(
+    fullscreen: bool,
+    screen: int,
+    size: str,
+    experiments_dir: str,
+    marker_stream: str,
+    photodiode: str | None,
+    photodiode_size: int,
+    refresh_hz: float,
+    pace: str,
+    **common: object,
+) -> None:
+    """PsychoPy presenter: stimuli, cued blocks, LSL feedback and Builder experiments."""
+    from services.presenter.core import Presenter, parse_size
+    from services.presenter.server import build_commands
+
+    try:
+        wh = parse_size(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--size") from exc
+    presenter = Presenter(
+        size=wh,
+        fullscreen=fullscreen,
+        screen=screen,
+        experiments_dir=experiments_dir,
+        marker_stream=marker_stream,
+        photodiode=photodiode,
+        photodiode_size=photodiode_size,
+        refresh_hz=refresh_hz,
+        pace=pace,
+    )
+    use_loopback()  # before the child starts: it inherits LSLAPICFG
+    presenter.warm_up()  # import PsychoPy in the child while the server starts
+    try:
+        run_module("presenter", build_commands(presenter), **common)  # type: ignore[arg-type]
+    finally:
+        presenter.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Presenter commands, parent side: argument checks, child lifecycle, replies.
+
+No sockets and no PsychoPy here: each method validates what it can cheaply (files exist, paths
+stay inside the experiments folder) and forwards the rest to the window-owning child through
+:class:`ChildLink`, which times out every wait. ``server.py`` maps command names onto these
+methods unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from services.presenter.link import ChildLink
+from shared_utils.errors import CommandError
+
+STIMULUS_TIMEOUT_S = 5.0  # a stimulus reply waits for its flip: a few frames, generously
+CORNERS = ("bottom_left", "bottom_right", "top_left", "top_right")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"800x600"`` -> (800, 600); raises ``ValueError`` otherwise."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise ValueError(f"size must look like 800x600, got {text!r}") from exc
+    if w < 16 or h < 16:
+        raise ValueError(f"size {w}x{h} is too small")
+    return w, h
+
+
+class Presenter:
+    """Holds the presenter configuration and the child process behind every command."""
+
+    def __init__(
+        self,
+        size: tuple[int, int] = (800, 600),
+        fullscreen: bool = False,
+        screen: int = 0,
+        experiments_dir: str | Path = "examples",
+        marker_stream: str = "presenter_markers",
+        photodiode: str | None = None,
+        photodiode_size: int = 50,
+        refresh_hz: float = 60.0,
+        pace: str = "auto",
+        ready_timeout: float = 60.0,
+    ) -> None:
+        if photodiode is not None and photodiode not in CORNERS:
+            raise ValueError(f"photodiode must be one of {', '.join(CORNERS)}")
+        self.size = size
+        self.fullscreen = fullscreen
+        self.screen = screen
+        self.experiments_dir = Path(experiments_dir).resolve()
+        self.photodiode = photodiode
+        self.photodiode_size = photodiode_size
+        self.ready_timeout = ready_timeout
+        self.link = ChildLink(marker_stream, refresh_hz, pace)
+        self._lifecycle = threading.Lock()  # one OPEN/CLOSE at a time
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Start the child now so its slow PsychoPy import is done before the first OPEN."""
+        self.link.start()
+
+    def _ensure_child(self) -> bool:
+        """Start the child if it is not running; returns True when it had to be (re)started."""
+        restarted = False
+        if not self.link.alive:
+            if self.link.proc is not None and self.link.proc.poll() is not None:
+                self.link.restarts += 1
+            self.link.start()
+            restarted = True
+        self.link.wait_ready(self.ready_timeout)
+        return restarted
+
+    def open(
+        self,
+        size: list | None = None,
+        fullscreen: bool | None = None,
+        screen: int | None = None,
+        color: str | list = "grey",
+        photodiode: str | None = None,
+        photodiode_size: int | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """Open the stimulus window (starting or restarting the PsychoPy child if needed)."""
+        if size is not None and (
+            len(size) != 2 or not all(isinstance(v, int) and v >= 16 for v in size)
+        ):
+            raise CommandError(f"size must be [width, height] in pixels (>= 16), got {size}")
+        corner = photodiode if photodiode is not None else self.photodiode
+        if corner in ("", "off", "none"):
+            corner = None
+        if corner is not None and corner not in CORNERS:
+            raise CommandError(
+                f"photodiode must be one of {', '.join(CORNERS)} or 'off', got {corner!r}"
+            )
+        with self._lifecycle:
+            restarted = self._ensure_child()
+            result = self.link.request(
+                "open",
+                {
+                    "size": list(size or self.size),
+                    "fullscreen": self.fullscreen if fullscreen is None else fullscreen,
+                    "screen": self.screen if screen is None else screen,
+                    "color": color,
+                    "photodiode": corner,
+                    "photodiode_size": photodiode_size or self.photodiode_size,
+                },
+                timeout=timeout,
+            )
+        return {**result, "child_pid": self.link.pid, "child_started": restarted}
+
+    def close_window(self) -> dict[str, Any]:
+        """Close the stimulus window; the child stays up so the next OPEN is fast."""
+        with self._lifecycle:
+            return self.link.request("close_window", timeout=STIMULUS_TIMEOUT_S)
+
+    def shutdown(self) -> None:
+        """Stop the child process (module CLOSE)."""
+        self.link.stop()
+
+    # ---- stimuli ---------------------------------------------------------------------------
+    def show_text(
+        self,
+        text: str,
+        color: str | list = "white",
+        height: float = 0.08,
+        pos: list | None = None,
+        wrap_width: float | None = None,
+    ) -> dict[str, Any]:
+        """Show text (height and pos in window-height units); reply after the flip with its onset."""
+        return self.link.request(
+            "show_text",
+            {
+                "text": text,
+                "color": color,
+                "height": height,
+                "pos": pos or [0, 0],
+                "wrap_width": wrap_width,
+            },
+            timeout=STIMULUS_TIMEOUT_S,
+        )
+
+    def show_image(
+        self, file: str, size: list | None = None, pos: list | None = None
+    ) -> dict[str, Any]:
+        """Show an image file (fitted to the window unless size is given)."""
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise CommandError(f"image file not found: {file}")
+        return self.link.request(
+            "show_image",
+            {"file": str(path.resolve()), "size": size, "pos": pos or [0, 0]},
+            timeout=STIMULUS_TIMEOUT_S,
+        )
+
+    def fixation(self, color: str | list = "white", size: float = 0.1) -> dict[str, Any]:
+        """Show a fixation cross."""
+        return self.link.request(
+            "fixation", {"color": color, "size": size}, timeout=STIMULUS_TIMEOUT_S
+        )
+
+    def clear(self) -> dict[str, Any]:
+        """Blank the screen (ends a block or feedback)."""
+        return self.link.request("clear", timeout=STIMULUS_TIMEOUT_S)
+
+    def run_block(
+        self,
+        n_trials: int = 10,
+        cues: list | None = None,
+        cue_s: float = 1.0,
+        stimulus_s: float = 3.0,
+        iti_s: float = 2.0,
+        iti_jitter_s: float = 0.0,
+        cue_text: str = "{cue}",
+        stimulus_text: str = "+",
+        order: str = "random",
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Start a cued trial block (cue, stimulus, inter-trial interval); progress in STATUS."""
+        return self.link.request(
+            "run_block",
+            {
+                "n_trials": n_trials,
+                "cues": ["left", "right"] if cues is None else cues,
+                "cue_s": cue_s,
+                "stimulus_s": stimulus_s,
+                "iti_s": iti_s,
+                "iti_jitter_s": iti_jitter_s,
+                "cue_text": cue_text,
+                "stimulus_text": stimulus_text,
+                "order": order,
+                "seed": seed,
+            },
+            timeout=STIMULUS_TIMEOUT_S,
+        )
+
+    def feedback(
+        self,
+        stream: str,
+        channel: int = 0,
+        vmin: float = 0.0,
+        vmax: float = 1.0,
+        mode: str = "bar",
+        color: str | list = "limegreen",
+        timeout: float = 5.0,
+    ) -> dict[str, Any]:
+        """Show a bar (or colour disc) driven live by channel `channel` of an LSL stream."""
+        if mode not in ("bar", "color"):
+            raise CommandError(f"mode must be 'bar' or 'color', got {mode!r}")
+        return self.link.request(
+            "feedback",
+            {
+                "stream": stream,
+                "channel": channel,
+                "vmin": vmin,
+                "vmax": vmax,
+                "mode": mode,
+                "color": color,
+                "timeout": timeout,
+            },
+            timeout=timeout + STIMULUS_TIMEOUT_S,
+        )
+
+    def screenshot(self, file: str) -> dict[str, Any]:
+        """Save what the window shows as a PNG (drawn frame, taken just before its flip)."""
+        path = Path(file).expanduser().resolve()
+        if path.suffix.lower() != ".png":
+            raise CommandError(f"screenshot file must end in .png, got {file}")
+        if not path.parent.is_dir():
+            raise CommandError(f"folder does not exist: {path.parent}")
+        return self.link.request("screenshot", {"file": str(path)}, timeout=STIMULUS_TIMEOUT_S)
+
+    # ---- control ---------------------------------------------------------------------------
+    def pause(self) -> dict[str, Any]:
+        """Pause the running block, feedback or experiment (display keeps refreshing)."""
+        return self.link.request("pause", timeout=STIMULUS_TIMEOUT_S)
+
+    def resume(self) -> dict[str, Any]:
+        """Resume what PAUSE paused."""
+        return self.link.request("resume", timeout=STIMULUS_TIMEOUT_S)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the running block, feedback or experiment; no-op when nothing runs."""
+        if not self.link.alive:
+            return {"stopped": []}
+        return self.link.request("stop", timeout=STIMULUS_TIMEOUT_S)
+
+    def run_experiment(self, file: str, exp_info: dict | None = None) -> dict[str, Any]:
+        """Run a Builder-exported .py (or .psyexp) from the experiments folder; returns at once."""
+        path = (self.experiments_dir / file).resolve()
+        if not path.is_relative_to(self.experiments_dir):
+            raise CommandError(f"{file} is outside the experiments folder {self.experiments_dir}")
+        if not path.is_file():
+            raise CommandError(
+                f"experiment not found: {path} (experiments folder: {self.experiments_dir})"
+            )
+        if path.suffix not in (".py", ".psyexp"):
+            raise CommandError(f"experiment must be a .py or .psyexp file, got {path.name}")
+        return self.link.request(
+            "run_experiment", {"file": str(path), "exp_info": exp_info or {}}, timeout=30.0
+        )
+
+    def status(self) -> dict[str, Any]:
+        """Frame rate, dropped frames, current stimulus, block/feedback/experiment, child state."""
+        link = self.link
+        alive = link.alive
+        st = dict(link.status) if alive else {}
+        return {
+            "child_alive": alive,
+            "child_pid": link.pid if alive else None,
+            "child_exit_code": None if alive else link.exit_code,
+            "child_error": None
+            if alive
+            else (link.death_message() if link.exit_code is not None else None),
+            "child_restarts": link.restarts,
+            "window_open": bool(st.get("window_open")),
+            "experiments_dir": str(self.experiments_dir),
+            **{k: v for k, v in st.items() if k != "window_open"},
+        }

@@ -1,0 +1,65 @@
+"""Entry point: ``python -m services.recorder --port 8103``."""
+
+from __future__ import annotations
+
+import click
+
+from shared_utils.module_cli import module_options, run_module
+
+
+@click.command()
+@module_options(default_port=8103)
+@click.option(
+    "--data-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder for relative file names in START (default: the working directory).",
+)
+@click.option(
+    "--flush-ms",
+    default=200.0,
+    show_default=True,
+    help="Longest time a received sample waits before it is written (bounds kill -9 loss).",
+)
+@click.option("--offset-s", default=3.0, show_default=True, help="Clock offset cadence per stream.")
+@click.option(
+    "--fsync-s",
+    default=0.0,
+    show_default=True,
+    help="fsync cadence (0: never; survives power loss).",
+)
+@click.option(
+    "--rcs-port",
+    default=None,
+    type=int,
+    help="Serve LabRecorder remote control on this TCP port (LabRecorder uses 22345). Off if unset.",
+)
+@click.option("--rcs-host", default="127.0.0.1", show_default=True, help="Address for --rcs-port.")
+def main(
+    data_dir: str | None,
+    flush_ms: float,
+    offset_s: float,
+    fsync_s: float,
+    rcs_port: int | None,
+    rcs_host: str,
+    **common: object,
+) -> None:
+    """Recorder: every LSL stream (or the ones named) into one crash-safe XDF file."""
+    from shared_utils.lsl_config import use_loopback
+
+    use_loopback()  # before the recorder's resolver makes the first LSL call
+    from services.recorder.core import Recorder
+    from services.recorder.recording import RecordingOptions
+    from services.recorder.server import build_commands
+
+    if flush_ms <= 0 or offset_s <= 0 or fsync_s < 0:
+        raise click.BadParameter("--flush-ms and --offset-s must be > 0, --fsync-s >= 0")
+    options = RecordingOptions(
+        flush_interval_s=flush_ms / 1000.0, offset_interval_s=offset_s, fsync_interval_s=fsync_s
+    )
+    recorder = Recorder(data_dir=data_dir, options=options)
+    run_module("recorder", build_commands(recorder, rcs_port, rcs_host), **common)
+
+
+if __name__ == "__main__":
+    main()

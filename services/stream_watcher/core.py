@@ -1,0 +1,292 @@
+"""Stream watcher service logic: watch LSL streams by name, report their health, serve windows.
+
+One :class:`~shared_utils.stream_watcher.StreamWatcher` (background thread, clock sync) per watched
+stream. A monitor thread notices streams that appear, stall or vanish, logs each transition once,
+keeps the last events for STATUS, and re-attaches a watched stream when it comes back (same name,
+possibly a new outlet). Windows go out as JSON so a module without an LSL library can read data.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pylsl
+
+from shared_utils.errors import CommandError
+from shared_utils.logging import get_logger
+from shared_utils.stream_watcher import StreamNotFoundError, StreamWatcher, describe_all
+
+log = get_logger("stream_watcher_service")
+
+DEFAULT_MAX_VALUES = 500_000  # samples x channels per GET_WINDOW reply (~5-10 MB of JSON)
+
+
+class WatchService:
+    """Watched streams plus the monitor that reports and repairs them."""
+
+    def __init__(
+        self,
+        buffer_s: float = 30.0,
+        max_values: int = DEFAULT_MAX_VALUES,
+        monitor_interval_s: float = 0.25,
+        stall_after_s: float = 1.0,
+        forget_after_s: float = 2.0,
+    ) -> None:
+        self.buffer_s = buffer_s
+        self.max_values = max_values
+        self.monitor_interval_s = monitor_interval_s
+        self.stall_after_s = stall_after_s
+        self._lock = threading.RLock()
+        self.watchers: dict[str, StreamWatcher] = {}
+        self.health: dict[str, str] = {}  # name -> "ok" | "stalled" | "vanished"
+        self.events: deque[dict[str, Any]] = deque(maxlen=200)
+        self.visible: set[str] = set()
+        self._resolver = pylsl.ContinuousResolver(forget_after=forget_after_s)
+        self._resolver_since = time.monotonic()
+        self._stop = threading.Event()
+        self._next_retry: dict[str, float] = {}
+        self.pending: set[str] = set()  # names to watch as soon as they appear
+        self._monitor = threading.Thread(target=self._monitor_loop, name="sw-monitor", daemon=True)
+        self._monitor.start()
+
+    # ---------------------------------------------------------------------------- events
+    def _event(self, event: str, stream: str, **info: Any) -> None:
+        self.events.append({"t": time.time(), "event": event, "stream": stream, **info})
+        log.info(f"stream {event}", stream=stream, **info)
+
+    def _visible_now(self, wait_s: float) -> list[dict[str, Any]]:
+        """A fresh resolve merged with the background resolver (each can miss a local stream)."""
+        fresh = pylsl.resolve_streams(wait_time=wait_s)
+        return describe_all(fresh + self._resolver.results())
+
+    # -------------------------------------------------------------------------- commands
+    def list_visible(self, wait_s: float = 1.0) -> dict[str, Any]:
+        """Visible LSL streams with metadata (name, type, channels, srate, format, source, host)."""
+        if not 0 < wait_s <= 10:
+            raise CommandError(f"wait_s must be > 0 and <= 10 s, got {wait_s}")
+        streams = self._visible_now(wait_s)
+        with self._lock:
+            for s in streams:
+                s["watched"] = s["name"] in self.watchers
+        return {"streams": streams, "count": len(streams)}
+
+    def watch(
+        self,
+        stream: str,
+        buffer_s: float | None = None,
+        timeout_s: float = 2.0,
+        clock_sync: bool = True,
+        dejitter: bool = False,
+    ) -> dict[str, Any]:
+        """Start watching a stream by name (already watched: returns its stats)."""
+        if not stream.strip():
+            raise CommandError("stream: give a stream name (LIST shows the visible ones)")
+        buf = self.buffer_s if buffer_s is None else buffer_s
+        if not 0 < buf <= 3600:
+            raise CommandError(f"buffer_s must be > 0 and <= 3600 s, got {buf}")
+        if not 0 < timeout_s <= 30:
+            raise CommandError(f"timeout_s must be > 0 and <= 30 s, got {timeout_s}")
+        with self._lock:
+            if stream in self.watchers:
+                return {"already_watching": True, **self.watchers[stream].stats()}
+        w = StreamWatcher(
+            stream,
+            buf,
+            timeout_s=timeout_s,
+            background=True,
+            clock_sync=clock_sync,
+            dejitter=dejitter,
+            recover=False,
+            mirror=False,  # replies are JSON copies anyway: no need for always-contiguous views
+            logger=log,
+        )
+        try:
+            w.connect_to_stream()
+        except StreamNotFoundError as exc:
+            raise CommandError(f"stream: {exc}") from None
+        with self._lock:
+            if stream in self.watchers:  # lost a race with another connection
+                w.close()
+                return {"already_watching": True, **self.watchers[stream].stats()}
+            self.watchers[stream] = w
+            self.health[stream] = "ok"
+        self._event("watched", stream, srate=w.srate, channels=w.n_channels)
+        return {"already_watching": False, "channel_names": w.ch_names, **w.stats()}
+
+    def unwatch(self, stream: str | None = None) -> dict[str, Any]:
+        """Stop watching one stream, or all."""
+        with self._lock:
+            if stream is not None and stream not in self.watchers:
+                raise CommandError(self._not_watched(stream))
+            names = [stream] if stream is not None else list(self.watchers)
+            gone = [(n, self.watchers.pop(n)) for n in names]
+            for n in names:
+                self.health.pop(n, None)
+        for n, w in gone:
+            w.close()
+            self._event("unwatched", n)
+        return {"unwatched": [n for n, _ in gone]}
+
+    def _not_watched(self, stream: str) -> str:
+        watched = ", ".join(sorted(self.watchers)) or "none"
+        visible = ", ".join(sorted(self.visible)) or "none"
+        return (
+            f"stream: {stream!r} is not watched (WATCH it first); watched: {watched}; "
+            f"visible: {visible}"
+        )
+
+    def _get(self, stream: str) -> StreamWatcher:
+        with self._lock:
+            w = self.watchers.get(stream)
+            if w is None:
+                raise CommandError(self._not_watched(stream))
+            return w
+
+    def stats(self, stream: str | None = None) -> dict[str, Any]:
+        """Effective/nominal rate, samples, gaps, lag, last timestamp, clock offset (one or all)."""
+        if stream is None:
+            with self._lock:
+                items = list(self.watchers.items())
+            return {"streams": {n: {**w.stats(), "health": self.health.get(n)} for n, w in items}}
+        w = self._get(stream)
+        return {**w.stats(), "health": self.health.get(stream), "channel_names": w.ch_names}
+
+    def get_window(
+        self, stream: str, seconds: float = 1.0, max_values: int | None = None
+    ) -> dict[str, Any]:
+        """The newest `seconds` of a watched stream as JSON lists (data rows oldest first)."""
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise CommandError(f"seconds must be a positive number, got {seconds}")
+        cap = self.max_values if max_values is None else max_values
+        if cap < 1:
+            raise CommandError(f"max_values must be >= 1, got {cap}")
+        w = self._get(stream)
+        n_ch = w.n_channels
+        if w.srate > 0:
+            want = round(seconds * w.srate) * n_ch
+            if want > cap:
+                raise CommandError(
+                    f"seconds: {seconds:g} s of {n_ch} channels at {w.srate:g} Hz is {want} values, "
+                    f"over the reply cap of {cap}; ask for at most "
+                    f"{cap / (n_ch * w.srate):.3f} s or pass a larger max_values"
+                )
+        data, ts = w.window(seconds=seconds, copy=True)
+        if data.size > cap:  # irregular streams: cap by count, keep the newest
+            keep = max(1, cap // n_ch)
+            data, ts = data[-keep:], ts[-keep:]
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            obj = data.astype(object)
+            obj[~np.isfinite(data)] = None  # JSON has no NaN/inf
+            rows: list[Any] = obj.tolist()
+        else:
+            rows = data.tolist()
+        return {
+            "stream": stream,
+            "channel_names": w.ch_names,
+            "srate": w.srate,
+            "n": len(ts),
+            "seconds_requested": seconds,
+            "buffer_s": w.buffer_size_s,
+            "timestamps": ts.tolist(),
+            "data": rows,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Watched streams with their health, visible streams, recent events."""
+        with self._lock:
+            watching = {
+                n: {"health": self.health.get(n), "samples": w.total}
+                for n, w in self.watchers.items()
+            }
+            return {
+                "watching": watching,
+                "visible": sorted(self.visible),
+                "events": list(self.events)[-20:],
+            }
+
+    def close(self) -> None:
+        """Stop the monitor and every watcher (idempotent)."""
+        self._stop.set()
+        if self._monitor.is_alive() and self._monitor is not threading.current_thread():
+            self._monitor.join(timeout=5.0)
+        self.unwatch()
+
+    # --------------------------------------------------------------------------- monitor
+    def _monitor_loop(self) -> None:
+        while not self._stop.wait(self.monitor_interval_s):
+            try:
+                self._check_visible()
+                self._check_pending()
+                self._check_watched()
+            except Exception as exc:  # the monitor must outlive any single failure
+                log.error("monitor error", error=repr(exc))
+
+    def _check_visible(self) -> None:
+        now_visible = {i.name() for i in self._resolver.results()}
+        for n in sorted(now_visible - self.visible):
+            self._event("appeared", n)
+        for n in sorted(self.visible - now_visible):
+            self._event("disappeared", n)
+        self.visible = now_visible
+
+    def watch_when_visible(self, stream: str) -> None:
+        """Watch ``stream`` as soon as it appears (used for ``--watch`` at start-up)."""
+        self.pending.add(stream)
+
+    def _check_pending(self) -> None:
+        for name in sorted(self.pending & self.visible):
+            try:
+                self.watch(name, timeout_s=0.5)
+            except CommandError:
+                continue
+            self.pending.discard(name)
+
+    def _check_watched(self) -> None:
+        with self._lock:
+            items = list(self.watchers.items())
+        for name, w in items:
+            state = self.health.get(name, "ok")
+            since = w.stats()["since_data_s"]
+            if w.lost or w.inlet is None:
+                if state != "vanished":
+                    self.health[name] = "vanished"
+                    self._event("vanished", name, samples=w.total)
+                self._try_reattach(name, w)
+            elif since is not None and since > self._stall_limit(w):
+                if state == "ok":
+                    self.health[name] = "stalled"
+                    self._event("stalled", name, since_data_s=round(since, 3))
+            elif state == "stalled" and since is not None and since <= self._stall_limit(w):
+                self.health[name] = "ok"
+                self._event("resumed", name)
+
+    def _stall_limit(self, w: StreamWatcher) -> float:
+        return max(self.stall_after_s, 5.0 / w.srate) if w.srate > 0 else math.inf
+
+    def _try_reattach(self, name: str, w: StreamWatcher) -> None:
+        """Attach to a live outlet of the same name, found by the background resolver (no wait)."""
+        now = time.monotonic()
+        if now < self._next_retry.get(name, 0.0) or name not in self.visible:
+            return
+        self._next_retry[name] = now + 0.5
+        old_uid = w.stream.uid() if w.stream is not None else None
+        found = [i for i in self._resolver.results() if i.name() == name and i.uid() != old_uid]
+        if not found:
+            return
+        info = max(found, key=lambda i: i.created_at())
+        try:
+            w.attach(info)
+        except Exception as exc:  # the candidate died meanwhile; try again on a later tick
+            log.debug("re-attach failed", stream=name, error=repr(exc))
+            return
+        with self._lock:
+            if self.watchers.get(name) is not w:  # unwatched meanwhile
+                w.close()
+                return
+        self.health[name] = "ok"
+        self._event("reattached", name, srate=w.srate, channels=w.n_channels)

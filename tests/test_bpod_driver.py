@@ -1,0 +1,250 @@
+"""The pyserial driver against the emulator over real pseudo-terminals."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from services.bpod.compiler import compile_state_machine
+from services.bpod.driver import BpodDriver, BpodError, DeviceGone
+from services.bpod.emulator import PtyEmulator, get_profile, parse_script
+from services.bpod.hardware import compress_names
+from services.bpod.state_machine import StateMachine, StateMachineError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = (
+    "4300002a00020000000002016d01000109ff010d01000000000000000000000000000000000000000000e803000000"
+)
+
+
+@pytest.fixture
+def bpod(tmp_path):
+    """Start an in-process emulator on a pty and return a factory for connected drivers."""
+    emus, drivers = [], []
+
+    def make(machine_type=3, firmware=23, script=""):
+        profile = get_profile(machine_type, firmware)
+        emu = PtyEmulator(
+            tmp_path / f"bpod{len(emus)}", profile, script=parse_script(script, profile)
+        )
+        emu.start_thread()
+        emus.append(emu)
+        drv = BpodDriver(str(emu.link))
+        drivers.append(drv)
+        drv.connect()
+        return drv, emu
+
+    yield make
+    for d in drivers:
+        d.disconnect()
+    for e in emus:
+        e.close()
+
+
+def poke_sm() -> StateMachine:
+    return (
+        StateMachine("poke")
+        .add_state("WaitForPoke", 0, {"Port1In": "Reward"}, {"PWM1": 255})
+        .add_state("Reward", 0.1, {"Tup": "exit"}, {"Valve1": 1})
+    )
+
+
+def wait_for(pred, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize(("mt", "fw"), [(3, 23), (4, 23), (3, 22)])
+def test_connect_reads_hardware_and_finds_extra_ports(bpod, mt, fw):
+    drv, emu = bpod(mt, fw)
+    hw = drv.hw
+    assert (hw.machine_type, hw.fw_major) == (mt, fw)
+    assert (drv.app_port is not None) == (fw == 23)
+    assert (drv.flex_port is not None) == (mt == 4)
+    names = hw.event_codes()
+    assert names["Port1In"] == hw.max_serial_events + 2 * (
+        hw.inputs.index("P") - hw.n_serial_channels
+    )
+    assert names["Tup"] == hw.tup_code
+    assert "Valve1" in hw.output_channel_names()
+    assert ("Flex1High" in names) == (mt == 4)
+    assert ("APP_SoftCode0" in names) == (fw == 23)
+    assert drv.read_input(hw.inputs.index("P")) == 0
+    assert drv.read_input(hw.inputs.index("B")) == 0  # inverted BNC reads logical low when idle
+
+
+def test_compiles_the_reference_example_byte_for_byte(bpod):
+    drv, _ = bpod()
+    assert compile_state_machine(poke_sm(), drv.hw).command().hex() == EXAMPLE
+
+
+def test_json_round_trip_and_names_in_errors(bpod):
+    drv, _ = bpod()
+    sm = poke_sm().set_global_timer(1, 0.5, channel="BNC1").set_condition(1, "Port2", 1)
+    sm.set_global_counter(1, "Port1In", 3)
+    again = StateMachine.from_dict(sm.to_dict())
+    assert compile_state_machine(again, drv.hw).body == compile_state_machine(sm, drv.hw).body
+    bad = {"states": [{"name": "Wait", "transitions": {"Port1in": "exit"}}]}
+    with pytest.raises(
+        StateMachineError, match=r"unknown event 'Port1in'.*did you mean 'Port1In'.*Port4Out"
+    ):
+        compile_state_machine(StateMachine.from_dict(bad), drv.hw)
+    bad = {"states": [{"name": "Wait", "transitions": {"Tup": "Rewrd"}}, {"name": "Reward"}]}
+    with pytest.raises(
+        StateMachineError, match=r"'Rewrd'.*did you mean 'Reward'.*valid: Wait, Reward, exit"
+    ):
+        compile_state_machine(StateMachine.from_dict(bad), drv.hw)
+    bad = {"states": [{"name": "Wait", "actions": {"Valve9": 1}}]}
+    with pytest.raises(StateMachineError, match=r"output channel 'Valve9'.*Valve1..Valve4"):
+        compile_state_machine(StateMachine.from_dict(bad), drv.hw)
+    with pytest.raises(StateMachineError, match="unknown keys"):
+        StateMachine.from_dict({"states": [{"name": "A", "timeout": 1}]})
+    assert compress_names(["SoftCode1", "SoftCode2", "SoftCode3", "Tup"]) == [
+        "SoftCode1..SoftCode3",
+        "Tup",
+    ]
+
+
+def test_trials_rebuild_states_and_event_times(bpod):
+    drv, _ = bpod(script="Port1In@0.25,Port1Out@0.3")
+    sm = compile_state_machine(poke_sm(), drv.hw)
+    for n in (1, 2):
+        rec = drv.run_trial(sm, n)
+        d = rec.to_dict()
+        assert d["visited"] == ["WaitForPoke", "Reward"]
+        assert d["states"] == {"WaitForPoke": [[0.0, 0.25]], "Reward": [[0.25, 0.35]]}
+        assert d["events"] == {"Port1In": [0.25], "Port1Out": [0.3], "Tup": [0.35]}
+        assert rec.end_us - rec.start_us == rec.n_cycles * 100 == 3500 * 100
+        assert not rec.stopped
+
+
+def test_timers_counters_conditions_and_back_replayed_like_the_device(bpod):
+    drv, _ = bpod(script="Port1In@0.01,Port1Out@0.012,Port1In@0.02,Port1Out@0.022")
+    sm = (
+        StateMachine("complex")
+        .add_state("Arm", 0, {"Tup": "Count"}, {"GlobalTimerTrig": 1})
+        .add_state("Count", 0, {"GlobalCounter1_End": "Hold", "Port1In": "Blip"})
+        .add_state("Blip", 0.001, {"Tup": ">back", "GlobalCounter1_End": "Hold"})
+        .add_state("Hold", 0, {"Condition1": "Done"})
+        .add_state("Done", 0.001, {"Tup": "exit"}, {"GlobalTimerCancel": 1})
+        .set_global_timer(1, duration=0.05, onset_delay=0.03, channel="BNC1")
+        .set_global_counter(1, "Port1In", 2)
+        .set_condition(1, "GlobalTimer1", 1)
+    )
+    rec = drv.run_trial(compile_state_machine(sm, drv.hw), 1).to_dict()
+    assert rec["visited"] == ["Arm", "Count", "Blip", "Count", "Blip", "Hold", "Done"]
+    assert rec["states"]["Hold"] == [[0.0201, 0.0301]]  # counter fires the cycle after Port1In
+    assert rec["events"]["GlobalTimer1_Start"] == [0.03]
+    assert rec["events"]["GlobalTimer1_End"] == [0.0302]  # cancelled on entry, reported next cycle
+    assert rec["events"]["GlobalCounter1_End"] == [0.0201]
+
+
+def test_255_state_chain_runs_one_cycle_per_state(bpod):
+    drv, _ = bpod()
+    sm = StateMachine("chain")
+    for i in range(255):
+        sm.add_state(f"S{i}", 0, {"Tup": f"S{i + 1}" if i < 254 else "exit"})
+    rec = drv.run_trial(compile_state_machine(sm, drv.hw), 1).to_dict()
+    assert len(rec["visited"]) == 255
+    assert rec["duration_s"] == 0.0255
+    sm.add_state("S255")
+    with pytest.raises(StateMachineError, match="at most 255"):
+        compile_state_machine(sm, drv.hw)
+
+
+def test_soft_codes_override_virtual_input_and_stop(bpod):
+    drv, emu = bpod()
+    sm = (
+        StateMachine("soft")
+        .add_state("Wait", 0, {"SoftCode2": "Tell", "BNC2High": "Tell"}, {"BNC1": 1})
+        .add_state("Tell", 0, {"Port3In": "Hang"}, {"SoftCode": 7})
+        .add_state("Hang", 60, {"Tup": "exit"}, {"Valve2": 1})
+    )
+    compiled = compile_state_machine(sm, drv.hw)
+    got, result = [], {}
+    th = threading.Thread(
+        target=lambda: result.update(rec=drv.run_trial(compiled, 1, on_soft_code=got.append))
+    )
+    th.start()
+    out = emu.emulator.outputs
+    wait_for(lambda: out[7] == 1, "BNC1 high in Wait")
+    drv.override(13, 1)  # Valve1 by hand while the trial runs
+    wait_for(lambda: out[13] == 1, "Valve1 override")
+    drv.soft_code(2)
+    wait_for(lambda: got == [7], "soft code 7 from the device")
+    drv.virtual_input(drv.hw.inputs.index("P") + 2, 1)  # Port3In
+    wait_for(lambda: out[14] == 1, "Valve2 open in Hang")
+    drv.force_exit()
+    th.join(10)
+    rec = result["rec"].to_dict()
+    assert rec["visited"] == ["Wait", "Tell", "Hang"]
+    assert rec["stopped"] is True
+    assert rec["soft_codes"][0][0] == 7
+    assert "SoftCode2" in rec["events"]
+    wait_for(lambda: not any(out), "outputs reset at trial end")
+
+
+def test_garbage_is_skipped_or_fails_the_trial_clearly(bpod):
+    drv, emu = bpod()
+    sm = compile_state_machine(StateMachine("g").add_state("A", 0.3, {"Tup": "exit"}), drv.hw)
+
+    def inject(data: bytes, delay: float) -> None:
+        time.sleep(delay)
+        emu._write(0, data)
+
+    t = threading.Thread(target=inject, args=(b"\x07\x99\x00", 0.1))
+    t.start()
+    rec = drv.run_trial(sm, 1)
+    t.join()
+    assert rec.garbage_bytes == 3
+    assert rec.to_dict()["events"] == {"Tup": [0.3]}
+    t = threading.Thread(target=inject, args=(b"\x07" * 100, 0.1))
+    t.start()
+    with pytest.raises(BpodError, match="not Bpod event packets"):
+        drv.run_trial(sm, 2)
+    t.join()
+    drv.recover()
+    assert drv.run_trial(sm, 3).to_dict()["visited"] == ["A"]
+
+
+def test_lost_start_is_resent(bpod):
+    drv, emu = bpod()
+    emu.emulator.drop_next_run = 1  # the device swallows the first 'R' (firmware 23.10 quirk)
+    sm = StateMachine().add_state("Only", 0.01, {"Tup": "exit"})
+    rec = drv.run_trial(compile_state_machine(sm, drv.hw), 1)
+    assert emu.emulator.drop_next_run == 0
+    assert rec.to_dict()["events"] == {"Tup": [0.01]}
+
+
+def test_device_gone_mid_trial_is_reported(tmp_path):
+    link = tmp_path / "bpod"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.bpod.emulator", "--link", str(link)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready
+        assert proc.stdout.readline().startswith("READY")
+        drv = BpodDriver(str(link))
+        drv.connect()
+        sm = compile_state_machine(StateMachine().add_state("Long", 30, {"Tup": "exit"}), drv.hw)
+        threading.Timer(0.3, proc.kill).start()
+        with pytest.raises(DeviceGone, match="gone"):
+            drv.run_trial(sm, 1)
+        assert not drv.connected
+        with pytest.raises(BpodError, match="CONNECT"):
+            drv.run_trial(sm, 2)
+    finally:
+        proc.kill()
+        proc.wait(10)
