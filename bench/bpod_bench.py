@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -74,28 +76,46 @@ def main() -> None:
         f"Port1{'In' if k % 2 == 0 else 'Out'}@{0.5 + k * EDGE_GAP_S:.4f}" for k in range(N_EDGES)
     )
     emu = PtyEmulator(tmp / "bpod", profile, script=parse_script(script, profile))
-    edges: dict[tuple[str, int], float] = {}
+    edges: list[tuple[float, float]] = []  # (edge time, time the emulator wrote it)
     core = emu.emulator
-    codes = {profile.max_serial_events + 4: "Port1In", profile.max_serial_events + 5: "Port1Out"}
+    codes = {profile.max_serial_events + 4, profile.max_serial_events + 5}
     plain_write = core._write
 
     def hooked(port: int, data: bytes) -> None:
         if core.running and data[:1] == b"\x01" and len(data) >= 7 and data[2] in codes:
             cycle = int.from_bytes(data[3:7], "little")
-            edges[(codes[data[2]], cycle)] = core.trial_t0 + cycle * 1e-4
+            edges.append((core.trial_t0 + cycle * 1e-4, time.monotonic()))
         plain_write(port, data)
 
     core._write = hooked
     emu.start_thread()
     compile_ms, upload_ms = upload_bench(str(emu.link))
-    print(f"compile 255 states: {compile_ms:.2f} ms, compile+upload until confirm: {upload_ms:.2f} ms")
+    print(
+        f"compile 255 states: {compile_ms:.2f} ms, compile+upload until confirm: {upload_ms:.2f} ms"
+    )
 
     name = f"bpod_bench_{os.getpid()}"
-    port_cmd = 8190 + os.getpid() % 500
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port_cmd = s.getsockname()[1]
     svc = subprocess.Popen(
-        [sys.executable, "-m", "services.bpod", "--port", str(port_cmd), "--serial", str(emu.link),
-         "--stream-name", name, "--trials-file", str(tmp / "trials.jsonl"), "--log-level", "WARNING"],
-        cwd=ROOT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "services.bpod",
+            "--port",
+            str(port_cmd),
+            "--serial",
+            str(emu.link),
+            "--stream-name",
+            name,
+            "--trials-file",
+            str(tmp / "trials.jsonl"),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        start_new_session=True,
     )
     try:
         client = None
@@ -108,8 +128,16 @@ def main() -> None:
                 time.sleep(0.05)
         inlet = pylsl.StreamInlet(pylsl.resolve_byprop("name", name, 1, 10.0)[0])
         inlet.open_stream(10.0)
-        hang = {"name": "hang", "states": [{"name": "Wait", "timer": 0.6 + N_EDGES * EDGE_GAP_S,
-                                            "transitions": {"Tup": "exit"}}]}
+        hang = {
+            "name": "hang",
+            "states": [
+                {
+                    "name": "Wait",
+                    "timer": 0.6 + N_EDGES * EDGE_GAP_S,
+                    "transitions": {"Tup": "exit"},
+                }
+            ],
+        }
         client.send("RUN", trials=1, state_machine=hang)
         received: list[tuple[str, float, float]] = []
         while True:
@@ -119,18 +147,25 @@ def main() -> None:
                 break
             if sample[0] in ("event:Port1In", "event:Port1Out"):
                 received.append((sample[0][6:], ts, now))
-        lat = []
-        t0 = None
-        for ev, ts, now in received:
-            if t0 is None:  # the marker's cycle time maps back to the edge key
-                t0 = min(edges.values()) - (ts - received[0][1]) if False else None
-            match = [t for (e, _c), t in edges.items() if e == ev and abs(t - now) < 1.0]
-            if match:
-                lat.append((now - max(t for t in match if t <= now)) * 1e3)
+        lat = [(now - edge) * 1e3 for (_, _, now), (edge, _) in zip(received, edges, strict=True)]
+        # The same, measured from the moment the emulator wrote the packet (host side only).
+        host = sorted((now - w) * 1e3 for (_, _, now), (_, w) in zip(received, edges, strict=True))
+        host_med, host_p99 = (
+            statistics.median(host),
+            host[min(len(host) - 1, int(0.99 * len(host)))],
+        )
+        emu_late = sorted((w - e) * 1e3 for e, w in edges)
+        print(
+            f"emulator wake-up after the edge: median {statistics.median(emu_late):.3f} ms, "
+            f"max {emu_late[-1]:.3f} ms"
+        )
+        print("slowest edges (ms):", [round(x, 2) for x in sorted(lat)[-5:]])
         lat.sort()
         med = statistics.median(lat)
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
-        print(f"edge -> LSL marker latency over {len(lat)} edges: median {med:.3f} ms, p99 {p99:.3f} ms")
+        print(
+            f"edge -> LSL marker latency over {len(lat)} edges: median {med:.3f} ms, p99 {p99:.3f} ms"
+        )
 
         one = {"name": "one", "states": [{"name": "S", "timer": 0, "transitions": {"Tup": "exit"}}]}
         client.send("LOAD", state_machine=one)
@@ -138,6 +173,8 @@ def main() -> None:
         res = client.send("RUN", trials=200, wait=True)
         tps = res["completed"] / (time.perf_counter() - t)
         print(f"one-state trials: {tps:.1f} trials/s")
+        inlet.close_stream()
+        del inlet
         client.send("CLOSE")
         client.close()
         svc.wait(10)
@@ -146,15 +183,23 @@ def main() -> None:
             svc.terminate()
             svc.wait(10)
         emu.close()
-    print(json.dumps({
-        "bench": "bpod",
-        "event_latency_ms_median": round(med, 3),
-        "event_latency_ms_p99": round(p99, 3),
-        "edges": len(lat),
-        "trials_per_s_one_state": round(tps, 1),
-        "compile_ms_255_states": round(compile_ms, 3),
-        "compile_upload_ms_255_states": round(upload_ms, 3),
-    }))
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                "bench": "bpod",
+                "event_latency_ms_median": round(med, 3),
+                "event_latency_ms_p99": round(p99, 3),
+                "edges": len(lat),
+                "write_to_marker_ms_median": round(host_med, 3),
+                "write_to_marker_ms_p99": round(host_p99, 3),
+                "emulator_wakeup_ms_max": round(emu_late[-1], 3),
+                "trials_per_s_one_state": round(tps, 1),
+                "compile_ms_255_states": round(compile_ms, 3),
+                "compile_upload_ms_255_states": round(upload_ms, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -149,12 +149,21 @@ def run_mne(src: str, out: str, seconds: float) -> None:
 
 # ------------------------------------------------------------------------------ orchestration
 def _child(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, __file__, *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    """A role of this script in its own process; stderr kept in a temp file for diagnosis."""
+    err = tempfile.TemporaryFile()
+    p = subprocess.Popen(
+        [sys.executable, __file__, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err
     )
+    p.err_file = err  # type: ignore[attr-defined]
+    return p
+
+
+def _stderr_tail(p: subprocess.Popen) -> str:
+    f = getattr(p, "err_file", None)
+    if f is None:
+        return ""
+    f.seek(0)
+    return f.read().decode(errors="replace")[-400:]
 
 
 def _cpu_s(pid: int) -> float:
@@ -273,6 +282,9 @@ def run_arm(arm: str, seconds: float, rep: int, model_file: Path) -> dict:
             procs.append(dec)
             lat, cpu = probe(out, total, dec.pid)
             extra = {}
+    except Exception as e:
+        tails = " | ".join(t for t in (_stderr_tail(p) for p in procs) if t.strip())
+        raise RuntimeError(f"{e}; child stderr: {tails or '(empty)'}") from e
     finally:
         for p in procs:
             p.terminate()
@@ -328,7 +340,12 @@ def main() -> None:
         internal = []
         for rep in range(a.reps):
             for arm in arms:  # interleaved, so slow drifts of the machine hit every arm alike
-                r = run_arm(arm, a.seconds, rep, model_file)
+                try:
+                    r = run_arm(arm, a.seconds, rep, model_file)
+                except Exception as e:  # one broken arm must not lose the others' figures
+                    results[arm].setdefault("errors", []).append(f"rep {rep}: {e}")
+                    print(f"rep {rep} {arm:15s} FAILED: {e}", flush=True)
+                    continue
                 results[arm]["lat"].append(r["lat"])
                 results[arm]["cpu"].append(r["cpu"])
                 results[arm]["rep_median_ms"].append(
@@ -343,9 +360,13 @@ def main() -> None:
         lat = np.concatenate(results[arm]["lat"]) if results[arm]["lat"] else np.array([])
         summary[arm] = {
             **stats_ms(lat),
-            "cpu_pct": round(float(np.nanmean(results[arm]["cpu"])), 1),
+            "cpu_pct": round(float(np.nanmean(results[arm]["cpu"])), 1)
+            if results[arm]["cpu"]
+            else None,
             "rep_median_ms": results[arm]["rep_median_ms"],
         }
+        if results[arm].get("errors"):
+            summary[arm]["errors"] = results[arm]["errors"]
     print("\narm              median    p95      p99      max     cpu%")
     for arm, s in summary.items():
         if s.get("n"):

@@ -154,7 +154,11 @@ def main() -> None:
     n = ap.parse_args().records
     data = burst(n)
     py = sys.executable
-    env_note = {"cpus": os.cpu_count(), "frame_bytes_avg": round(len(data) / n)}
+    env_note = {
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews rates
+        "frame_bytes_avg": round(len(data) / n),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         p1 = free_port()

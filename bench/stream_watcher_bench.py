@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 WARMUP_S = 1.0
 B1_S = 6.0
+B1_ROUNDS = 2
 B2_S = 5.0
 
 
@@ -92,10 +93,11 @@ def start_source(mode: str, name: str, ch: int, srate: float, chunk: int, durati
 
 # ------------------------------------------------------------------------------ consumers
 class Ours:
-    def __init__(self, name: str, buf_s: float) -> None:
+    def __init__(self, name: str, buf_s: float, mirror: bool = True) -> None:
         from shared_utils.stream_watcher import StreamWatcher
 
-        self.sw = StreamWatcher(name, buf_s, background=True, timeout_s=10).connect_to_stream()
+        self.sw = StreamWatcher(name, buf_s, background=True, timeout_s=10, mirror=mirror)
+        self.sw.connect_to_stream()
 
     def count(self) -> int:
         return self.sw.total
@@ -198,7 +200,14 @@ class Mne:
         self.s.disconnect()
 
 
-ARMS = {"ours": Ours, "raw": Raw, "dareplane": Dareplane, "mne": Mne}
+class OursNoMirror(Ours):
+    """Ours without the mirrored ring: half the write traffic, wrapped windows are copies."""
+
+    def __init__(self, name: str, buf_s: float) -> None:
+        super().__init__(name, buf_s, mirror=False)
+
+
+ARMS = {"ours": Ours, "ours_nomirror": OursNoMirror, "raw": Raw, "dareplane": Dareplane, "mne": Mne}
 
 
 def arm_b1(impl: str, name: str, buf_s: float) -> dict[str, Any]:
@@ -353,24 +362,26 @@ def run_arm(args: list[str], timeout: float = 120) -> dict[str, Any]:
 def orchestrate() -> dict[str, Any]:
     results: dict[str, Any] = {"B1": {}, "B2": {}, "B3": {}}
     uid = os.getpid()
-    # B1: one flood source per arm (each consumer gets the source to itself).
-    for impl, buf in [
-        ("raw", 1.0),
-        ("ours", 1.0),
-        ("ours", 10.0),
-        ("dareplane", 1.0),
-        ("dareplane", 10.0),
-        ("mne", 1.0),
-        ("mne", 10.0),
-    ]:
-        name = f"b1_{impl}_{int(buf)}_{uid}"
-        src = start_source("flood", name, 64, 100_000.0, 1000, WARMUP_S + B1_S + 15)
-        r = run_arm(["--bench", "B1", "--impl", impl, "--name", name, "--buf", str(buf)])
-        src.kill()
-        src.wait()
-        results["B1"][f"{impl}_buf{int(buf)}s"] = r
-        print(f"B1 {impl:10s} buf {buf:4.0f} s: {fmt(r, 'samples_per_s', 1e-6, 'M/s')} "
-              f"cpu {fmt(r, 'cpu_pct')}%  lost {r.get('lost')}", flush=True)  # fmt: skip
+    # B1: one flood source per arm run (each consumer gets the source to itself). Arms are
+    # interleaved over B1_ROUNDS rounds; the ceiling is the best round (noise only lowers it).
+    arms = [("raw", 1.0), ("ours", 1.0), ("ours", 10.0), ("ours_nomirror", 1.0),
+            ("ours_nomirror", 10.0), ("dareplane", 1.0), ("dareplane", 10.0), ("mne", 1.0),
+            ("mne", 10.0)]  # fmt: skip
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for rnd in range(B1_ROUNDS):
+        for impl, buf in arms:
+            name = f"b1_{impl}_{int(buf)}_{uid}_{rnd}"
+            src = start_source("flood", name, 64, 100_000.0, 1000, WARMUP_S + B1_S + 15)
+            r = run_arm(["--bench", "B1", "--impl", impl, "--name", name, "--buf", str(buf)])
+            src.kill()
+            src.wait()
+            runs.setdefault(f"{impl}_buf{int(buf)}s", []).append(r)
+            print(f"B1 round {rnd} {impl:10s} buf {buf:4.0f} s: "
+                  f"{fmt(r, 'samples_per_s', 1e-6, 'M/s')} cpu {fmt(r, 'cpu_pct')}%", flush=True)  # fmt: skip
+    for key, rs in runs.items():
+        ok = [r for r in rs if "samples_per_s" in r]
+        best = max(ok, key=lambda r: r["samples_per_s"]) if ok else rs[0]
+        results["B1"][key] = {**best, "rounds_samples_per_s": [r.get("samples_per_s") for r in rs]}
     # B2: paced sources.
     for ch, sr, chunk in [(64, 1000, 10), (256, 5000, 50)]:
         for impl in ["raw", "ours", "ours_blocking", "dareplane", "mne"]:
@@ -421,6 +432,10 @@ def ratios(res: dict[str, Any]) -> dict[str, float | None]:
             ours, get("B1", f"dareplane_buf{buf}s", "samples_per_s")
         )
         out[f"B1_ours_vs_mne_buf{buf}s"] = div(ours, get("B1", f"mne_buf{buf}s", "samples_per_s"))
+        out[f"B1_ours_nomirror_vs_raw_buf{buf}s"] = div(
+            get("B1", f"ours_nomirror_buf{buf}s", "samples_per_s"),
+            get("B1", "raw_buf1s", "samples_per_s"),
+        )
     for tag in ("64ch_1000hz", "256ch_5000hz"):
         ours = get("B2", f"ours_{tag}", "median_ms")
         out[f"B2_{tag}_median_dareplane_over_ours"] = div(

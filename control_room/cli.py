@@ -38,7 +38,9 @@ def _json_arg(text: str | None, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{what} is not valid JSON ({exc.msg} at column {exc.colno})")
+        raise click.BadParameter(
+            f"{what} is not valid JSON ({exc.msg} at column {exc.colno})"
+        ) from None
     if not isinstance(value, dict):
         raise click.BadParameter(f'{what} must be a JSON object like {{"key": 1}}')
     return value
@@ -127,7 +129,7 @@ def up(config: str, cr_port: int | None) -> None:
     _shutdown(room)
 
 
-def _shutdown(room: Any) -> None:
+def _shutdown(room: Any) -> dict[str, list[str]]:
     click.echo("shutting down ...")
     t0 = time.monotonic()
     steps = room.down()
@@ -135,22 +137,30 @@ def _shutdown(room: Any) -> None:
     for n, s in bad.items():
         click.echo(f"  {n}: needed {', '.join(s)}")
     click.echo(f"stopped in {time.monotonic() - t0:.2f} s; log file {room.status()['log_file']}")
+    return steps
 
 
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
-@click.option("--macro", "macro_name", default=None, help="Macro to run (default: [control_room] run_macro, else 'experiment').")
+@click.option(
+    "--macro",
+    "macro_name",
+    default=None,
+    help="Macro to run (default: [control_room] run_macro, else 'experiment').",
+)
 @click.option("--args", "macro_args", default=None, help="JSON object of macro arguments.")
 @click.option("--port", "cr_port", type=int, default=None, help="Override [control_room] port.")
 def run(config: str, macro_name: str | None, macro_args: str | None, cr_port: int | None) -> None:
     """Start the mesh, run its experiment macro, shut down and print a summary."""
     from control_room.macros import MacroError
-    from control_room.summary import collect_summary, print_summary
+    from control_room.summary import collect_summary, print_summary, read_xdf
 
     cfg = _load(config, cr_port)
     name = macro_name or cfg.control.run_macro or "experiment"
     if name not in cfg.macros:
-        raise click.ClickException(f"no macro {name!r} in {config}; macros: {', '.join(cfg.macros)}")
+        raise click.ClickException(
+            f"no macro {name!r} in {config}; macros: {', '.join(cfg.macros)}"
+        )
     kwargs = _json_arg(macro_args, "--args")
     room = _host(cfg)
     report, error = None, None
@@ -162,8 +172,10 @@ def run(config: str, macro_name: str | None, macro_args: str | None, cr_port: in
         error = str(exc)
         report = getattr(exc, "report", None)
     summary = collect_summary(room, report, time.monotonic() - t0)
-    _shutdown(room)
-    summary.update(collect_summary(room, None, 0.0, after_down=True))
+    steps = _shutdown(room)
+    for n, info in room.module_info().items():  # how each module ended
+        summary["modules"][n].update(state=info["state"], stop=steps.get(n))
+    summary["xdf"] = read_xdf(summary["file"])
     print_summary(summary, error)
     if error:
         raise SystemExit(1)
@@ -181,7 +193,9 @@ def _print_status(st: dict[str, Any]) -> None:
         )
     if st.get("running_macro"):
         click.echo(f"running macro: {st['running_macro']}")
-    click.echo(f"log file: {st.get('log_file')}   events: {st.get('pub')}   markers: {st.get('marker_stream')}")
+    click.echo(
+        f"log file: {st.get('log_file')}   events: {st.get('pub')}   markers: {st.get('marker_stream')}"
+    )
 
 
 @main.command()
@@ -205,7 +219,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def send(ctx: click.Context, module: str, cmd: str, payload: str | None, timeout: float) -> None:
     """Send CMD (with a JSON PAYLOAD) to MODULE through the control room."""
     kwargs = _json_arg(payload, "PAYLOAD")
-    res = _call(ctx, "SEND", timeout + 2, module=module, command=cmd, kwargs=kwargs, timeout_s=timeout)
+    res = _call(
+        ctx, "SEND", timeout + 2, module=module, command=cmd, kwargs=kwargs, timeout_s=timeout
+    )
     click.echo(json.dumps(res, indent=2, default=str))
 
 
@@ -223,7 +239,9 @@ def macro(ctx: click.Context, name: str, payload: str | None, no_wait: bool) -> 
         return
     for s in res["steps"]:
         what = f"{s['module']} {s['cmd']}" if s.get("module") else s["label"]
-        click.echo(f"{s['index']:>3} {what:<30} ok {s['duration_s']:.2f}s  {json.dumps(s['result'], default=str)[:120]}")
+        click.echo(
+            f"{s['index']:>3} {what:<30} ok {s['duration_s']:.2f}s  {json.dumps(s['result'], default=str)[:120]}"
+        )
     click.echo(f"macro {name} done in {res['duration_s']:.2f} s")
 
 

@@ -16,202 +16,34 @@ from __future__ import annotations
 
 import sys
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from control_room.toml_lines import LineIndex
+from control_room.checker import Checker
+from control_room.config_macros import check_macros
+from control_room.schema import (
+    PROTOCOLS,
+    RESTART_POLICIES,
+    ConfigError,
+    ControlSettings,
+    MacroSpec,
+    MeshConfig,
+    ModuleSpec,
+    Ready,
+    Step,
+)
 
-RESTART_POLICIES = ("no", "on-failure", "always")
-PROTOCOLS = ("auto", "json", "dareplane")
-
-
-class ConfigError(ValueError):
-    """One or more problems in a config file; ``str()`` lists them as ``file:line: key: problem``."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-@dataclass
-class Ready:
-    """How to know a module is ready: it answers UP, an LSL stream appears, or both."""
-
-    up: bool = True
-    stream: str | None = None
-    timeout_s: float = 20.0
-
-
-@dataclass
-class ModuleSpec:
-    """How to start (or attach to) one module and keep it alive."""
-
-    name: str
-    kind: str  # "python" | "exec" | "attach"
-    argv: list[str] = field(default_factory=list)  # may contain {host} {port} {name}
-    host: str = "127.0.0.1"
-    port: int = 0
-    cwd: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    after: list[str] = field(default_factory=list)
-    ready: Ready = field(default_factory=Ready)
-    restart: str = "on-failure"
-    max_restarts: int = 3
-    restart_delay_s: float = 0.5
-    stop_timeout_s: float = 3.0
-    display: bool = False
-    protocol: str = "auto"
-    pcomms: dict[str, str] = field(default_factory=dict)
-    line: int = 0
-
-
-@dataclass
-class Step:
-    """One macro step; ``kind`` is send | wait | wait_stream | until | macro."""
-
-    kind: str
-    module: str | None = None
-    cmd: str | None = None
-    kwargs: Any = None  # template (dict) for send/until; None = no payload
-    mapping: list[tuple[str, str]] | None = None  # Dareplane 'dst=src' pairs
-    seconds: float | str = 0.0  # a "$template" is resolved when the macro runs
-    stream: str | None = None
-    timeout_s: float = 30.0
-    every_s: float = 0.2
-    expect: dict[str, Any] = field(default_factory=dict)
-    save_as: str | None = None
-    delay_s: float = 0.0
-    continue_on_error: bool = False
-    label: str = ""
-    line: int = 0
-
-
-@dataclass
-class MacroSpec:
-    """A named command sequence with defaults for its template variables."""
-
-    name: str
-    label: str = ""
-    description: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)
-    delay_s: float = 0.0
-    steps: list[Step] = field(default_factory=list)
-    line: int = 0
-
-
-@dataclass
-class ControlSettings:
-    """The control room's own ports and behaviour."""
-
-    host: str = "127.0.0.1"
-    port: int = 9010
-    pub_port: int = 9021
-    log_port: int = 9020
-    log_dir: str = "logs"
-    marker_stream: str = "control_room_commands"
-    watchdog_s: float = 0.5
-    xvfb: str = "auto"  # auto | never
-    run_macro: str | None = None
-
-
-@dataclass
-class MeshConfig:
-    path: Path
-    control: ControlSettings
-    modules: dict[str, ModuleSpec]
-    macros: dict[str, MacroSpec]
-    step_sleep_s: float = 0.0  # Dareplane's [macros.globals] sleep_s
-    warnings: list[str] = field(default_factory=list)
-
-    def start_order(self) -> list[list[str]]:
-        """Modules grouped in waves: each wave depends only on earlier waves."""
-        done: set[str] = set()
-        waves: list[list[str]] = []
-        left = list(self.modules)
-        while left:
-            wave = [m for m in left if set(self.modules[m].after) <= done]
-            if not wave:  # validated away; guard anyway
-                raise ConfigError([f"{self.path}: dependency cycle among {left}"])
-            waves.append(wave)
-            done.update(wave)
-            left = [m for m in left if m not in done]
-        return waves
-
-
-# -- validation helpers --------------------------------------------------------------------------
-
-
-class _Checker:
-    """Collects problems with file and line; typed getters that never raise."""
-
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.index = LineIndex(text)
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-
-    def where(self, keys: tuple[Any, ...]) -> str:
-        line = self.index.line(keys)
-        dotted = ".".join(f"[{k}]" if isinstance(k, int) else str(k) for k in keys)
-        dotted = dotted.replace(".[", "[")
-        return f"{self.path}:{line}: {dotted}" if line else f"{self.path}: {dotted}"
-
-    def error(self, keys: tuple[Any, ...], msg: str) -> None:
-        self.problems.append(f"{self.where(keys)}: {msg}")
-
-    def warn(self, keys: tuple[Any, ...], msg: str) -> None:
-        self.warnings.append(f"{self.where(keys)}: {msg}")
-
-    def unknown(self, table: dict[str, Any], keys: tuple[Any, ...], allowed: set[str]) -> None:
-        for k in table:
-            if k not in allowed:
-                self.error((*keys, k), f"unknown key; allowed here: {', '.join(sorted(allowed))}")
-
-    def get(
-        self, table: dict[str, Any], keys: tuple[Any, ...], key: str, types: Any, default: Any
-    ) -> Any:
-        if key not in table:
-            return default
-        value = table[key]
-        ok = isinstance(value, types) and not (
-            isinstance(value, bool) and bool not in _as_tuple(types)
-        )
-        if not ok:
-            names = " or ".join(t.__name__ for t in _as_tuple(types))
-            self.error((*keys, key), f"must be {names}, got {type(value).__name__} {value!r}")
-            return default
-        return value
-
-    def number(
-        self, table: dict[str, Any], keys: tuple[Any, ...], key: str, default: float, lo: float = 0
-    ) -> float:
-        value = self.get(table, keys, key, (int, float), default)
-        if value < lo:
-            self.error((*keys, key), f"must be >= {lo}, got {value}")
-            return default
-        return float(value)
-
-    def port(self, table: dict[str, Any], keys: tuple[Any, ...], key: str, default: int) -> int:
-        value = self.get(table, keys, key, int, default)
-        if not 0 <= value <= 65535:
-            self.error((*keys, key), f"must be a port number 0-65535 (0 = pick a free one), got {value}")
-            return default
-        return value
-
-    def str_list(self, table: dict[str, Any], keys: tuple[Any, ...], key: str) -> list[str]:
-        value = self.get(table, keys, key, list, [])
-        if not all(isinstance(v, str) for v in value):
-            self.error((*keys, key), f"must be a list of strings, got {value!r}")
-            return []
-        return list(value)
-
-
-def _as_tuple(types: Any) -> tuple[type, ...]:
-    return types if isinstance(types, tuple) else (types,)
-
-
-# -- loading ---------------------------------------------------------------------------------------
+__all__ = [
+    "ConfigError",
+    "ControlSettings",
+    "MacroSpec",
+    "MeshConfig",
+    "ModuleSpec",
+    "Ready",
+    "Step",
+    "load_config",
+    "parse_config",
+]
 
 _CONTROL_KEYS = {
     "host", "port", "pub_port", "log_port", "log_dir", "marker_stream", "watchdog_s", "xvfb",
@@ -245,12 +77,12 @@ def parse_config(text: str, path: Path | str = "<config>") -> MeshConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    ck = _Checker(path, text)
+    ck = Checker(path, text)
     allowed_top = {"control_room", "modules", "macros", "python", "exe"}
     ck.unknown(data, (), allowed_top)
     control = _control(ck, data.get("control_room", {}))
     modules = _all_modules(ck, data, path)
-    macros, step_sleep = _macros(ck, data.get("macros", {}), modules)
+    macros, step_sleep = check_macros(ck, data.get("macros", {}), modules)
     _check_graph(ck, modules)
     if control.run_macro and control.run_macro not in macros:
         ck.error(
@@ -262,7 +94,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> MeshConfig:
     return MeshConfig(path, control, modules, macros, step_sleep, ck.warnings)
 
 
-def _control(ck: _Checker, t: Any) -> ControlSettings:
+def _control(ck: Checker, t: Any) -> ControlSettings:
     keys = ("control_room",)
     if not isinstance(t, dict):
         ck.error(keys, "must be a table")
@@ -285,7 +117,7 @@ def _control(ck: _Checker, t: Any) -> ControlSettings:
     )
 
 
-def _all_modules(ck: _Checker, data: dict[str, Any], path: Path) -> dict[str, ModuleSpec]:
+def _all_modules(ck: Checker, data: dict[str, Any], path: Path) -> dict[str, ModuleSpec]:
     base = path.parent
     modules: dict[str, ModuleSpec] = {}
     top = data.get("modules", {})
@@ -340,7 +172,7 @@ def _resolve_dir(d: str, base: Path) -> str:
 
 
 def _module(
-    ck: _Checker,
+    ck: Checker,
     keys: tuple[Any, ...],
     name: str,
     t: dict[str, Any],
@@ -364,9 +196,7 @@ def _module(
     elif legacy == "python":
         kind = "python"
     if len(starters) > 1 and not legacy:
-        ck.error(
-            keys, f"give only one of module / cmd / attach / kind, got {', '.join(starters)}"
-        )
+        ck.error(keys, f"give only one of module / cmd / attach / kind, got {', '.join(starters)}")
         return None
     argv: list[str] = []
     if "module" in t:
@@ -382,7 +212,9 @@ def _module(
         mkind = "exec"
     elif "attach" in t:
         if ck.get(t, keys, "attach", bool, False) is not True:
-            ck.error((*keys, "attach"), "must be true (or remove it and say how to start the module)")
+            ck.error(
+                (*keys, "attach"), "must be true (or remove it and say how to start the module)"
+            )
         mkind = "attach"
     elif kind == "python":
         entry = ck.get(t, keys, "custom_entry_point", str, "api.server")
@@ -410,10 +242,15 @@ def _module(
         )
         return None
     if mkind == "attach" and port == 0:
-        ck.error((*keys, "port"), "an attached module needs its real port (port 0 only works for modules we start)")
+        ck.error(
+            (*keys, "port"),
+            "an attached module needs its real port (port 0 only works for modules we start)",
+        )
     restart = ck.get(t, keys, "restart", str, "no" if mkind == "attach" else "on-failure")
     if restart not in RESTART_POLICIES:
-        ck.error((*keys, "restart"), f"must be one of {', '.join(RESTART_POLICIES)}, got {restart!r}")
+        ck.error(
+            (*keys, "restart"), f"must be one of {', '.join(RESTART_POLICIES)}, got {restart!r}"
+        )
     # our python modules never greet, so skip the auto-detect wait for them
     protocol = ck.get(t, keys, "protocol", str, "json" if "module" in t else "auto")
     if protocol not in PROTOCOLS:
@@ -444,7 +281,7 @@ def _module(
     )
 
 
-def _ready(ck: _Checker, t: dict[str, Any], keys: tuple[Any, ...]) -> Ready:
+def _ready(ck: Checker, t: dict[str, Any], keys: tuple[Any, ...]) -> Ready:
     timeout = ck.number(t, keys, "ready_timeout_s", 20.0, lo=0.1)
     r = t.get("ready", "up")
     rk = (*keys, "ready")
@@ -463,7 +300,7 @@ def _ready(ck: _Checker, t: dict[str, Any], keys: tuple[Any, ...]) -> Ready:
     return Ready()
 
 
-def _check_graph(ck: _Checker, modules: dict[str, ModuleSpec]) -> None:
+def _check_graph(ck: Checker, modules: dict[str, ModuleSpec]) -> None:
     for m in modules.values():
         for dep in m.after:
             if dep not in modules:
@@ -501,135 +338,3 @@ def _check_graph(ck: _Checker, modules: dict[str, ModuleSpec]) -> None:
             )
         elif m.port:
             ports[m.port] = m.name
-
-
-# -- macros ----------------------------------------------------------------------------------------
-
-_MACRO_KEYS = {"name", "description", "default_json", "delay_s", "cmds", "steps"}
-_STEP_KEYS = {
-    "send", "cmd", "kwargs", "wait_s", "wait_stream", "until", "expect", "timeout_s",
-    "every_s", "save_as", "delay_s", "continue_on_error", "macro", "label",
-}  # fmt: skip
-
-
-def _macros(
-    ck: _Checker, t: Any, modules: dict[str, ModuleSpec]
-) -> tuple[dict[str, MacroSpec], float]:
-    if not isinstance(t, dict):
-        ck.error(("macros",), "must be a table of [macros.<name>] tables")
-        return {}, 0.0
-    sleep = 0.0
-    if "globals" in t:
-        g = t["globals"]
-        if isinstance(g, dict):
-            ck.unknown(g, ("macros", "globals"), {"sleep_s"})
-            sleep = ck.number(g, ("macros", "globals"), "sleep_s", 0.0)
-        else:
-            ck.error(("macros", "globals"), "must be a table with sleep_s")
-    out: dict[str, MacroSpec] = {}
-    for name, m in t.items():
-        if name == "globals":
-            continue
-        keys = ("macros", name)
-        if not isinstance(m, dict):
-            ck.error(keys, "must be a table")
-            continue
-        ck.unknown(m, keys, _MACRO_KEYS)
-        spec = MacroSpec(
-            name=name,
-            label=ck.get(m, keys, "name", str, name),
-            description=ck.get(m, keys, "description", str, ""),
-            defaults=ck.get(m, keys, "default_json", dict, {}),
-            delay_s=ck.number(m, keys, "delay_s", 0.0),
-            line=ck.index.line(keys),
-        )
-        if "cmds" in m and "steps" in m:
-            ck.error(keys, "use either cmds (Dareplane) or [[steps]], not both")
-        cmds = ck.get(m, keys, "cmds", dict, {})
-        for cname, c in cmds.items():
-            step = _dareplane_cmd(ck, (*keys, "cmds", cname), c, modules)
-            if step:
-                spec.steps.append(step)
-        steps = ck.get(m, keys, "steps", list, [])
-        for i, s in enumerate(steps):
-            step = _step(ck, (*keys, "steps", i), s, modules, t)
-            if step:
-                spec.steps.append(step)
-        if not spec.steps:
-            ck.error(keys, "macro has no steps (add cmds.com1 = [module, CMD] or [[macros.x.steps]])")
-        out[name] = spec
-    return out, sleep
-
-
-def _check_target(ck: _Checker, keys: tuple[Any, ...], module: str, modules: dict[str, ModuleSpec]) -> None:
-    if module not in modules and module != "control_room":
-        ck.error(keys, f"unknown module {module!r}; modules: {', '.join(modules) or 'none'}")
-
-
-def _dareplane_cmd(
-    ck: _Checker, keys: tuple[Any, ...], c: Any, modules: dict[str, ModuleSpec]
-) -> Step | None:
-    if not (isinstance(c, list) and len(c) >= 2 and all(isinstance(x, str) for x in c)):
-        ck.error(keys, f"must be [module, PCOMM, 'dst=src', ...] (strings), got {c!r}")
-        return None
-    _check_target(ck, keys, c[0], modules)
-    mapping = []
-    for item in c[2:]:
-        dst, sep, src = item.partition("=")
-        if not sep or not dst or not src:
-            ck.error(keys, f"argument mapping {item!r} must look like 'dst=src'")
-            continue
-        mapping.append((dst.strip(), src.strip()))
-    return Step(
-        kind="send", module=c[0], cmd=c[1], mapping=mapping, label=str(keys[-1]),
-        line=ck.index.line(keys),
-    )  # fmt: skip
-
-
-def _step(
-    ck: _Checker, keys: tuple[Any, ...], s: Any, modules: dict[str, ModuleSpec], macros: dict[str, Any]
-) -> Step | None:
-    if not isinstance(s, dict):
-        ck.error(keys, "each step must be a table")
-        return None
-    ck.unknown(s, keys, _STEP_KEYS)
-    kinds = [k for k in ("send", "wait_s", "wait_stream", "until", "macro") if k in s]
-    if len(kinds) != 1:
-        ck.error(
-            keys,
-            "a step needs exactly one of send / wait_s / wait_stream / until / macro"
-            + (f", got {', '.join(kinds)}" if kinds else ""),
-        )
-        return None
-    kind = kinds[0]
-    step = Step(
-        kind={"wait_s": "wait", "send": "send", "wait_stream": "wait_stream",
-              "until": "until", "macro": "macro"}[kind],
-        timeout_s=ck.number(s, keys, "timeout_s", 30.0, lo=0.0),
-        every_s=ck.number(s, keys, "every_s", 0.2, lo=0.01),
-        save_as=ck.get(s, keys, "save_as", str, None),
-        delay_s=ck.number(s, keys, "delay_s", 0.0),
-        continue_on_error=ck.get(s, keys, "continue_on_error", bool, False),
-        label=ck.get(s, keys, "label", str, ""),
-        line=ck.index.line(keys),
-    )  # fmt: skip
-    if kind in ("send", "until"):
-        step.module = ck.get(s, keys, kind, str, "")
-        _check_target(ck, (*keys, kind), step.module, modules)
-        step.cmd = ck.get(s, keys, "cmd", str, None)
-        if not step.cmd:
-            ck.error((*keys, "cmd"), f"a {kind} step needs cmd = 'COMMAND'")
-        step.kwargs = ck.get(s, keys, "kwargs", dict, None)
-        step.expect = ck.get(s, keys, "expect", dict, {})
-    elif kind == "wait_s":
-        if isinstance(s["wait_s"], str) and s["wait_s"].startswith("$"):
-            step.seconds = s["wait_s"]
-        else:
-            step.seconds = ck.number(s, keys, "wait_s", 0.0)
-    elif kind == "wait_stream":
-        step.stream = ck.get(s, keys, "wait_stream", str, "")
-    else:
-        step.module = ck.get(s, keys, "macro", str, "")
-        if step.module not in macros:
-            ck.error((*keys, "macro"), f"unknown macro {step.module!r}")
-    return step

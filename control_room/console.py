@@ -15,7 +15,11 @@ _SKIP_STATES = {"pending"}
 
 
 def short(value: Any, limit: int = 110) -> str:
-    text = json.dumps(value, default=str, separators=(",", ":")) if not isinstance(value, str) else value
+    text = (
+        json.dumps(value, default=str, separators=(",", ":"))
+        if not isinstance(value, str)
+        else value
+    )
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -69,4 +73,6 @@ class Console:
 
     def log_record(self, rec: dict[str, Any]) -> None:
         if (rec.get("levelno") or 0) >= 30 and rec.get("source") != "receiver":
-            self._write(f"{rec.get('module', '?'):<16} {str(rec.get('level')).upper()} {rec.get('event')}")
+            self._write(
+                f"{rec.get('module', '?'):<16} {str(rec.get('level')).upper()} {rec.get('event')}"
+            )

@@ -66,14 +66,15 @@ class ModuleHandle:
         self.started_at: float | None = None
         self.error: str | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.commands: list[str] = []  # from GET_PCOMMS (or the config's pcomms)
         self._sink = line_sink
         self._extra_env = extra_env
         self._pumps: list[threading.Thread] = []
         self._client: _Client | None = None
         self._client_lock = threading.Lock()
-        # Dareplane modules write callbacks on the connection commands came from, so their
-        # commands go out on the router's listening connection (set by CallbackRouter.attach).
-        self.raw_writer: Callable[[bytes], None] | None = None
+        # Dareplane modules serve one connection at a time and write callbacks on it, so once
+        # ready all their traffic goes through the router's link (set by CallbackRouter.attach).
+        self.link: Any = None
 
     # -- info ------------------------------------------------------------------------------------
     @property
@@ -100,6 +101,7 @@ class ModuleHandle:
             "ready_s": self.ready_s,
             "protocol": self.protocol,
             "error": self.error,
+            "commands": self.commands,
         }
 
     # -- start -----------------------------------------------------------------------------------
@@ -134,7 +136,9 @@ class ModuleHandle:
                 stderr=subprocess.PIPE,
             )
         except OSError as exc:
-            raise StartError(f"{self.name}: cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+            raise StartError(
+                f"{self.name}: cannot run {argv[0]!r}: {exc.strerror or exc}"
+            ) from None
         self.started_at = time.monotonic()
         self._pumps = [
             threading.Thread(target=self._pump, args=(s, n), name=f"{self.name}-{n}", daemon=True)
@@ -164,7 +168,9 @@ class ModuleHandle:
         for t in self._pumps:
             t.join(timeout)
 
-    def wait_ready(self, stop: threading.Event, stream_check: Callable[[str, float], bool]) -> float:
+    def wait_ready(
+        self, stop: threading.Event, stream_check: Callable[[str, float], bool]
+    ) -> float:
         """Block until the readiness check passes; returns seconds since launch.
 
         Raises :class:`StartError` with the module's last output if it exits first or times out.
@@ -212,20 +218,52 @@ class ModuleHandle:
     def _try_up(self) -> bool:
         try:
             with ModuleClient(self.host, self.port, timeout=1.0, protocol=self.protocol) as c:  # type: ignore[arg-type]
-                ok = c.send("UP")
+                if c.send("UP") is not True:
+                    return False
                 if self.protocol == "auto":
                     self.protocol = c.protocol  # remember the dialect: later connects skip the wait
-                return ok is True or ok == 1 or ok is None and c.protocol == "dareplane"
+                self._learn_commands(c)
+                return True
         except (ModuleError, OSError, ValueError):
             return False
+
+    def _learn_commands(self, c: ModuleClient) -> None:
+        """Ask for the command names once (macros are checked against them before sending)."""
+        if self.spec.pcomms:
+            self.commands = [*self.spec.pcomms, "UP", "STOP", "CLOSE"]
+            return
+        try:
+            names = c.send("GET_PCOMMS")
+        except ModuleError:
+            return
+        if isinstance(names, list) and all(isinstance(n, str) and n for n in names):
+            self.commands = names
+
+    def check_command(self, cmd: str) -> None:
+        """Refuse a command the module did not list (matched case-insensitively)."""
+        if self.commands and cmd.upper() not in {c.upper() for c in self.commands}:
+            raise CommandFailed(
+                cmd, f"{self.name} has no command {cmd!r}; it has: {', '.join(self.commands)}"
+            )
 
     # -- commands --------------------------------------------------------------------------------
     def command(self, cmd: str, kwargs: dict[str, Any], timeout: float = 30.0) -> Any:
         """Send one command on the shared connection (a second one if it is busy)."""
-        if self.protocol == "dareplane" and cmd not in ("UP", "GET_PCOMMS") and self.raw_writer:
-            msg = f"{cmd}|{json.dumps(kwargs)}" if kwargs else cmd
+        if self.protocol == "dareplane" and self.link is not None and cmd != "GET_PCOMMS":
+            if cmd == "UP":
+                return self.link.up(timeout)
+            payload = json.dumps(kwargs) if kwargs else ""
+            if any(ch in payload for ch in ";|") or not (cmd + payload).isascii():
+                # dareplane-utils splits on every ';' and '|' and decodes ASCII: it would drop
+                # or cut the command without a word, so refuse it here with a reason
+                raise CommandFailed(
+                    cmd,
+                    f"{self.name} speaks the Dareplane dialect, which cannot carry ';', '|' or "
+                    f"non-ASCII text; not sent: {payload[:80]}",
+                )
+            msg = f"{cmd}|{payload}" if payload else cmd
             try:
-                self.raw_writer(msg.encode() + b";")
+                self.link.write(msg.encode() + b";")
             except OSError as exc:
                 raise ModuleUnreachable(f"{self.name}: {exc}") from exc
             return None  # Dareplane modules do not answer commands

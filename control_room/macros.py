@@ -78,7 +78,9 @@ def lookup(ctx: dict[str, Any], dotted: str) -> Any:
             cur = cur[int(part)]
         else:
             avail = ", ".join(sorted(k for k in ctx if not k.startswith("_")))
-            raise MacroError(f"template ${{{dotted}}}: no value for {part!r} (known names: {avail})")
+            raise MacroError(
+                f"template ${{{dotted}}}: no value for {part!r} (known names: {avail})"
+            )
     return cur
 
 
@@ -151,7 +153,9 @@ class MacroRunner:
         if name not in self.macros:
             raise MacroError(f"no macro named {name!r}; macros: {', '.join(self.macros) or 'none'}")
         if _depth > MAX_DEPTH:
-            raise MacroError(f"macro {name!r}: nesting deeper than {MAX_DEPTH} (a macro calls itself?)")
+            raise MacroError(
+                f"macro {name!r}: nesting deeper than {MAX_DEPTH} (a macro calls itself?)"
+            )
         spec = self.macros[name]
         report = MacroReport(macro=name)
         t0 = time.monotonic()
@@ -225,7 +229,11 @@ class MacroRunner:
             rep.module, rep.cmd = step.module, step.cmd
             rep.kwargs = self._payload(step, ctx)
             rep.result = self._send(
-                step.module, step.cmd, rep.kwargs, source=f"macro:{rep.label}", timeout=step.timeout_s
+                step.module,
+                step.cmd,
+                rep.kwargs,
+                source=f"macro:{rep.label}",
+                timeout=step.timeout_s,
             )
             if step.expect:
                 why = check_expect(rep.result, render(step.expect, ctx))
@@ -245,7 +253,9 @@ class MacroRunner:
                 if self._stop.is_set():
                     raise MacroError("cancelled: the control room is shutting down")
                 if time.monotonic() >= deadline:
-                    raise MacroError(f"LSL stream {stream!r} did not appear within {step.timeout_s} s")
+                    raise MacroError(
+                        f"LSL stream {stream!r} did not appear within {step.timeout_s} s"
+                    )
             rep.result = {"stream": stream, "found": True}
         elif step.kind == "until":
             self._until(step, rep, ctx)

@@ -54,6 +54,7 @@ class ControlRoom:
         self.startup_s: float | None = None
         self.running_macro: str | None = None
         self.last_reports: dict[str, dict[str, Any]] = {}
+        self.reply_ms: collections.deque[float] = collections.deque(maxlen=10_000)
         self.log = std_logging.getLogger("control_room")
         self.runner = MacroRunner(
             cfg.macros,
@@ -103,14 +104,24 @@ class ControlRoom:
         addr = (c.host, self.receiver.port)
         configure_logging("control_room", log_server=f"{addr[0]}:{addr[1]}", console=False)
         self._shipper = LogShipper(addr, module="control_room")
-        self.bus = EventBus(c.host, c.pub_port)
+        try:
+            self.bus = EventBus(c.host, c.pub_port)
+        except OSError as exc:
+            who = port_holder(c.pub_port) or exc
+            raise StartError(
+                f"event bus: cannot bind {c.host}:{c.pub_port}: {who}. Set [control_room] "
+                "pub_port (0 = any free port)."
+            ) from None
         self.markers = CommandMarkers(c.marker_stream)
         if (
             c.xvfb == "auto"
             and not os.environ.get("DISPLAY")
             and any(m.display for m in self.cfg.modules.values())
         ):
-            self.xvfb = Xvfb()
+            try:
+                self.xvfb = Xvfb()
+            except RuntimeError as exc:
+                raise StartError(str(exc)) from None
             self.console.note(f"no DISPLAY: started Xvfb on {self.xvfb.display}")
         self._start_server()
 
@@ -175,7 +186,11 @@ class ControlRoom:
             self._shipper.close(1.0)
         if self.receiver is not None:
             deadline = time.monotonic() + 1.0
-            while self._shipper is not None and self._shipper.pending() and time.monotonic() < deadline:
+            while (
+                self._shipper is not None
+                and self._shipper.pending()
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.02)
             time.sleep(0.15)  # one receiver select round to write what just arrived
             self.receiver.close()
@@ -203,6 +218,7 @@ class ControlRoom:
         """
         kwargs = kwargs or {}
         h = self.handle(module)
+        h.check_command(cmd)
         entry = {"module": module, "cmd": cmd, "kwargs": kwargs, "source": source}
         lsl_t = None
         if self.markers is not None and not quiet and cmd.upper() not in QUIET_CMDS:
@@ -216,11 +232,16 @@ class ControlRoom:
             ms = round((time.perf_counter() - t0) * 1000, 3)
             err = exc.error if isinstance(exc, CommandFailed) else str(exc)
             if not quiet:
-                self.publish("reply", module=module, cmd=cmd, ok=False, error=err, ms=ms, source=source)
+                self.publish(
+                    "reply", module=module, cmd=cmd, ok=False, error=err, ms=ms, source=source
+                )
             raise
         ms = round((time.perf_counter() - t0) * 1000, 3)
         if not quiet:
-            self.publish("reply", module=module, cmd=cmd, ok=True, result=result, ms=ms, source=source)
+            self.reply_ms.append(ms)
+            self.publish(
+                "reply", module=module, cmd=cmd, ok=True, result=result, ms=ms, source=source
+            )
         return result
 
     def run_macro(self, name: str, kwargs: dict[str, Any] | None = None) -> MacroReport:
@@ -249,9 +270,13 @@ class ControlRoom:
         def run() -> None:
             try:
                 result = self.send(target, cmd, kwargs, source=f"callback:{source}")
-                self.publish("callback", source=source, target=target, cmd=cmd, ok=True, result=result)
+                self.publish(
+                    "callback", source=source, target=target, cmd=cmd, ok=True, result=result
+                )
             except (ModuleError, KeyError) as exc:
-                self.publish("callback", source=source, target=target, cmd=cmd, ok=False, error=str(exc))
+                self.publish(
+                    "callback", source=source, target=target, cmd=cmd, ok=False, error=str(exc)
+                )
                 self.log.warning("callback from %s to %s %s failed: %s", source, target, cmd, exc)
 
         threading.Thread(target=run, name=f"callback-{source}-{target}", daemon=True).start()

@@ -4,7 +4,7 @@ Two wire forms arrive on a dedicated listening connection per module:
 - our modules, after ``SUBSCRIBE``: ``{"event": "callback", "target": ..., "cmd": ..., "kwargs": ...}``
   lines (newline mode);
 - Dareplane modules (semicolon mode): unterminated ``target|CMD|{json}`` writes, possibly several
-  in one read. Unlike Dareplane's broker we parse JSON to its end instead of splitting on ``|``, so
+  in one read, on the connection the control room sends commands on. Unlike Dareplane's broker we parse JSON to its end instead of splitting on ``|``, so
   two callbacks in one read, or a payload containing ``|`` or ``1``, are not mangled.
 """
 
@@ -22,41 +22,85 @@ Route = Callable[[str, str, str, dict[str, Any]], None]  # (source, target, cmd,
 _DECODER = json.JSONDecoder()
 
 
-def parse_dareplane_callbacks(buf: str) -> tuple[list[tuple[str, str, dict[str, Any]]], str]:
-    """Split ``buf`` into complete ``target|CMD|payload`` callbacks; returns (callbacks, rest)."""
+def parse_dareplane_callbacks(
+    buf: str, pending_acks: int = 0
+) -> tuple[list[tuple[str, str, dict[str, Any]]], str, int]:
+    """Split ``buf`` into complete ``target|CMD|payload`` callbacks.
+
+    A leading ``1`` is taken as an ``UP`` acknowledgement only while one is expected
+    (``pending_acks``), so callbacks that start with a digit are not eaten.
+    Returns (callbacks, unparsed rest, acknowledgements consumed).
+    """
     out: list[tuple[str, str, dict[str, Any]]] = []
+    acks = 0
     while True:
         buf = buf.lstrip(" \r\n\t;")
-        if buf.startswith("1") and not buf[1:2].isalnum():
-            buf = buf[1:]  # a stray UP acknowledgement
+        if buf.startswith("1") and acks < pending_acks:
+            buf = buf[1:]
+            acks += 1
             continue
         parts = buf.split("|", 2)
         if len(parts) < 3:
-            return out, buf
+            return out, buf, acks
         target, cmd, rest = parts[0].strip(), parts[1].strip(), parts[2]
         body = rest.lstrip()
         if body.startswith("{"):
             try:
                 kwargs, end = _DECODER.raw_decode(body)
             except json.JSONDecodeError:
-                if any(c in body for c in "\n;") or len(body) > 1 << 20:
-                    # malformed and terminated: drop up to the terminator
-                    cut = min(i for i in (body.find("\n"), body.find(";")) if i >= 0)
-                    buf = body[cut + 1 :]
+                cuts = [i for i in (body.find("\n"), body.find(";")) if i >= 0]
+                if cuts:  # malformed and terminated: drop it up to the terminator
+                    buf = body[min(cuts) + 1 :]
                     continue
-                return out, buf  # incomplete: wait for more bytes
+                return out, buf, acks  # incomplete: wait for more bytes
             buf = body[end:]
             out.append((target, cmd, kwargs if isinstance(kwargs, dict) else {"value": kwargs}))
             continue
-        # empty payload: ends at a terminator or the next callback's start
-        cut = [i for i in (body.find(";"), body.find("\n")) if i >= 0]
-        if not cut:
-            if body.strip() == "":
-                out.append((target, cmd, {}))
-                return out, ""
-            return out, buf
+        # empty payload: ends at a terminator or at the end of what arrived
+        cuts = [i for i in (body.find(";"), body.find("\n")) if i >= 0]
         out.append((target, cmd, {}))
-        buf = body[min(cut) + 1 :]
+        if not cuts:
+            return out, "", acks
+        buf = body[min(cuts) + 1 :]
+
+
+class DareplaneLink:
+    """The one connection to a Dareplane-dialect module: commands, UP and callbacks share it.
+
+    dareplane-utils servers serve a single connection at a time, so a second connection (for
+    health checks) would wait in the backlog forever; everything goes through this one, as in
+    Dareplane's own control room.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._wlock = threading.Lock()
+        self._cond = threading.Condition()
+        self.pending_acks = 0
+        self.acks = 0
+
+    def write(self, data: bytes) -> None:
+        with self._wlock:
+            self.sock.sendall(data)
+
+    def up(self, timeout: float = 1.0) -> bool:
+        """Send ``UP;`` and wait for its ``1``."""
+        with self._cond:
+            target = self.acks + self.pending_acks + 1
+            self.pending_acks += 1
+        try:
+            self.write(b"UP;")
+        except OSError:
+            return False
+        with self._cond:
+            return self._cond.wait_for(lambda: self.acks >= target, timeout)
+
+    def acked(self, n: int) -> None:
+        if n:
+            with self._cond:
+                self.acks += n
+                self.pending_acks -= n
+                self._cond.notify_all()
 
 
 class CallbackRouter:
@@ -79,19 +123,22 @@ class CallbackRouter:
             self._socks[h.name] = sock
         if old is not None:
             old.close()
-        dareplane = h.protocol == "dareplane"
-        if dareplane:
-            wlock = threading.Lock()
-
-            def write(data: bytes, sock: socket.socket = sock) -> None:
-                with wlock:
-                    sock.sendall(data)
-
-            h.raw_writer = write
-        target = self._listen_dareplane if dareplane else self._listen_json
-        threading.Thread(
-            target=target, args=(h.name, sock), name=f"callbacks-{h.name}", daemon=True
-        ).start()
+        if h.protocol == "dareplane":
+            link = DareplaneLink(sock)
+            h.link = link
+            threading.Thread(
+                target=self._listen_dareplane,
+                args=(h.name, link),
+                name=f"link-{h.name}",
+                daemon=True,
+            ).start()
+        else:
+            threading.Thread(
+                target=self._listen_json,
+                args=(h.name, sock),
+                name=f"callbacks-{h.name}",
+                daemon=True,
+            ).start()
 
     def _listen_json(self, name: str, sock: socket.socket) -> None:
         try:
@@ -117,20 +164,21 @@ class CallbackRouter:
         finally:
             sock.close()
 
-    def _listen_dareplane(self, name: str, sock: socket.socket) -> None:
+    def _listen_dareplane(self, name: str, link: DareplaneLink) -> None:
+        sock = link.sock
         try:
             sock.settimeout(0.3)
             try:  # greeting, if any
                 data = sock.recv(4096)
             except TimeoutError:
                 data = b""
-            text = data.partition(b"\n")[2].decode(errors="replace") if data.startswith(
-                b"Connected to"
-            ) else data.decode(errors="replace")
-            sock.sendall(b";")  # an empty command: selects semicolon mode, gets no reply
+            text = data.decode(errors="replace")
+            if text.startswith("Connected to"):
+                text = text.partition("\n")[2]
             sock.settimeout(None)
             while not self._stop.is_set():
-                callbacks, text = parse_dareplane_callbacks(text)
+                callbacks, text, acks = parse_dareplane_callbacks(text, link.pending_acks)
+                link.acked(acks)
                 for target, cmd, kwargs in callbacks:
                     self._route(name, target, cmd, kwargs)
                 data = sock.recv(65536)

@@ -68,13 +68,22 @@ def build_commands(room: ControlRoom) -> dict[str, Callable[..., Any]]:
     def macros() -> list[dict[str, Any]]:
         """Macros with description, default arguments and number of steps."""
         return [
-            {"name": m.name, "description": m.description, "defaults": m.defaults, "steps": len(m.steps)}
+            {
+                "name": m.name,
+                "description": m.description,
+                "defaults": m.defaults,
+                "steps": len(m.steps),
+            }
             for m in room.cfg.macros.values()
         ]
 
     def logs(module: str | None = None, since: int = 0, n: int = 200) -> dict[str, Any]:
         """Recent log records (all modules or one); pass 'next' back as 'since' to follow."""
-        if module and module not in room.cfg.modules and module not in ("control_room", "log_receiver"):
+        if (
+            module
+            and module not in room.cfg.modules
+            and module not in ("control_room", "log_receiver")
+        ):
             raise CommandError(f"unknown module {module!r}; modules: {', '.join(room.cfg.modules)}")
         return room.get_logs(module, since, n)
 

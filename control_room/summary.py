@@ -1,13 +1,16 @@
 """The end-of-run summary: what was recorded, how the decoder and the trials went, how fast.
 
-Everything comes from replies the modules gave over the protocol (macro step results and a last
-``STATUS`` of each module) and from reading the XDF file back; no service code is imported, so
-the summary works for any mesh. Keys it looks for are documented in docs/control-room.md.
+Everything comes from replies the modules gave over the protocol (the macro's step results) and
+from reading the XDF file back with pyxdf; no service code is imported, so the summary works for
+any mesh. It looks for these reply keys anywhere in step results (docs/control-room.md):
+``file`` (an .xdf path), ``counts``, ``cv_accuracy``/``accuracy``, ``latency_ms``, ``notify``,
+``trials`` (a list of trials with ``visited`` states) and ``completed``.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -28,99 +31,143 @@ def find(obj: Any, key: str) -> list[Any]:
     return out
 
 
-def _steps(report: MacroReport | None) -> list[Any]:
-    return report.steps if report is not None else []
+def _last(results: list[Any], *keys: str, want: type | tuple[type, ...] = object) -> Any:
+    for key in keys:
+        found = [v for r in results for v in find(r, key) if isinstance(v, want)]
+        if found:
+            return found[-1]
+    return None
 
 
-def collect_summary(
-    room: Any, report: MacroReport | None, macro_s: float, after_down: bool = False
-) -> dict[str, Any]:
-    """Before shutdown: step results and module STATUS; after: the XDF read back."""
-    if after_down:
-        return {"xdf": _read_xdf(room.summary_file)} if getattr(room, "summary_file", None) else {}
-    s: dict[str, Any] = {
+def _ms_stats(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return {
+        "n": len(v),
+        "p50": round(statistics.median(v), 3),
+        "p95": round(v[min(len(v) - 1, int(0.95 * len(v)))], 3),
+        "max": round(v[-1], 3),
+    }
+
+
+def collect_summary(room: Any, report: MacroReport | None, macro_s: float) -> dict[str, Any]:
+    """Figures from the macro's step results and the control room's own bookkeeping."""
+    steps = report.steps if report is not None else []
+    results = [s.result for s in steps if s.ok]
+    files = [
+        f for r in results for f in find(r, "file") if isinstance(f, str) and f.endswith(".xdf")
+    ]
+    trials = [
+        t
+        for t in (_last(results, "trials", want=list) or [])
+        if isinstance(t, dict) and "visited" in t
+    ]
+    visited: dict[str, int] = {}
+    for t in trials:
+        for state in dict.fromkeys(t.get("visited") or []):
+            visited[state] = visited.get(state, 0) + 1
+    return {
         "startup_s": room.startup_s,
         "macro": report.macro if report else None,
         "macro_s": round(macro_s, 1),
-        "steps_ok": sum(1 for st in _steps(report) if st.ok),
-        "steps": len(_steps(report)),
+        "steps_ok": sum(1 for s in steps if s.ok),
+        "steps": len(steps),
+        "file": files[-1] if files else None,
+        "recorder_counts": _last(results, "counts", want=dict),
+        "decoder_accuracy": _last(results, "cv_accuracy", "accuracy", want=(int, float)),
+        "decoder_latency_ms": _last(results, "latency_ms", want=dict),
+        "decoder_notify": _last(results, "notify", want=dict),
+        "trials": len(trials) if trials else _last(results, "completed", want=int),
+        "trial_states": visited,
+        "command_rtt_ms": _ms_stats(list(room.reply_ms)),
+        "markers_pushed": room.markers.pushed if room.markers else 0,
+        "modules": {
+            n: {"state": i["state"], "restarts": i["restarts"], "ready_s": i["ready_s"]}
+            for n, i in room.module_info().items()
+        },
     }
-    statuses: dict[str, Any] = {}
-    for name, info in room.module_info().items():
-        if info["state"] not in ("ready", "unresponsive"):
-            continue
-        try:
-            statuses[name] = room.send(name, "STATUS", {}, source="summary", timeout=3.0, quiet=True)
-        except Exception as exc:
-            statuses[name] = {"error": str(exc)}
-    s["modules"] = {n: {"state": i["state"], "restarts": i["restarts"]} for n, i in room.module_info().items()}
-    by_cmd = {(st.module, st.cmd): st.result for st in _steps(report) if st.ok and st.kind == "send"}
-    files = [
-        f for st in _steps(report) for f in find(st.result, "file") if isinstance(f, str) and f.endswith(".xdf")
-    ]
-    room.summary_file = files[-1] if files else None
-    s["file"] = room.summary_file
-    acc = [a for st in _steps(report) if st.cmd == "FIT" for a in find(st.result, "accuracy")]
-    s["decoder_accuracy"] = acc[-1] if acc else None
-    s["recorder_counts"] = next(
-        (r for (m, c), r in by_cmd.items() if c == "STOP" and isinstance(r, dict) and find(r, "counts")),
-        None,
-    )
-    s["status"] = statuses
-    s["latencies"] = {n: find(st_, "latency") or find(st_, "latency_ms") for n, st_ in statuses.items()}
-    s["latencies"] = {n: v[0] for n, v in s["latencies"].items() if v}
-    trials = [t for st in _steps(report) if st.cmd == "RUN" for t in find(st.result, "trials")]
-    bpod_trials = [find(v, "trials_done") or find(v, "n_trials") for v in statuses.values()]
-    s["trials"] = next((t[0] for t in bpod_trials if t), len(trials[-1]) if trials and isinstance(trials[-1], list) else None)
-    s["markers_pushed"] = room.markers.pushed if room.markers else 0
-    return s
 
 
-def _read_xdf(path: str) -> dict[str, Any]:
+def read_xdf(path: str | None) -> dict[str, Any] | None:
+    """Streams and sample counts as pyxdf reads them back (the file is the ground truth)."""
+    if not path:
+        return None
     try:
         import pyxdf
     except ImportError:
-        return {"error": "pyxdf not installed"}
+        return {"error": "pyxdf not installed (pip install pyxdf)"}
     p = Path(path)
     if not p.exists():
         return {"error": f"{path} does not exist"}
     try:
-        streams, _ = pyxdf.load_xdf(str(p), synchronize_clocks=True, dejitter_timestamps=False)
+        streams, _ = pyxdf.load_xdf(str(p), dejitter_timestamps=False)
     except Exception as exc:
         return {"error": f"pyxdf could not read it: {exc}"}
-    out = {}
-    for st in streams:
-        name = st["info"]["name"][0]
-        n = len(st["time_stamps"])
-        out[name] = {"samples": n, "type": st["info"]["type"][0], "srate": float(st["info"]["nominal_srate"][0])}
+    out = {
+        st["info"]["name"][0]: {
+            "samples": len(st["time_stamps"]),
+            "type": st["info"]["type"][0],
+            "srate": float(st["info"]["nominal_srate"][0]),
+        }
+        for st in streams
+    }
     return {"bytes": p.stat().st_size, "streams": out}
 
 
 def print_summary(s: dict[str, Any], error: str | None) -> None:
     """Human-readable block, then one JSON line for scripts."""
     w = print
-    w("")
-    w("=" * 72)
-    w("SUMMARY" + ("  (macro FAILED)" if error else ""))
+    bar = "=" * 76
+    w(f"\n{bar}\nSUMMARY" + ("  (macro FAILED)" if error else ""))
     if error:
         w(f"  error: {error}")
-    w(f"  startup to all modules ready: {s.get('startup_s')} s; macro {s.get('macro')!r} "
-      f"{s.get('steps_ok')}/{s.get('steps')} steps in {s.get('macro_s')} s")
+    w(
+        f"  startup to all modules ready: {s.get('startup_s')} s;  macro {s.get('macro')!r}: "
+        f"{s.get('steps_ok')}/{s.get('steps')} steps in {s.get('macro_s')} s"
+    )
     w(f"  recording: {s.get('file')}")
-    xdf = s.get("xdf") or {}
-    if "streams" in xdf:
-        w(f"  XDF read back with pyxdf: {xdf['bytes']} bytes, {len(xdf['streams'])} streams")
+    xdf = s.get("xdf")
+    if xdf and "streams" in xdf:
+        w(f"  read back with pyxdf: {xdf['bytes']} bytes, {len(xdf['streams'])} streams")
         for name, info in sorted(xdf["streams"].items()):
-            w(f"    {name:<32} {info['samples']:>8} samples  ({info['type']}, {info['srate']:g} Hz)")
+            w(
+                f"    {name:<28} {info['samples']:>8} samples  ({info['type']}, {info['srate']:g} Hz)"
+            )
     elif xdf:
         w(f"  XDF: {xdf.get('error')}")
-    w(f"  decoder accuracy (cross-validated): {s.get('decoder_accuracy')}")
-    w(f"  trials: {s.get('trials')}")
-    for name, lat in (s.get("latencies") or {}).items():
-        w(f"  latency {name}: {json.dumps(lat, default=str)[:200]}")
+    acc = s.get("decoder_accuracy")
+    w(
+        f"  decoder cross-validated accuracy: {acc:.3f}"
+        if isinstance(acc, float)
+        else f"  decoder accuracy: {acc}"
+    )
+    states = ", ".join(f"{k} {v}" for k, v in (s.get("trial_states") or {}).items())
+    w(f"  Bpod trials: {s.get('trials')}" + (f"  (trials visiting: {states})" if states else ""))
+    notify = s.get("decoder_notify")
+    if notify:
+        w(
+            f"  decoder -> {notify.get('target')}: {notify.get('sent')} sent, {notify.get('failed')} failed"
+        )
+    lat = s.get("decoder_latency_ms")
+    if lat:
+        w(
+            f"  decoder latency (sample -> prediction) ms: p50 {lat.get('p50')}, p95 {lat.get('p95')}, max {lat.get('max')} (n={lat.get('n')})"
+        )
+    rtt = s.get("command_rtt_ms")
+    if rtt:
+        w(
+            f"  command reply times ms (incl. the command's own work): p50 {rtt['p50']}, "
+            f"p95 {rtt['p95']}, max {rtt['max']} (n={rtt['n']})"
+        )
     w(f"  command markers pushed: {s.get('markers_pushed')}")
-    states = s.get("modules") or {}
-    w("  modules: " + ", ".join(f"{n}={v['state']}(restarts {v['restarts']})" for n, v in states.items()))
-    w("=" * 72)
-    slim = {k: v for k, v in s.items() if k != "status"}
+    mods = s.get("modules") or {}
+    w("  modules (time to ready, restarts, how each one stopped):")
+    for n, v in mods.items():
+        how = "+".join(v.get("stop") or []) or "-"
+        w(
+            f"    {n:<18} ready in {v['ready_s']} s, restarts {v['restarts']}, {v['state']} via {how}"
+        )
+    w(bar)
+    slim = {k: v for k, v in s.items() if k not in ("recorder_counts",)}
     w(json.dumps({"summary": slim, "error": error}, default=str))

@@ -105,7 +105,9 @@ class Supervisor:
 
     # -- watch -----------------------------------------------------------------------------------
     def _watch(self, h: ModuleHandle) -> None:
-        t = threading.Thread(target=self._watch_loop, args=(h,), name=f"watch-{h.name}", daemon=True)
+        t = threading.Thread(
+            target=self._watch_loop, args=(h,), name=f"watch-{h.name}", daemon=True
+        )
         self._watchers[h.name] = t
         t.start()
 
@@ -128,7 +130,10 @@ class Supervisor:
             else:
                 self._stopping.wait(period)
             try:
-                ok = client.send("UP")
+                if h.link is not None:  # Dareplane dialect: the single shared connection
+                    ok = h.link.up(1.0)
+                else:
+                    ok = client.send("UP")
             except (ModuleError, OSError, ValueError):
                 ok = False
                 client.close()
@@ -148,6 +153,7 @@ class Supervisor:
         h.exit_code = h.proc.returncode
         h.flush_output(2.0)
         h.drop_client()
+        h.link = None
         self._set(h, "crashed", exit_code=h.exit_code, last_output=list(h.tail)[-10:])
         policy = h.spec.restart
         while True:

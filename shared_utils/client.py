@@ -179,7 +179,15 @@ class ModuleClient:
             raise CommandFailed(reply.get("cmd", cmd), reply.get("error", "unknown error"))
 
     def _request_dareplane(self, cmd: str, kwargs: dict[str, Any]) -> Any:
-        msg = cmd if not kwargs else f"{cmd}|{json.dumps(kwargs)}"
+        payload = json.dumps(kwargs) if kwargs else ""
+        if any(ch in payload for ch in ";|") or not (cmd + payload).isascii():
+            # dareplane-utils splits on every ';' and '|' and decodes as ASCII: the command
+            # would be cut or dropped without any reply, so refuse before sending.
+            raise ModuleError(
+                f"{self.host}:{self.port} is a dareplane-utils module, which cannot take ';', '|' "
+                f"or non-ASCII text in a command; not sending {cmd} with {payload[:80]}"
+            )
+        msg = f"{cmd}|{payload}" if payload else cmd
         self._send_bytes(msg.encode() + b";")
         if cmd == "UP":
             return self._read_some() == b"1"

@@ -188,7 +188,17 @@ def _r2(open_conn: Callable[[], _Conn]) -> str:
         _expect_ok(c.reply("the first of two commands in one write"), "UP")
         _expect_ok(c.reply("the second of two commands in one write"), "GET_PCOMMS")
         c.expect_nothing_more("two commands in one write")
-    return "split command answered once; two commands in one write answered once each"
+    with open_conn() as c:  # ';' inside a JSON string of a connection's first command, and \r
+        c.authenticate()
+        c.send(b'HELP|{"command": "U;P"}\r\n')
+        r = c.reply("HELP with ';' inside a JSON string, ended by \\r\\n")
+        if r.get("cmd") != "HELP":
+            raise CheckFailed(f"expected one reply with cmd HELP, got {_short(r)}")
+        c.expect_nothing_more("HELP with ';' inside a JSON string")
+    return (
+        "split command answered once; two commands in one write answered once each; "
+        "';' inside a JSON string and \\r\\n handled"
+    )
 
 
 def _r3(open_conn: Callable[[], _Conn]) -> str:

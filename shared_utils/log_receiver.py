@@ -32,6 +32,7 @@ from shared_utils.logging import MAX_FRAME_BYTES, SCHEMA
 __all__ = ["LogReceiver", "normalise", "format_line"]
 
 _HEADER = struct.Struct(">L")
+_DECODER = json.JSONDecoder()
 _RECV_BYTES = 1 << 18
 _LEVELS = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
 # Keys of a stdlib LogRecord: everything else in a foreign record is an "extra" -> kv.
@@ -234,7 +235,7 @@ class LogReceiver:
         return path
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop serving, close every connection and the file. Idempotent."""
+        """Stop serving, write what already arrived, close connections and the file. Idempotent."""
         self._stop.set()
         if self._thread is not None:
             if self._thread is not threading.current_thread():
@@ -264,17 +265,28 @@ class LogReceiver:
         sel.register(self._listener, selectors.EVENT_READ, None)
         try:
             while not self._stop.is_set():
-                out: list[Record] = []
-                for key, _ in sel.select(timeout=0.1):
-                    if key.data is None:
-                        self._accept(sel)
-                    else:
-                        self._read(sel, key.data, out)
-                if out:
-                    self._emit(out)
+                self._round(sel, 0.1)
+            # On close, keep what modules already sent: read until the sockets are idle.
+            sel.unregister(self._listener)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and self._round(sel, 0.0):
+                pass
         finally:
             sel.close()
             self._cleanup()
+
+    def _round(self, sel: selectors.BaseSelector, timeout: float) -> bool:
+        """One select round; returns whether any socket was ready."""
+        out: list[Record] = []
+        ready = sel.select(timeout=timeout)
+        for key, _ in ready:
+            if key.data is None:
+                self._accept(sel)
+            else:
+                self._read(sel, key.data, out)
+        if out:
+            self._emit(out)
+        return bool(ready)
 
     def _cleanup(self) -> None:
         """Release sockets and the file (on the serving thread, so no write races a close)."""
@@ -332,7 +344,7 @@ class LogReceiver:
         buf = conn.buf
         buf += data
         pos, end = 0, len(buf)
-        loads = json.loads
+        decode = _DECODER.raw_decode
         while end - pos >= 4:
             (n,) = _HEADER.unpack_from(buf, pos)
             if n > self.max_frame:
@@ -350,10 +362,13 @@ class LogReceiver:
                 return
             if end - pos - 4 < n:
                 break
-            body = bytes(buf[pos + 4 : pos + 4 + n])
+            body = buf[pos + 4 : pos + 4 + n]
             pos += 4 + n
             try:
-                raw = loads(body)
+                text = body.decode().strip()
+                raw, stop = decode(text)  # raw_decode skips json.loads' per-call overhead
+                if stop != len(text):
+                    raise ValueError("extra data after the JSON object")
                 if not isinstance(raw, dict):
                     raise ValueError("frame is not a JSON object")
                 out.append(normalise(raw))

@@ -139,35 +139,32 @@ def wire_record(
     func: str = "",
 ) -> dict[str, Any]:
     """A record with Dareplane's LogRecord keys plus ours (module, level, event, kv, time)."""
-    thread = threading.current_thread()
     levelname = logging.getLevelName(levelno)
-    return {
+    rec: dict[str, Any] = {
         "mesh": SCHEMA,
         "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds"),
         "module": module,
         "level": levelname.lower(),
         "event": event,
         "kv": kv,
+        # stdlib LogRecord keys; logging.makeLogRecord() fills in any we leave out
         "name": logger or module,
         "msg": _render_msg(event, kv),
         "args": [],
         "levelname": levelname,
         "levelno": levelno,
-        "pathname": pathname,
-        "filename": os.path.basename(pathname),
-        "lineno": lineno,
-        "funcName": func,
         "created": created,
         "msecs": (created % 1) * 1000,
         "relativeCreated": (created - _START) * 1000,
-        "thread": thread.ident,
-        "threadName": thread.name,
+        "threadName": threading.current_thread().name,
         "process": os.getpid(),
-        "processName": "MainProcess",
-        "exc_info": None,
         "exc_text": exc_text,
-        "stack_info": None,
     }
+    if pathname:  # structlog calls carry no call site; stdlib records do
+        rec.update(
+            pathname=pathname, filename=os.path.basename(pathname), lineno=lineno, funcName=func
+        )
+    return rec
 
 
 class LogShipper:
@@ -227,6 +224,11 @@ class LogShipper:
         """Frames waiting in the queue."""
         return self._queue.qsize()
 
+    @property
+    def unreported(self) -> int:
+        """Records lost or still queued that the receiver has not been told about."""
+        return self.dropped - self._reported + self._queue.qsize()
+
     def close(self, timeout: float = 1.0) -> None:
         """Flush what is queued (for at most ``timeout`` seconds), then stop the thread."""
         self._closing.set()
@@ -265,8 +267,10 @@ class LogShipper:
             if self._sock is not None and self._peer_closed():
                 self._disconnect()  # the receiver went away: do not write into the void
             if self._sock is None and not self._connect():
-                if self._closing.is_set():
-                    return  # receiver gone at exit: give up rather than hang the process
+                if self._closing.is_set():  # receiver gone at exit: give up, do not hang
+                    with self._drop_lock:
+                        self.dropped += len(batch)
+                    return
                 self._closing.wait(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
@@ -338,10 +342,12 @@ class _State:
     shipper: LogShipper | None = None
     console: Any = None  # a structlog ConsoleRenderer, or None
     handler: logging.Handler | None = None
+    root_level: int | None = None  # the root logger's level before we changed it
     atexit_registered = False
 
 
 _state = _State()
+_LEVELNOS = logging.getLevelNamesMapping()
 _RESERVED = {"event", "level", "logger", "logger_name", "exc_info", "timestamp", "stack_info"}
 
 
@@ -368,7 +374,7 @@ def _ship(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any
         rec = wire_record(
             module=_state.module,
             logger=str(event_dict.get("logger_name") or event_dict.get("logger") or ""),
-            levelno=logging.getLevelNamesMapping().get(str(level).upper(), logging.INFO),
+            levelno=_LEVELNOS.get(str(level).upper(), logging.INFO),
             event=str(event_dict.get("event", "")),
             kv=kv,
             created=created,
@@ -472,6 +478,7 @@ def configure_logging(
     handler = _StdlibBridge(level=lvl)
     root = logging.getLogger()
     root.addHandler(handler)
+    _state.root_level = root.level
     root.setLevel(lvl)
     _state.handler = handler
     if not _state.atexit_registered:
@@ -485,11 +492,20 @@ def shutdown_logging(timeout: float = 1.0) -> None:
     Runs at normal interpreter exit; tests and embedding applications may call it directly.
     """
     if _state.handler is not None:
-        logging.getLogger().removeHandler(_state.handler)
+        root = logging.getLogger()
+        root.removeHandler(_state.handler)
+        if _state.root_level is not None:
+            root.setLevel(_state.root_level)
         _state.handler = None
     shipper, _state.shipper = _state.shipper, None
     if shipper is not None:
         shipper.close(timeout)
+        if shipper.unreported:  # the receiver cannot be told any more; say it here instead
+            print(
+                f"[{_state.module}] {shipper.unreported} log records not delivered to the log "
+                f"receiver at {shipper.address[0]}:{shipper.address[1]}",
+                file=sys.stderr,
+            )
     _state.console = None
     if structlog.is_configured():
         structlog.reset_defaults()

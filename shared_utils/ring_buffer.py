@@ -49,8 +49,11 @@ class RingBuffer:
         self.dtype = np.dtype(dtype)
         self.mirror = bool(mirror)
         rows = self.capacity * (2 if self.mirror else 1)
-        self._mem = np.zeros((rows, self.n_channels), dtype=self.dtype)
-        self._tmem = np.zeros(rows, dtype=np.float64)
+        self._mem = np.empty((rows, self.n_channels), dtype=self.dtype)
+        self._tmem = np.empty(rows, dtype=np.float64)
+        # Touch every page now: a lazily mapped buffer page-faults on the hot path instead.
+        self._mem.fill(0 if self.dtype != object else "")
+        self._tmem.fill(0.0)
         self.data = self._mem[: self.capacity]  # the ring proper (Dareplane's ``buffer``)
         self.ts = self._tmem[: self.capacity]
         self._lock = threading.Lock()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import signal
 import socket
@@ -50,6 +51,8 @@ OUR_BUILTINS = ["HELP", "STATUS", "AUTH", "SUBSCRIBE"]
 _MERGED = ("STOP", "STATUS", "CLOSE")
 TOKEN_ENV = "MESH_TOKEN"
 RECV_BYTES = 65536
+MAX_CONNECTIONS = 512  # one thread each; beyond this a connection is told so and closed
+_ROOT_LOG = logging.getLogger()  # configure_logging sets its level for the whole process
 _LONE_UP = frozenset({b"UP\n", b"UP\r\n", b"UP;"})
 
 
@@ -279,7 +282,18 @@ class DefaultServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c = _Connection(conn, peer, authed=not self.requires_auth)
             with self._conns_lock:
-                self._conns.add(c)
+                full = len(self._conns) >= MAX_CONNECTIONS
+                if not full:
+                    self._conns.add(c)
+            if full:
+                self.log.warning("too many connections, refusing one", peer=str(peer))
+                msg = f"server full: {MAX_CONNECTIONS} connections open; close one and retry"
+                try:
+                    conn.sendall(encode_reply("?", False, error=msg))
+                except OSError:
+                    pass
+                conn.close()
+                continue
             threading.Thread(
                 target=self._serve_connection, args=(c,), name=f"conn-{peer}", daemon=True
             ).start()
@@ -392,7 +406,8 @@ class DefaultServer:
     def _call(self, name: str, kwargs: dict[str, Any]) -> Any:
         cmd = self._commands[name]
         cmd.validate(kwargs)
-        self.log.debug("command", cmd=name, kwargs=kwargs)
+        if _ROOT_LOG.isEnabledFor(logging.DEBUG):  # a structlog call costs µs even when filtered
+            self.log.debug("command", cmd=name, kwargs=kwargs)
         return self._track(name, cmd.func(**kwargs))
 
     def _track(self, name: str, value: Any) -> Any:

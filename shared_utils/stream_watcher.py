@@ -171,7 +171,7 @@ class StreamWatcher:
         max_pull: int | None = None,
         gap_factor: float = 2.5,
         gap_min_s: float = 0.01,
-        pull_timeout_s: float = 0.1,
+        pull_timeout_s: float = 0.05,
         direct_pull: bool = True,
         mirror: bool = True,
     ) -> None:
@@ -280,6 +280,10 @@ class StreamWatcher:
         rb = self.ring_buffer
         if rb is None or rb.n_channels != n_ch or rb.dtype != np.dtype(dtype) or rb.keep != keep:
             rb = RingBuffer(keep, n_ch, dtype=dtype, slack=self._max_pull, mirror=self.mirror)
+            # A new buffer (first connect, or the stream came back with another shape): counters
+            # describe this buffer only.
+            self.first_ts = self.last_ts = self.last_gap = None
+            self.gaps = self.gap_samples_est = 0
         self.ring_buffer = rb
         # Direct liblsl pulls need pylsl's bound C function; fall back to pull_chunk otherwise.
         self._pull_fn = getattr(inlet, "do_pull_chunk", None)
@@ -384,11 +388,15 @@ class StreamWatcher:
         got = fn(inlet.obj, c_void_p(d0), c_void_p(t0), c_size_t(first * n_ch), c_size_t(first),
                  c_double(timeout), byref(ec)) // n_ch  # fmt: skip
         handle_error(ec)
-        if got and first < rows:
-            got += fn(inlet.obj, c_void_p(d0 + got * row_bytes), c_void_p(t0 + got * 8),
+        # liblsl hands a chunk over sample by sample, so the first wake-up may see only its
+        # head: keep draining (no waiting) until a pull comes back empty or the slot is full.
+        more = got
+        while more and got < rows and first < rows:
+            more = fn(inlet.obj, c_void_p(d0 + got * row_bytes), c_void_p(t0 + got * 8),
                       c_size_t((rows - got) * n_ch), c_size_t(rows - got), c_double(0.0),
                       byref(ec)) // n_ch  # fmt: skip
             handle_error(ec)
+            got += more
         if got:
             self._commit(ts[:got], lambda t: rb.commit(got), in_place=True)
         return got

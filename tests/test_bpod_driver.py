@@ -10,12 +10,15 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.bpod.compiler import compile_state_machine
 from services.bpod.driver import BpodDriver, BpodError, DeviceGone
-from services.bpod.emulator import PtyEmulator, get_profile, parse_script
-from services.bpod.hardware import compress_names
+from services.bpod.emulator import Emulator, PtyEmulator, ScriptItem, get_profile, parse_script
+from services.bpod.hardware import HardwareInfo, compress_names, parse_hardware_description
 from services.bpod.state_machine import StateMachine, StateMachineError
+from services.bpod.trial import Events, EventStreamParser, TrialEnd, TrialReplay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = (
@@ -111,6 +114,7 @@ def test_json_round_trip_and_names_in_errors(bpod):
         "SoftCode1..SoftCode3",
         "Tup",
     ]
+    assert compress_names(["BNC1", "BNC2", "PWM1"]) == ["BNC1", "BNC2", "PWM1"]
 
 
 def test_trials_rebuild_states_and_event_times(bpod):
@@ -196,23 +200,15 @@ def test_garbage_is_skipped_or_fails_the_trial_clearly(bpod):
     drv, emu = bpod()
     sm = compile_state_machine(StateMachine("g").add_state("A", 0.3, {"Tup": "exit"}), drv.hw)
 
-    def inject(data: bytes, delay: float) -> None:
-        time.sleep(delay)
-        emu._write(0, data)
+    def inject(data: bytes):
+        return lambda _start_us: emu._write(0, data)  # straight into the pty, mid-trial
 
-    t = threading.Thread(target=inject, args=(b"\x07\x99\x00", 0.1))
-    t.start()
-    rec = drv.run_trial(sm, 1)
-    t.join()
+    rec = drv.run_trial(sm, 1, on_start=inject(b"\x07\x99\x00"))
     assert rec.garbage_bytes == 3
     assert rec.to_dict()["events"] == {"Tup": [0.3]}
-    t = threading.Thread(target=inject, args=(b"\x07" * 100, 0.1))
-    t.start()
     with pytest.raises(BpodError, match="not Bpod event packets"):
-        drv.run_trial(sm, 2)
-    t.join()
-    drv.recover()
-    assert drv.run_trial(sm, 3).to_dict()["visited"] == ["A"]
+        drv.run_trial(sm, 2, on_start=inject(b"\x07" * 100))
+    assert drv.run_trial(sm, 3).to_dict()["visited"] == ["A"]  # the driver recovered by itself
 
 
 def test_lost_start_is_resent(bpod):
@@ -248,3 +244,133 @@ def test_device_gone_mid_trial_is_reported(tmp_path):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("fw", [22, 23])
+def test_counter_reset_encoding_per_firmware(bpod, fw):
+    drv, _ = bpod(
+        3, fw, script="Port1In@0.01,Port1Out@0.011,Port1In@0.02,Port1Out@0.021,Port1In@0.03"
+    )
+    sm = (
+        StateMachine("reset")
+        .add_state("First", 0, {"Port1In": "Reset"})
+        .add_state("Reset", 0.001, {"Tup": "Wait"}, {"GlobalCounterReset": 1})
+        .add_state("Wait", 1, {"GlobalCounter1_End": "exit", "Tup": "exit"})
+        .set_global_counter(1, "Port1In", 2)
+    )
+    rec = drv.run_trial(compile_state_machine(sm, drv.hw), 1).to_dict()
+    # Without the reset the first poke would count and the counter would end at 0.0201.
+    assert rec["events"]["GlobalCounter1_End"] == [0.0301]
+    assert rec["visited"] == ["First", "Reset", "Wait"]
+
+
+@given(
+    packets=st.lists(
+        st.tuples(st.lists(st.integers(0, 173), min_size=1, max_size=5), st.integers(0, 2**32 - 1)),
+        max_size=20,
+    ),
+    cuts=st.lists(st.integers(1, 7), max_size=60),
+)
+def test_event_parser_is_independent_of_read_boundaries(packets, cuts):
+    stream = b"".join(bytes([1, len(c), *c]) + t.to_bytes(4, "little") for c, t in packets)
+    stream += b"\x02\x05" + bytes.fromhex("0101ff") + bytes(16)
+    parser = EventStreamParser(174)
+    items, pos = [], 0
+    for n in [*cuts, len(stream)]:
+        items += parser.feed(stream[pos : pos + n])
+        pos += n
+    assert [(i.codes, i.cycle) for i in items if isinstance(i, Events)] == packets
+    assert isinstance(items[-1], TrialEnd)
+    assert parser.garbage == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spec=st.lists(
+        st.tuples(st.integers(0, 30), st.integers(0, 12), st.integers(0, 12), st.booleans()),
+        min_size=1,
+        max_size=12,
+    ),
+    pokes=st.lists(st.integers(1, 400), max_size=6),
+)
+def test_host_replay_matches_the_states_the_device_visited(spec, pokes):
+    """Random Tup/Port1In/>back machines: the driver's rebuilt path equals the emulator's own."""
+    profile = get_profile(3, 23)
+    now = [0.0]
+    out = bytearray()
+    emu = Emulator(profile, lambda _p, d: out.extend(d), clock=lambda: now[0], discovery=False)
+    hw = HardwareInfo(
+        3, 23, 10, 5, **parse_hardware_description(profile.hardware_description(), 23)[0]
+    )
+    hw.alloc = hw.default_alloc()
+    n = len(spec)
+    sm = StateMachine("random")
+    for i, (timer, tup, poke, back) in enumerate(spec):
+        target = lambda k: "exit" if k >= n else f"S{k}"  # noqa: E731
+        sm.add_state(
+            f"S{i}",
+            timer * 1e-4,
+            {"Tup": target(tup), "Port1In": ">back" if back else target(poke)},
+        )
+    compiled = compile_state_machine(sm, hw)
+    cycles = sorted({c for c in pokes})
+    items = [
+        ScriptItem(c, "hw", profile.inputs.index("P"), 1 - k % 2) for k, c in enumerate(cycles)
+    ]
+    emu.script = items
+    emu.feed(b"6")
+    emu.poll()
+    now[0] = 0.2
+    emu.feed(b"E" + bytes([1] * 13) + compiled.command() + b"R")
+    emu.poll()
+    now[0] = 1.0  # 10000 cycles: a machine still running then loops forever; stop it
+    emu.poll()
+    if emu.running:
+        emu.feed(b"X")
+        emu.poll()
+    parser = EventStreamParser(hw.tup_code + 1)
+    replay = TrialReplay(compiled, 1)
+    assert out[:3] == b"5\x01\x01"  # handshake, 'E' acknowledged, machine confirmed
+    for item in parser.feed(bytes(out)[3 + 8 :]):  # after the u64 start stamp
+        if isinstance(item, Events):
+            replay.on_events(item)
+    assert parser.garbage == 0
+    device_path = [f"S{s}" for _, s in emu.visited]
+    assert replay.record.to_dict()["visited"] == device_path
+    assert [round(c * 1e-4, 6) for c, _ in emu.visited] == [s[1] for s in replay.record.states]
+
+
+def test_connect_to_a_device_left_running_by_a_crashed_host(bpod):
+    pokes = ",".join(
+        f"Port2{'In' if k % 2 == 0 else 'Out'}@{0.001 * (k + 1):.3f}" for k in range(400)
+    )
+    old, emu = bpod(script=pokes)
+    busy = StateMachine().add_state("Busy", 30, {"Tup": "exit"})
+    old._write(compile_state_machine(busy, old.hw).command() + b"R")  # then the host "crashes"
+    old.close_port()
+    wait_for(lambda: emu.emulator.running, "device running")
+    drv = BpodDriver(str(emu.link))
+    drv.connect()
+    assert not emu.emulator.running  # the new host ended the stale trial before handshaking
+    sm = StateMachine().add_state("Short", 0.01, {"Tup": "exit"})
+    rec = drv.run_trial(compile_state_machine(sm, drv.hw), 1)
+    assert rec.to_dict()["visited"] == ["Short"]
+    assert rec.garbage_bytes == 0
+    drv.disconnect()
+
+
+def test_inputs_injected_into_the_emulator_from_python(bpod):
+    drv, emu = bpod()
+    sm = compile_state_machine(poke_sm(), drv.hw)
+    result = {}
+    th = threading.Thread(target=lambda: result.update(rec=drv.run_trial(sm, 1)))
+    th.start()
+    wait_for(lambda: emu.emulator.running, "trial running")
+    emu.inject("Port1In")  # the animal pokes; no host command involved
+    th.join(10)
+    rec = result["rec"].to_dict()
+    assert rec["visited"] == ["WaitForPoke", "Reward"]
+    t_poke = rec["events"]["Port1In"][0]
+    assert rec["events"]["Tup"] == [round(t_poke + 0.1, 6)]
+    with pytest.raises(ValueError, match="unknown input event"):
+        emu.inject("Nose1In")

@@ -368,11 +368,12 @@ def test_pty_subprocess_type4_answers_on_all_three_ports(tmp_path):
         assert ready
         assert proc.stdout.readline().startswith("READY")
         with serial.Serial(str(link), 12_000_000, timeout=2) as main:
-            time.sleep(0.15)
-            assert main.read(main.in_waiting).count(b"\xde") >= 1  # discovery while idle
+            assert main.read(1) == b"\xde"  # discovery byte while idle
             main.write(b"6")
-            assert main.read(1) == b"5"
-            time.sleep(0.15)
+            reply = main.read_until(b"5", 20)  # a discovery byte may still precede the '5'
+            assert reply.endswith(b"5")
+            assert set(reply[:-1]) <= {0xDE}
+            time.sleep(0.15)  # the device is deaf for 100 ms after the handshake
             with (
                 serial.Serial(f"{link}.app", timeout=2) as app,
                 serial.Serial(f"{link}.flex", timeout=2) as flex,
@@ -388,3 +389,31 @@ def test_pty_subprocess_type4_answers_on_all_three_ports(tmp_path):
         proc.terminate()
         proc.wait(10)
     assert not link.exists()  # links are removed on SIGTERM
+
+
+def test_app_port_soft_codes_both_ways_and_pause_keeps_cycle_count():
+    rig = Rig()
+    rig.connect()
+    sm = (
+        StateMachine()
+        .add_state("Wait", 0, {"APP_SoftCode3": "Say"})
+        .add_state("Say", 0.1, {"Tup": "exit"}, {"APP_SoftCode": 42})
+    )
+    rig.load(sm)
+    rig.send(b"R")
+    rig.take()
+    rig.at(rig.clock.t + 0.01)
+    rig.send(b"\x03", port=1)  # a byte on the APP port is an APP soft code event
+    rig.at(rig.clock.t + 0.0001)
+    app_base = 6 * 15
+    assert packets(rig.take()) == [([app_base + 3], 101)]
+    assert rig.take(1) == bytes([42])  # the APP_SoftCode action writes the raw byte to port 2
+    rig.at(rig.clock.t + 0.05)
+    rig.send(b"$\x00")  # pause for 5 s: the cycle clock stops with it
+    rig.at(rig.clock.t + 5.0)
+    assert rig.emu.running
+    rig.send(b"$\x01")
+    rig.at(rig.clock.t + 0.06)
+    data = rig.take()
+    assert packets(data)[0] == ([rig.profile.tup_code], 1101)
+    assert not rig.emu.running

@@ -106,9 +106,9 @@ def test_trials_markers_and_trials_file(module_process, lsl_name, tmp_path):
     assert lines[1]["events"] == res["trials"][1]["events"]
 
 
-def start(module_process, lsl_name: str, tmp_path, *args: str) -> int:
+def start(module_process, lsl_name: str, tmp_path, *args: str):
     """Start the service; trials go to tmp_path so tests never write into the checkout."""
-    _, port = module_process(
+    return module_process(
         "services.bpod",
         *args,
         "--stream-name",
@@ -116,11 +116,10 @@ def start(module_process, lsl_name: str, tmp_path, *args: str) -> int:
         "--trials-file",
         str(tmp_path / "trials.jsonl"),
     )
-    return port
 
 
 def test_run_returns_at_once_and_the_control_room_can_poke(module_process, lsl_name, tmp_path):
-    port = start(module_process, lsl_name, tmp_path, "--emulator")
+    _, port = start(module_process, lsl_name, tmp_path, "--emulator")
     sm = {
         "name": "hang",
         "states": [
@@ -157,11 +156,13 @@ def test_run_returns_at_once_and_the_control_room_can_poke(module_process, lsl_n
         assert c.send("STATUS")["running"] is False
         with pytest.raises(CommandFailed, match="soft codes only reach a running trial"):
             c.send("SOFT_CODE", code=1)
-        c.send("RUN", trials=1)
+        run2 = c.send("RUN", trials=1)
         wait_for(lambda: c.send("STATUS")["state"] == "Wait", "second run waiting")
         assert c.send("SOFT_CODE", code=1)["event"] == "SoftCode1"
         wait_for(lambda: c.send("STATUS")["state"] == "Hang", "soft code leads to Hang")
-        c.send("STOP")
+        c.send("STOP", task=run2["task"])  # stopping the task alone also ends the trial
+        wait_for(lambda: c.send("STATUS")["running"] is False, "run ended")
+        assert c.send("RESULT")["trials"][0]["stopped"] is True
         with pytest.raises(CommandFailed, match=r"unknown event 'Port1in'.*did you mean 'Port1In'"):
             c.send(
                 "LOAD",
@@ -174,7 +175,7 @@ def test_run_returns_at_once_and_the_control_room_can_poke(module_process, lsl_n
 
 
 def test_device_gone_mid_trial_then_connect_recovers(module_process, lsl_name, tmp_path):
-    port = start(module_process, lsl_name, tmp_path, "--emulator")
+    _, port = start(module_process, lsl_name, tmp_path, "--emulator")
     long_sm = {"states": [{"name": "Long", "timer": 60, "transitions": {"Tup": "exit"}}]}
     short_sm = {
         "name": "short",
@@ -209,7 +210,7 @@ def test_device_gone_mid_trial_then_connect_recovers(module_process, lsl_name, t
 def test_emulator_profiles_through_the_service(
     module_process, lsl_name, tmp_path, args, model, flex, app
 ):
-    port = start(module_process, lsl_name, tmp_path, "--emulator", *args)
+    proc, port = start(module_process, lsl_name, tmp_path, "--emulator", *args)
     with ModuleClient("127.0.0.1", port, timeout=30) as c:
         info = c.send("INFO")
         assert info["model"] == model
@@ -220,11 +221,16 @@ def test_emulator_profiles_through_the_service(
             "RUN", trials=1, wait=True, state_machine=POKE | {"states": POKE["states"][1:]}
         )
         assert res["trials"][0]["events"] == {"Tup": [0.1]}
+        emulator_pid = c.send("STATUS")["emulator_pid"]
+        c.send("CLOSE")
+    proc.wait(20)
+    with pytest.raises(ProcessLookupError):  # the emulator child went with the service
+        os.kill(emulator_pid, 0)
 
 
 def test_missing_serial_device_keeps_serving(module_process, lsl_name, tmp_path):
     missing = str(tmp_path / "no-such-tty")
-    port = start(module_process, lsl_name, tmp_path, "--serial", missing)
+    _, port = start(module_process, lsl_name, tmp_path, "--serial", missing)
     with ModuleClient("127.0.0.1", port, timeout=30) as c:
         assert c.send("STATUS")["connected"] is False
         with pytest.raises(CommandFailed, match="no-such-tty"):

@@ -24,6 +24,7 @@ from control_room.config import load_config
 from control_room.handle import StartError
 from control_room.macros import MacroError
 from control_room.room import ControlRoom
+from shared_utils.errors import CommandFailed
 
 PY = sys.executable
 ECHO = "tests.cr_modules.echo"
@@ -105,12 +106,14 @@ restart_delay_s = 0.1
 
 def test_dependency_order_and_parallel_start(room_factory, tmp_path: Path) -> None:
     stamp = tmp_path / "stamps.txt"
+    d_started = tmp_path / "d_started"
     pa, pb = free_port(), free_port()
     body = (
-        echo("a", "--stamp", str(stamp), port=pa)
+        # a is not ready until d has started: a sequential start in file order would hang here
+        echo("a", "--stamp", str(stamp), "--wait-file", str(d_started), port=pa)
         + echo("b", "--stamp", str(stamp), "--needs", str(pa), after='"a"', port=pb)
         + echo("c", "--stamp", str(stamp), "--needs", str(pb), after='"b"')
-        + echo("d", "--stamp", str(stamp))
+        + echo("d", "--stamp", str(stamp), "--touch", str(d_started))
     )
     room = room_factory(body)
     assert {m["state"] for m in room.module_info().values()} == {"ready"}
@@ -120,8 +123,7 @@ def test_dependency_order_and_parallel_start(room_factory, tmp_path: Path) -> No
         t[(name, what)] = float(when)
     assert t[("b", "start")] >= t[("a", "ready")]
     assert t[("c", "start")] >= t[("b", "ready")]
-    # d depends on nothing: it starts together with a, not after it
-    assert t[("d", "start")] < t[("a", "ready")]
+    assert t[("d", "start")] < t[("a", "ready")]  # d depends on nothing: started alongside a
     assert room.startup_s is not None
 
 
@@ -215,7 +217,8 @@ def test_restart_policy_no_leaves_module_failed(room_factory) -> None:
     room = room_factory(echo("once", restart="no") + echo("other"))
     room.send("once", "CRASH")
     info = wait_for(lambda: (i := room.module_info()["once"])["state"] == "failed" and i, "failed")
-    assert info["exit_code"] == 3 and "restart policy 'no'" in info["error"]
+    assert info["exit_code"] == 3
+    assert "restart policy 'no'" in info["error"]
     assert room.module_info()["other"]["state"] == "ready"
 
 
@@ -226,7 +229,8 @@ def test_clean_shutdown_stops_everything_gracefully(room_factory) -> None:
     pids = {n: i["pid"] for n, i in room.module_info().items()}
     ports = {n: i["port"] for n, i in room.module_info().items()}
     steps = room.down()
-    assert steps["a"] == ["STOP", "CLOSE"] and steps["b"] == ["STOP", "CLOSE"]
+    assert steps["a"] == ["STOP", "CLOSE"]
+    assert steps["b"] == ["STOP", "CLOSE"]
     assert "SIGKILL" not in steps["raw"]
     for n, pid in pids.items():
         assert not pid_alive(pid), n
@@ -290,7 +294,8 @@ def test_macro_runs_steps_and_stops_at_failing_one(room_factory, lsl_name: str) 
         room.run_macro("session")
     msg = str(info.value)
     assert "macro 'session' stopped at step 6 (b FAIL)" in msg
-    assert "FAIL always fails (on purpose)" in msg and "5 of 7 steps had completed" in msg
+    assert "FAIL always fails (on purpose)" in msg
+    assert "5 of 7 steps had completed" in msg
     rep = info.value.report  # type: ignore[attr-defined]
     assert [s.ok for s in rep.steps] == [True] * 5 + [False]
     b_port = room.module_info()["b"]["port"]
@@ -383,9 +388,13 @@ def test_zeromq_pub_status_commands_and_replies(room_factory) -> None:
     wait_for(lambda: room.send("a", "ECHO", {"probe": 1}) and sub.poll(100), "subscription active")
     room.send("a", "ECHO", {"seen": 2})
     cmd = receive(lambda t, m: t == "command" and m["kwargs"] == {"seen": 2})
-    assert cmd["module"] == "a" and cmd["cmd"] == "ECHO" and cmd["lsl_time"] > 0
+    assert cmd["module"] == "a"
+    assert cmd["cmd"] == "ECHO"
+    assert cmd["lsl_time"] > 0
     rep = receive(lambda t, m: t == "reply" and m["result"] == {"seen": 2})
-    assert rep["ok"] is True and rep["cmd"] == "ECHO" and rep["ms"] >= 0
+    assert rep["ok"] is True
+    assert rep["cmd"] == "ECHO"
+    assert rep["ms"] >= 0
     room.send("a", "CRASH")
     st = receive(lambda t, m: t == "status" and m["state"] == "failed")
     assert st["module"] == "a"
@@ -454,21 +463,54 @@ kwargs = { hi = 1 }
     proc, port = running_up(body)
     st = _cli("status", port=port)
     assert st.returncode == 0, st.stderr
-    assert "a " in st.stdout and "ready" in st.stdout and "raw" in st.stdout
+    assert "a " in st.stdout
+    assert "ready" in st.stdout
+    assert "raw" in st.stdout
     res = _cli("send", "a", "ECHO", '{"x": 1}', port=port)
-    assert res.returncode == 0 and json.loads(res.stdout) == {"x": 1}
+    assert res.returncode == 0
+    assert json.loads(res.stdout) == {"x": 1}
     bad = _cli("send", "a", "FAIL", port=port)
-    assert bad.returncode == 1 and "FAIL always fails" in bad.stderr
+    assert bad.returncode == 1
+    assert "FAIL always fails" in bad.stderr
+    nope = _cli("send", "raw", "NOPE", port=port)  # a Dareplane module would silently ignore it
+    assert nope.returncode == 1
+    assert "raw has no command 'NOPE'; it has: EMIT" in nope.stderr
     unknown = _cli("send", "nobody", "UP", port=port)
-    assert unknown.returncode == 1 and "unknown module 'nobody'" in unknown.stderr
+    assert unknown.returncode == 1
+    assert "unknown module 'nobody'" in unknown.stderr
     mac = _cli("macro", "hi", port=port)
-    assert mac.returncode == 0 and "a ECHO" in mac.stdout and '{"hi": 1}' in mac.stdout
+    assert mac.returncode == 0
+    assert "a ECHO" in mac.stdout
+    assert '{"hi": 1}' in mac.stdout
     logs = _cli("logs", "--module", "a", "-n", "500", port=port)
-    assert logs.returncode == 0 and "[a" in logs.stdout
+    assert logs.returncode == 0
+    assert "[a" in logs.stdout
     status = json.loads(_cli("status", "--json", port=port).stdout)
     a_port = status["modules"]["a"]["port"]
     chk = _cli("check", f"127.0.0.1:{a_port}", port=port)
-    assert "R1" in chk.stdout and "pass" in chk.stdout
+    assert "R1" in chk.stdout
+    assert "pass" in chk.stdout
+    follow = subprocess.Popen(
+        [PY, "-m", "control_room", "--port", str(port), "logs", "-f", "--module", "a"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _cli("send", "a", "CRASH", port=port).returncode == 0
+        for line in follow.stdout:  # type: ignore[union-attr]
+            if "echo: last words on stderr" in line:
+                break
+    finally:
+        follow.kill()
+        follow.wait(10)
+
+    def a_restarted() -> bool:
+        a = json.loads(_cli("status", "--json", port=port).stdout)["modules"]["a"]
+        return a["state"] == "ready" and a["restarts"] == 1
+
+    wait_for(a_restarted, "a restarted")
+    status = json.loads(_cli("status", "--json", port=port).stdout)
     pids = [m["pid"] for m in status["modules"].values()]
     down = _cli("down", port=port)
     assert down.returncode == 0
@@ -488,3 +530,110 @@ def test_no_orphans_when_control_room_is_sigkilled(running_up) -> None:
     proc.wait(10)
     for name, pid in pids.items():
         wait_for(lambda pid=pid: not pid_alive(pid), f"{name} (pid {pid}) to exit")
+
+
+def test_unmodified_dareplane_module(room_factory, tmp_path: Path) -> None:
+    """dareplane-utils' own server: one connection at a time, banner, no replies, callbacks."""
+    body = (
+        echo("a")
+        + f"""
+[modules.dp]
+kind = "python"
+cwd = "{ROOT}"
+custom_entry_point = "tests.cr_modules.dp_module"
+"""
+    )
+    room = room_factory(body)
+    assert room.module_info()["dp"]["protocol"] == "dareplane"
+    mark = tmp_path / "mark.txt"
+    room.send("dp", "MARK", {"file": str(mark), "text": "first"})
+    room.send("dp", "CB", {"target": "a", "cmd": "ECHO", "via": "dareplane"})
+    wait_for(lambda: room.send("a", "HISTORY") == [{"via": "dareplane"}], "callback dp -> a")
+    wait_for(lambda: mark.exists() and mark.read_text() == "first\n", "MARK ran")
+    with pytest.raises(CommandFailed, match="cannot carry ';', '|'"):
+        room.send("dp", "MARK", {"file": str(mark), "text": "a;b"})
+    # health checks share the single connection: several watchdog rounds keep it ready
+    assert room.handle("dp").link.up(2.0)
+    assert room.module_info()["dp"]["state"] == "ready"
+    pid = room.module_info()["dp"]["pid"]
+    steps = room.down()
+    assert steps["dp"] == ["STOP", "CLOSE"]  # CLOSE alone ended it: no signal needed
+    assert not pid_alive(pid)
+
+
+def test_run_subcommand_prints_summary_and_fails_clearly(tmp_path: Path, lsl_name: str) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        header(tmp_path, lsl_name)
+        + echo("a")
+        + """
+[macros.experiment]
+[[macros.experiment.steps]]
+send = "a"
+cmd = "ECHO"
+kwargs = { cv_accuracy = 0.875, file = "nothing.xdf" }
+[[macros.experiment.steps]]
+send = "a"
+cmd = "FAIL"
+"""
+    )
+    res = subprocess.run(
+        [PY, "-m", "control_room", "run", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = res.stdout
+    assert "SUMMARY  (macro FAILED)" in out
+    assert "stopped at step 2 (a FAIL)" in out
+    assert "FAIL always fails" in out
+    assert "decoder cross-validated accuracy: 0.875" in out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["summary"]["steps_ok"] == 1
+    assert summary["summary"]["startup_s"] > 0
+    assert summary["summary"]["modules"]["a"]["state"] == "stopped"
+
+
+def test_up_with_invalid_config_names_the_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[modules.a]\nmodule = "x"\nprot = 3\n')
+    res = subprocess.run(
+        [PY, "-m", "control_room", "up", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1
+    assert f"{cfg}:3: modules.a.prot: unknown key" in res.stderr
+
+
+def test_module_written_in_c_is_started_commanded_and_closed(room_factory, tmp_path: Path) -> None:
+    """examples/c_module: plain C, no libraries; started with `cmd`, dialect detected."""
+    exe = tmp_path / "c_module"
+    subprocess.run(
+        [
+            "cc",
+            "-O2",
+            "-std=c11",
+            "-o",
+            str(exe),
+            str(ROOT / "examples" / "c_module" / "c_module.c"),
+        ],
+        check=True,
+        timeout=120,
+    )
+    room = room_factory(
+        f'[modules.c]\ncmd = ["{exe}", "--port", "{{port}}", "--name", "{{name}}"]\n'
+    )
+    assert room.module_info()["c"]["protocol"] == "json"
+    assert "ECHO" in room.module_info()["c"]["commands"]
+    assert room.send("c", "ECHO", {"from": "control room", "n": [1, 2]}) == {
+        "from": "control room",
+        "n": [1, 2],
+    }
+    pid = room.module_info()["c"]["pid"]
+    assert room.down()["c"] == ["STOP", "CLOSE"]
+    assert not pid_alive(pid)

@@ -71,14 +71,20 @@ def test_our_format_loads_with_defaults_and_order(tmp_path: Path) -> None:
     p = tmp_path / "mesh.toml"
     p.write_text(OURS)
     cfg = load_config(p)
-    assert cfg.control.port == 9123 and cfg.control.log_port == 0
+    assert cfg.control.port == 9123
+    assert cfg.control.log_port == 0
     rec = cfg.modules["recorder"]
     assert rec.argv[:3] == [sys.executable, "-m", "services.recorder"]
-    assert "{port}" in rec.argv and rec.protocol == "json"
-    assert rec.ready.stream == "mock_eeg" and rec.ready.timeout_s == 5
-    assert rec.restart == "always" and rec.env == {"REC_DEBUG": "1"}
-    assert cfg.modules["native"].kind == "exec" and cfg.modules["native"].protocol == "auto"
-    assert cfg.modules["external"].kind == "attach" and cfg.modules["external"].restart == "no"
+    assert "{port}" in rec.argv
+    assert rec.protocol == "json"
+    assert rec.ready.stream == "mock_eeg"
+    assert rec.ready.timeout_s == 5
+    assert rec.restart == "always"
+    assert rec.env == {"REC_DEBUG": "1"}
+    assert cfg.modules["native"].kind == "exec"
+    assert cfg.modules["native"].protocol == "auto"
+    assert cfg.modules["external"].kind == "attach"
+    assert cfg.modules["external"].restart == "no"
     assert cfg.start_order() == [["streamer", "external"], ["recorder", "native"]]
     steps = cfg.macros["start"].steps
     assert [s.kind for s in steps] == ["send", "wait_stream"]
@@ -89,7 +95,8 @@ def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
     text = OURS.replace('restart = "always"', 'restart = "always"\nretsart_delay = 2')
     (problem,) = errors_of(text, tmp_path)
     assert f"mesh.toml:{line_of(text, 'retsart_delay')}: modules.recorder.retsart_delay" in problem
-    assert "unknown key" in problem and "restart_delay_s" in problem
+    assert "unknown key" in problem
+    assert "restart_delay_s" in problem
 
 
 def test_wrong_types_and_values_each_reported_with_line(tmp_path: Path) -> None:
@@ -111,7 +118,8 @@ def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
     text = OURS.replace('cmd = "START"', 'cmd = "START')
     (problem,) = errors_of(text, tmp_path)
     broken = line_of(text, 'cmd = "START')
-    assert "not valid TOML" in problem and f"line {broken}" in problem
+    assert "not valid TOML" in problem
+    assert f"line {broken}" in problem
 
 
 def test_unknown_dependency_and_cycle(tmp_path: Path) -> None:
@@ -125,7 +133,9 @@ def test_unknown_dependency_and_cycle(tmp_path: Path) -> None:
         f":{line_of(text, '[modules.recorder]')}: modules.recorder.after: unknown module 'ghost'"
         in joined
     )
-    assert "dependency cycle" in joined and "recorder" in joined and "native" in joined
+    assert "dependency cycle" in joined
+    assert "recorder" in joined
+    assert "native" in joined
 
 
 def test_macro_with_unknown_module_names_step_line(tmp_path: Path) -> None:
@@ -202,18 +212,22 @@ def test_dareplane_current_format_loads(tmp_path: Path) -> None:
     cfg = load_config(p)
     assert list(cfg.modules) == ["dp-mockup-streamer", "dp-passthrough", "dp-exe"]
     ms = cfg.modules["dp-mockup-streamer"]
-    assert ms.kind == "python" and ms.port == 8080 and ms.protocol == "auto"
+    assert ms.kind == "python"
+    assert ms.port == 8080
+    assert ms.protocol == "auto"
     assert ms.argv[1:3] == ["-m", "api.server"]
-    assert "--ip={host}" in ms.argv and "--port={port}" in ms.argv
-    assert "--stream_name=mockup_EEG_stream" in ms.argv and "--random_data=True" in ms.argv
-    assert ms.cwd is not None and ms.cwd.endswith("dp-mockup-streamer")
-    assert (
-        cfg.modules["dp-exe"].kind == "exec"
-        and cfg.modules["dp-exe"].argv[0] == "/opt/dp/my_module"
-    )
+    assert "--ip={host}" in ms.argv
+    assert "--port={port}" in ms.argv
+    assert "--stream_name=mockup_EEG_stream" in ms.argv
+    assert "--random_data=True" in ms.argv
+    assert ms.cwd is not None
+    assert ms.cwd.endswith("dp-mockup-streamer")
+    assert cfg.modules["dp-exe"].kind == "exec"
+    assert cfg.modules["dp-exe"].argv[0] == "/opt/dp/my_module"
     assert cfg.step_sleep_s == 0.5
     m = cfg.macros["start_streaming"]
-    assert m.label == "START_STREAMING" and m.defaults["stream_name"] == "mockup_stream"
+    assert m.label == "START_STREAMING"
+    assert m.defaults["stream_name"] == "mockup_stream"
     assert [(s.module, s.cmd, s.mapping) for s in m.steps] == [
         ("dp-mockup-streamer", "START", []),
         ("dp-passthrough", "START", [("stream", "stream_name"), ("root", "data_root")]),
@@ -253,9 +267,13 @@ def test_dareplane_legacy_format_loads(tmp_path: Path) -> None:
     p.write_text(DAREPLANE_LEGACY)
     cfg = load_config(p)
     mi = cfg.modules["dp-mi-paradigm"]
-    assert mi.kind == "python" and "--n_trials=10" in mi.argv and mi.port == 8081
+    assert mi.kind == "python"
+    assert "--n_trials=10" in mi.argv
+    assert mi.port == 8081
     ao = cfg.modules["dp-ao-communication"]
-    assert ao.kind == "attach" and ao.port == 8082 and "STARTSTIM" in ao.pcomms
+    assert ao.kind == "attach"
+    assert ao.port == 8082
+    assert "STARTSTIM" in ao.pcomms
     assert cfg.macros["start_test"].delay_s == 1
     assert cfg.macros["start_test"].steps[0].mapping == [("nrepetitions", "nrep")]
     assert any("legacy Dareplane format" in w for w in cfg.warnings)

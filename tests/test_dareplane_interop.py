@@ -14,24 +14,24 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, free_port, wait_until_up
-from dareplane_utils.default_server.server import DefaultServer as DareplaneServer
 from dareplane_utils.module_handling.communication import SocketCommunicator
 from dareplane_utils.module_handling.launcher import PythonLauncher
 from dareplane_utils.module_handling.module_connection import ModuleConnection
-from wire_helpers import wait_for
+from wire_helpers import dareplane_server_class, wait_for
 
 from shared_utils.client import ModuleClient
+from shared_utils.errors import ModuleError
 
 
 @pytest.fixture
-def dareplane_server() -> Iterator[tuple[DareplaneServer, list[dict[str, Any]]]]:
+def dareplane_server() -> Iterator[tuple[Any, list[dict[str, Any]]]]:
     calls: list[dict[str, Any]] = []
 
     def start(**kwargs: Any) -> int:
         calls.append(kwargs)
         return 0
 
-    srv = DareplaneServer(
+    srv = dareplane_server_class()(
         port=free_port(), ip="127.0.0.1", name="dp_mod", pcommand_map={"START": start}
     )
     srv.init_server()
@@ -43,13 +43,14 @@ def dareplane_server() -> Iterator[tuple[DareplaneServer, list[dict[str, Any]]]]
 
 
 def test_our_client_drives_a_dareplane_server(
-    dareplane_server: tuple[DareplaneServer, list[dict[str, Any]]],
+    dareplane_server: tuple[Any, list[dict[str, Any]]],
 ) -> None:
     """Auto-detects the banner, then UP, GET_PCOMMS and a command with kwargs work."""
     srv, calls = dareplane_server
     with ModuleClient("127.0.0.1", srv.port, timeout=5) as c:
         assert c.send("UP") is True
-        assert c.protocol == "dareplane" and c.banner == "Connected to dp_mod"
+        assert c.protocol == "dareplane"
+        assert c.banner == "Connected to dp_mod"
         assert c.send("GET_PCOMMS") == ["START", "STOP", "CLOSE", "GET_PCOMMS", "UP"]
         assert c.send("START", channels=8, name="x") is None  # Dareplane never replies
         assert c.send("START") is None
@@ -58,8 +59,24 @@ def test_our_client_drives_a_dareplane_server(
     assert calls == [{"channels": 8, "name": "x"}, {}]
 
 
+def test_payloads_dareplane_would_mangle_are_refused(
+    dareplane_server: tuple[Any, list[dict[str, Any]]],
+) -> None:
+    """';' or '|' in a payload would be cut by their server: refused; non-ASCII goes escaped."""
+    srv, calls = dareplane_server
+    with ModuleClient("127.0.0.1", srv.port) as c:
+        for bad in ({"note": "a;b"}, {"note": "a|b"}):
+            with pytest.raises(ModuleError, match="cannot take ';', '[|]' or non-ASCII"):
+                c.send("START", **bad)
+        with pytest.raises(ModuleError, match="not sending STÄRT"):
+            c.send("STÄRT")
+        assert c.send("START", name="Jürgen") is None  # json.dumps escapes it to ASCII
+        wait_for(lambda: len(calls) == 1, "the valid START to run")
+    assert calls == [{"name": "Jürgen"}]
+
+
 def test_dareplane_protocol_forced_reads_banner(
-    dareplane_server: tuple[DareplaneServer, list[dict[str, Any]]],
+    dareplane_server: tuple[Any, list[dict[str, Any]]],
 ) -> None:
     """protocol='dareplane' skips detection and still consumes the banner."""
     srv, _ = dareplane_server
@@ -95,4 +112,5 @@ def test_their_module_connection_drives_our_module(tmp_path: Path) -> None:
     finally:
         proc = launcher.process
         mc.stop()  # their teardown: SIGTERM the process group
-    assert proc is not None and proc.wait(20) == 0  # our module shut down cleanly
+    assert proc is not None
+    assert proc.wait(20) == 0

@@ -338,3 +338,36 @@ def test_output_layout_puts_the_positive_class_first(fitted: tuple) -> None:
     assert 4.0 < min(on) < 5.5
     assert 8.0 < max(on) < 9.5
     assert pipe.predictions == len(outs)
+
+
+def test_notify_config_is_validated() -> None:
+    from services.decoder.notify import NotifyConfig
+
+    cfg = NotifyConfig.parse({"port": "8105", "on": "SOFT_CODE", "on_kwargs": {"code": 1}})
+    assert (cfg.host, cfg.port, cfg.on, cfg.off) == ("127.0.0.1", 8105, "SOFT_CODE", None)
+    with pytest.raises(ValueError, match="'on' and/or 'off'"):
+        NotifyConfig.parse({"port": 8105})
+    with pytest.raises(ValueError, match="unknown field"):
+        NotifyConfig.parse({"port": 8105, "on": "X", "cmd": "Y"})
+    with pytest.raises(ValueError, match="port"):
+        NotifyConfig.parse({"port": 70000, "on": "X"})
+
+
+def test_pipeline_picks_model_channels_from_a_wider_reordered_input(fitted: tuple) -> None:
+    """An input with extra channels in another order decodes exactly like the training layout."""
+    model, _ = fitted
+    data, _, _ = synth_eeg(seed=8, dur_s=3.0)
+    wide = np.concatenate([data[:, ::-1], np.zeros((len(data), 2), np.float32)], axis=1)
+    index = [7 - i for i in range(8)]  # model channel i sits in input column 7 - i
+    plain = DecodePipeline(model, None, 500, 100, "high", "proba", HysteresisController())
+    mapped = DecodePipeline(model, index, 500, 100, "high", "proba", HysteresisController())
+    outs = []
+    for pos in range(0, len(data), 100):
+        a = plain.process(data[pos : pos + 100], pos)
+        b = mapped.process(wide[pos : pos + 100], pos)
+        assert (a is None) == (b is None)
+        if a is not None:
+            outs.append((a, b))
+    assert len(outs) == 11
+    for a, b in outs:
+        np.testing.assert_array_equal(a, b)

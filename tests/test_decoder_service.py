@@ -112,6 +112,7 @@ def test_fit_save_load_and_decode_a_new_recording_live(
         rows, stamps = push_and_collect(outlet, inlet, data)
         status = c.send("STATUS")
         stopped = c.send("STOP")
+        after = c.send("STATUS")
 
     assert len(rows) > 300
     np.testing.assert_allclose(rows.sum(axis=1), 1.0, atol=1e-5)
@@ -129,6 +130,9 @@ def test_fit_save_load_and_decode_a_new_recording_live(
     assert status["latency_ms"]["n"] == len(rows)
     assert status["latency_ms"]["p50"] is not None
     assert status["compute_ms"]["p99"] < 50
+    assert status["input_age_s"] >= 0
+    assert after["running"] is False
+    assert after["last_run"]["predictions"] == len(rows)
     assert stopped["stopped"] is True
     assert stopped["predictions"] == len(rows)
 
@@ -157,6 +161,8 @@ def test_bad_input_gets_clear_errors_and_the_module_keeps_running(
         err = refused(c, "FIT", xdf=str(xdf), signal="eeg_train", markers="triggers")
         assert "markers stream 'triggers'" in err
         assert "not found" in refused(c, "FIT", xdf=str(tmp_path / "none.xdf"))
+        assert "[low_hz, high_hz]" in refused(c, "FIT", xdf=str(xdf), bands=[5, 9])
+        assert "Nyquist" in refused(c, "FIT", xdf=str(xdf), signal="eeg_train", bands=[[8, 400]])
         err = refused(c, "FIT", xdf=str(short), signal="eeg_train")
         assert "too few epochs" in err or "segments" in err
         assert "not found" in refused(c, "LOAD", file=str(tmp_path / "missing.json"))
@@ -214,6 +220,7 @@ def test_control_mode_notifies_another_module_and_set_changes_thresholds(
         with ModuleClient("127.0.0.1", port, timeout=20, protocol="json") as c:
             c.send("FIT", xdf=str(xdf), signal="eeg_train", markers="eeg_train_markers")
             outlet = make_outlet(lsl_name)
+            assert c.send("SET", on_threshold=0.65)["on_threshold"] == 0.65
             run = c.send(
                 "START",
                 input=lsl_name,
@@ -224,6 +231,7 @@ def test_control_mode_notifies_another_module_and_set_changes_thresholds(
                 notify=notify,
             )
             assert run["channels"] == ["control", "p_low", "p_high"]
+            assert run["controller"]["on_threshold"] == 0.65  # SET before START carries over
             inlet = open_output(f"{lsl_name}_ctl")
             data, state, _ = synth_eeg(seed=2, dur_s=16.0)  # low, high, low, high
             rows, stamps = push_and_collect(outlet, inlet, data)

@@ -105,7 +105,8 @@ def _check_connection_survives(server: DefaultServer, payload: bytes) -> None:
             replies = 0
             while True:
                 reply = json.loads(w.line())
-                assert isinstance(reply, dict) and "ok" in reply, reply
+                assert isinstance(reply, dict), reply
+                assert "ok" in reply, reply
                 if reply.get("id") == "fuzz-end":
                     break
                 replies += 1

@@ -291,6 +291,17 @@ def test_receiver_survives_garbage_oversize_and_abrupt_disconnects(receiver, col
     )
 
 
+def test_close_writes_what_already_arrived(tmp_path: Path) -> None:
+    """Frames already sent when close() is called still reach the file (shutdown loses nothing)."""
+    rcv = LogReceiver(port=0, log_dir=tmp_path).start()
+    with socket.create_connection(("127.0.0.1", rcv.port)) as s:
+        s.sendall(b"".join(_frame("last words", i=i) for i in range(2000)))
+        rcv.close()
+    lines = rcv.path.read_text().splitlines()
+    assert len(lines) == 2000
+    assert json.loads(lines[-1])["kv"] == {"i": 1999}
+
+
 def test_burst_on_one_connection_arrives_whole(receiver, collector) -> None:
     """50,000 records pushed as fast as possible on one connection all arrive, in order."""
     n = 50_000

@@ -26,6 +26,7 @@ from conftest import ROOT, free_port, stop_process_group, wait_until_up
 from PIL import Image
 
 from services.presenter.block import Block, BlockSpec
+from services.presenter.feedback import Resolver
 from services.presenter.stats import FrameStats
 from services.presenter.xvfb import display_or_xvfb
 from shared_utils.client import ModuleClient
@@ -174,6 +175,34 @@ def test_frame_stats_count_dropped_frames() -> None:
     assert s["n_frames"] == 5
     assert s["dropped_frames"] == 1
     assert s["frame_ms_median"] == pytest.approx(10.0)
+
+
+def test_feedback_source_scales_the_newest_sample_and_resolver_times_out(lsl_name: str) -> None:
+    outlet = pylsl.StreamOutlet(pylsl.StreamInfo(lsl_name, "Decoder", 2, 0.0, "float32", lsl_name))
+    r = Resolver()
+    r.start("a", lsl_name, 1, vmin=-1.0, vmax=1.0, timeout=10.0)
+    r.start("b", f"absent_{lsl_name}", 0, vmin=0.0, vmax=1.0, timeout=0.2)
+    r.start("c", lsl_name, 5, vmin=0.0, vmax=1.0, timeout=10.0)
+    done: dict[str, tuple[Any, Any]] = {}
+    end = time.monotonic() + 20
+    while len(done) < 3 and time.monotonic() < end:
+        done.update({k: (src, err) for k, src, err in r.poll()})
+        time.sleep(0.02)
+    assert "no LSL stream named" in done["b"][1]
+    assert "channel 5 does not exist" in done["c"][1]
+    src = done["a"][0]
+    try:
+        end = time.monotonic() + 10
+        while src.samples == 0 and time.monotonic() < end:
+            outlet.push_chunk([[9.0, -0.5], [9.0, 0.5]])
+            time.sleep(0.05)
+            src.update()
+        assert src.raw == pytest.approx(0.5)
+        assert src.value == pytest.approx(0.75)
+        with pytest.raises(ValueError, match="vmax must differ"):
+            r.start("d", lsl_name, 0, vmin=1.0, vmax=1.0, timeout=1.0)
+    finally:
+        src.close()
 
 
 # ---- window, text, screenshot, markers ----------------------------------------------------------
@@ -416,10 +445,38 @@ def test_window_that_cannot_open_is_a_clear_error(
         assert st["window_open"] is False
 
 
+def test_a_stuck_child_never_hangs_the_server(client: ModuleClient, tmp_path: Path) -> None:
+    pid = client.send("STATUS")["child_pid"]
+    os.kill(pid, signal.SIGSTOP)  # frozen child: alive but never answers
+    try:
+        with pytest.raises(CommandFailed, match="did not answer show_text"):
+            client.send("SHOW_TEXT", text="frozen")
+        st = client.send("STATUS")  # answered from the cache, not by the child
+        assert st["child_alive"] is True
+        assert st["child_pid"] == pid
+        reply = client.send("OPEN", restart=True)
+    finally:
+        if _exists(pid):
+            os.kill(pid, signal.SIGCONT)
+    assert reply["child_started"] is True
+    assert reply["child_pid"] != pid
+    client.send("SHOW_TEXT", text="thawed", height=0.25)
+    assert bright(shot(client, tmp_path)).sum() > 100
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_child_death_is_reported_and_open_brings_it_back(
     client: ModuleClient, tmp_path: Path
 ) -> None:
-    pid = client.send("STATUS")["child_pid"]
+    before = client.send("STATUS")
+    pid = before["child_pid"]
     os.kill(pid, signal.SIGKILL)
     st = wait_status(client, lambda s: not s["child_alive"])
     assert st["child_alive"] is False
@@ -431,6 +488,6 @@ def test_child_death_is_reported_and_open_brings_it_back(
     assert reply["child_pid"] != pid
     st = client.send("STATUS")
     assert st["child_alive"] is True
-    assert st["child_restarts"] == 1
+    assert st["child_restarts"] == before["child_restarts"] + 1
     client.send("SHOW_TEXT", text="again", height=0.25)
     assert bright(shot(client, tmp_path)).sum() > 100

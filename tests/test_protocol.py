@@ -165,7 +165,8 @@ def test_parse_request_errors_name_the_problem(line: bytes, message: str) -> Non
 def test_encode_reply_shapes() -> None:
     """Replies are one JSON line with ok/cmd/result or error, and the id only when sent."""
     ok = encode_reply("ECHO", True, {"a": [1, 2]})
-    assert ok.endswith(b"\n") and ok.count(b"\n") == 1
+    assert ok.endswith(b"\n")
+    assert ok.count(b"\n") == 1
     assert json.loads(ok) == {"ok": True, "cmd": "ECHO", "result": {"a": [1, 2]}}
     err = encode_reply("X", False, error="nope", req_id="abc", has_id=True)
     assert json.loads(err) == {"ok": False, "cmd": "X", "id": "abc", "error": "nope"}
@@ -188,7 +189,8 @@ def test_encode_reply_never_raises_on_unencodable_results() -> None:
     circular.append(circular)
     for bad in ({(1, 2): 3}, circular):
         reply = json.loads(encode_reply("GET", True, bad, req_id=4, has_id=True))
-        assert reply["ok"] is False and reply["id"] == 4
+        assert reply["ok"] is False
+        assert reply["id"] == 4
         assert "cannot be sent as JSON" in reply["error"]
 
 

@@ -170,7 +170,7 @@ def test_start_refusals_name_the_problem(recorder, tmp_path: Path, lsl_name: str
     existing = tmp_path / "old.xdf"
     existing.write_bytes(b"precious")
     with client(port) as c:
-        with pytest.raises(CommandFailed, match=r"/dev/null/x\.xdf|/dev/null"):
+        with pytest.raises(CommandFailed, match=r"cannot write /dev/null/x\.xdf.*not a folder"):
             c.send("START", file="/dev/null/x.xdf")
         assert c.send("STATUS")["recording"] is False
         with pytest.raises(CommandFailed, match=r"already exists.*overwrite"):
@@ -185,7 +185,7 @@ def test_start_refusals_name_the_problem(recorder, tmp_path: Path, lsl_name: str
         assert not (tmp_path / "a.xdf").exists()
         assert c.send("STATUS")["recording"] is False
 
-        first = c.send("START", file="old.xdf", overwrite=True)["file"]
+        first = c.send("START", file="old.xdf", overwrite=True, streams=[lsl_name])["file"]
         with pytest.raises(CommandFailed, match=rf"already recording to {first}"):
             c.send("START", file="second.xdf")
         assert not (tmp_path / "second.xdf").exists()
@@ -195,7 +195,7 @@ def test_start_refusals_name_the_problem(recorder, tmp_path: Path, lsl_name: str
         assert c.send("STOP")["stopped"] is False  # idempotent, not an error
         assert c.send("UP") is True
     assert existing.read_bytes().startswith(b"XDF:")
-    pyxdf.load_xdf(str(existing))  # whatever streams this machine had, the file loads
+    assert load_strict(existing) == {}  # overwritten: a valid XDF file without streams
 
 
 def test_kill_9_loses_at_most_one_flush_interval(
@@ -208,7 +208,9 @@ def test_kill_9_loses_at_most_one_flush_interval(
         wait_for(lambda: subscribed(c, out, lsl_name), "subscribe")
     pushed = 0
     t_next = time.monotonic()
-    while pushed < 3000:  # 3 s at 1 kHz in 10-sample chunks, stamped like a real source
+    # 2.55 s at 1 kHz in 10-sample chunks, stamped like a real source; the odd length keeps the
+    # kill away from a multiple of any whole-second write cadence a regression might bring
+    while pushed < 2550:
         out.push_chunk(counter_block(pushed, 10, 4))
         pushed += 10
         t_next += 0.01
@@ -333,6 +335,9 @@ def test_labrecorder_remote_control(module_process, tmp_path: Path, lsl_name: st
         assert st["recording"] is True
         assert st["file"] == str(tmp_path / "exp_P9_S001.xdf")
         wait_for(lambda: subscribed(c, out, lsl_name), "subscribe")
+        assert _rcs(s, "start") == b"OK"  # a second start must not touch the file being written
+        assert not (tmp_path / "exp_P9_S001_old1.xdf").exists()
+        assert "already recording" in c.send("STATUS")["rcs_last_error"]
         out.push_chunk(counter_block(0, 50, 1))
         wait_for(lambda: recorded(c, lsl_name) == 50, "samples")
         assert _rcs(s, "stop") == b"OK"
@@ -360,3 +365,29 @@ def test_sigterm_finishes_the_file_with_footers(
     s = load_strict(path, dejitter_timestamps=False)[lsl_name]
     assert s["footer"]["info"]["sample_count"] == ["400"]
     np.testing.assert_array_equal(s["time_series"], counter_block(0, 400, 3))
+
+
+def test_measured_clock_offsets_for_streams_of_other_hosts(
+    module_process, tmp_path: Path, lsl_name: str
+) -> None:
+    """--probe-local-offsets takes the path used for streams from other machines: time_correction
+    in its own thread, an offset every --offset-s, one more at stop."""
+    _, port = module_process(
+        RECORDER, "--data-dir", str(tmp_path), "--probe-local-offsets", "--offset-s", "0.3"
+    )
+    out = eeg_outlet(lsl_name, n_ch=1, srate=100.0)
+    with client(port) as c:
+        path = Path(c.send("START", file="probe.xdf", streams=[lsl_name])["file"])
+        wait_for(lambda: subscribed(c, out, lsl_name), "subscribe")
+        out.push_chunk(counter_block(0, 100, 1))
+
+        def offsets() -> int:
+            streams = c.send("STATUS")["streams"]
+            return streams[0]["clock_offsets"] if streams else 0
+
+        wait_for(lambda: offsets() >= 2, "two measured offsets")
+        stop = c.send("STOP")
+    s = load_strict(path, dejitter_timestamps=False)[lsl_name]
+    assert len(s["clock_values"]) == stop["streams"][0]["clock_offsets"] >= 3
+    assert all(v != 0.0 and abs(v) < 0.01 for v in s["clock_values"])  # measured, same machine
+    assert s["footer"]["info"]["sample_count"] == ["100"]

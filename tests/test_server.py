@@ -166,11 +166,14 @@ def test_status_reports_module_version_uptime_tasks(server: DefaultServer) -> No
     with Wire(server.port) as w:
         task = w.cmd("LOOP")["result"]
         status = w.cmd("STATUS")["result"]
-    assert status["module"] == "test_module" and status["pid"] == os.getpid()
-    assert isinstance(status["version"], str) and status["uptime_s"] >= 0
+    assert status["module"] == "test_module"
+    assert status["pid"] == os.getpid()
+    assert isinstance(status["version"], str)
+    assert status["uptime_s"] >= 0
     assert status["connections"] >= 1
     assert [t["id"] for t in status["tasks"]] == [task["task"]]
-    assert status["tasks"][0]["kind"] == "thread" and status["tasks"][0]["alive"] is True
+    assert status["tasks"][0]["kind"] == "thread"
+    assert status["tasks"][0]["alive"] is True
 
 
 def test_module_status_and_stop_are_merged(make_server: Callable[..., DefaultServer]) -> None:
@@ -179,10 +182,12 @@ def test_module_status_and_stop_are_merged(make_server: Callable[..., DefaultSer
     s = make_server({"STATUS": core.status, "STOP": core.stop, "LOOP": core.loop_thread})
     with Wire(s.port) as w:
         status = w.cmd("STATUS")["result"]
-        assert status["state"] == "IDLE" and status["module"] == "test_module"
+        assert status["state"] == "IDLE"
+        assert status["module"] == "test_module"
         tid = w.cmd("LOOP")["result"]["task"]
         stopped = w.cmd("STOP")["result"]
-    assert stopped["module_stopped"] is True and core.stopped_by_module == 1
+    assert stopped["module_stopped"] is True
+    assert core.stopped_by_module == 1
     assert stopped["stopped_tasks"] == [{"id": tid, "name": "LOOP", "outcome": "stopped"}]
 
 
@@ -192,7 +197,8 @@ def test_case_insensitive_names_and_pipelined_order(server: DefaultServer) -> No
         w.send(b'up\nSTART|{}\nNOPE\nget_pcomms\n{"id": 5, "cmd": "Up"}\n')
         got = [w.reply() for _ in range(5)]
     assert [r["cmd"] for r in got] == ["UP", "START", "NOPE", "GET_PCOMMS", "UP"]
-    assert got[4]["id"] == 5 and [r["ok"] for r in got] == [True, True, False, True, True]
+    assert got[4]["id"] == 5
+    assert [r["ok"] for r in got] == [True, True, False, True, True]
 
 
 def test_non_finite_results_arrive_as_null(server: DefaultServer) -> None:
@@ -214,12 +220,14 @@ def test_task_ids_and_stop_one_task(make_server: Callable[..., DefaultServer]) -
     with Wire(s.port) as w:
         a = w.cmd("RUN")["result"]
         b = w.cmd("RUN")["result"]
-        assert a["name"] == "RUN" and b["task"] == a["task"] + 1
+        assert a["name"] == "RUN"
+        assert b["task"] == a["task"] + 1
         stopped = w.cmd("STOP", task=a["task"])["result"]
         assert stopped == {"id": a["task"], "name": "RUN", "outcome": "stopped"}
         assert [t["id"] for t in w.cmd("STATUS")["result"]["tasks"]] == [b["task"]]
         err = w.cmd("STOP", task=999)
-        assert err["ok"] is False and f"no task 999; running tasks: [{b['task']}]" in err["error"]
+        assert err["ok"] is False
+        assert f"no task 999; running tasks: [{b['task']}]" in err["error"]
         assert w.cmd("STOP")["result"]["stopped_tasks"][0]["id"] == b["task"]
         assert w.cmd("STATUS")["result"]["tasks"] == []
 
@@ -229,9 +237,12 @@ def test_thread_event_pair_is_tracked_and_stopped(server: DefaultServer) -> None
     with Wire(server.port) as w:
         task = w.cmd("LOOP")["result"]
         t = server.tasks.get(task["task"])
-        assert t is not None and t.thread is not None and t.thread.is_alive()
+        assert t is not None
+        assert t.thread is not None
+        assert t.thread.is_alive()
         w.cmd("STOP")
-    assert t.stop_event.is_set() and not t.thread.is_alive()
+    assert t.stop_event.is_set()
+    assert not t.thread.is_alive()
 
 
 def test_stuck_thread_stop_escalates_and_ends(make_server: Callable[..., DefaultServer]) -> None:
@@ -271,7 +282,8 @@ def test_popen_task_group_gets_sigterm_then_sigkill(
     s = make_server({"SPAWN": spawn})
     with Wire(s.port) as w:
         reply = w.cmd("SPAWN")["result"]
-        assert reply["pid"] == made["proc"].pid and reply["name"] == "SPAWN"
+        assert reply["pid"] == made["proc"].pid
+        assert reply["name"] == "SPAWN"
         wait_for(
             lambda: os.path.exists(made["pids"]) and os.path.getsize(made["pids"]) > 0,
             "the child to report its pids",
@@ -357,7 +369,8 @@ def test_auth_required_until_the_right_token(
     with Wire(s.port) as w:
         for line in ("UP", "GET_PCOMMS", "NOPE", "STOP"):
             r = w.cmd(line)
-            assert r["ok"] is False and r["error"].startswith("authentication required")
+            assert r["ok"] is False
+            assert r["error"].startswith("authentication required")
         assert w.cmd("AUTH", token="wrong")["error"] == "AUTH: wrong token"
         assert w.cmd("UP")["ok"] is False
         assert w.cmd("auth", token="s3cret")["result"] is True
@@ -414,7 +427,8 @@ def test_over_long_line_error_then_close(server: DefaultServer) -> None:
         rest = w.read_until_closed().split(b"\n")
     assert json.loads(rest[0])["cmd"] == "UP"
     err = json.loads(rest[1])
-    assert err["ok"] is False and "longer than 1048576 bytes" in err["error"]
+    assert err["ok"] is False
+    assert "longer than 1048576 bytes" in err["error"]
     assert rest[2:] == [b""]
     with Wire(server.port) as w:
         assert w.cmd("UP")["result"] is True
@@ -460,7 +474,8 @@ def test_close_exits_the_process_cleanly(module_process: Callable[..., Any]) -> 
     proc, port = module_process("tests.sample_module")
     with Wire(port) as w:
         reply = w.cmd("CLOSE")
-        assert reply["ok"] is True and reply["result"]["closing"] == "sample"
+        assert reply["ok"] is True
+        assert reply["result"]["closing"] == "sample"
         assert w.read_until_closed() == b""
     assert proc.wait(20) == 0
     assert "close hook ran" in proc.stdout.read()
@@ -479,7 +494,8 @@ def test_main_thread_task_runs_on_the_main_thread(module_process: Callable[..., 
     proc, port = module_process("tests.sample_module")
     with Wire(port) as w:
         task = w.cmd("ON_MAIN")["result"]
-        assert task["name"] == "on_main" and isinstance(task["task"], int)
+        assert task["name"] == "on_main"
+        assert isinstance(task["task"], int)
         result = w.cmd("MAIN_RESULT")["result"]
     assert result == {"on_main": True, "thread": "MainThread"}
 
@@ -498,3 +514,30 @@ def test_close_stops_tasks_of_the_process(
     assert stopped[0]["outcome"] == "killed"
     assert proc.wait(20) == 0
     wait_for(lambda: pid_gone(grandchild) and pid_gone(child), "the task's process group to end")
+
+
+def test_connection_cap_refuses_politely(
+    make_server: Callable[..., DefaultServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond MAX_CONNECTIONS a new connection gets an error line and is closed; others go on."""
+    import shared_utils.server as server_mod
+
+    monkeypatch.setattr(server_mod, "MAX_CONNECTIONS", 3)
+    s = make_server()
+    wires = [Wire(s.port) for _ in range(3)]
+    for w in wires:
+        assert w.cmd("UP")["result"] is True
+    with Wire(s.port) as extra:
+        refused = json.loads(extra.read_until_closed())
+    assert refused["ok"] is False
+    assert "server full: 3 connections open" in refused["error"]
+    wires.pop().close()
+    wait_for(
+        lambda: wires[0].cmd("STATUS")["result"]["connections"] == 2,
+        "the closed connection to free its slot",
+    )
+    with Wire(s.port) as again:
+        assert again.cmd("UP")["result"] is True
+    for w in wires:
+        assert w.cmd("UP")["result"] is True
+        w.close()

@@ -155,3 +155,16 @@ def test_stall_vanish_and_reattach(watcher, source, lsl_name):
         assert watcher.send("STATS", stream=lsl_name)["connected"] is True
     finally:
         again.close()
+
+
+def test_watch_option_attaches_when_the_stream_appears(module_process, lsl_name):
+    _, port = module_process(MODULE, "--watch", lsl_name, "--buffer-s", "2")
+    with ModuleClient("127.0.0.1", port, timeout=15) as c:
+        assert lsl_name not in c.send("STATUS")["watching"]
+        src = CounterSource(lsl_name)
+        try:
+            assert wait_for(lambda: lsl_name in c.send("STATUS")["watching"], 15)
+            assert wait_for(lambda: c.send("STATS", stream=lsl_name)["samples"] > 20, 10)
+            assert c.send("STATS", stream=lsl_name)["fill"] <= 400  # 2 s at 200 Hz
+        finally:
+            src.close()

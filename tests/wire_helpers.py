@@ -104,3 +104,33 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return not pid_gone(pid)
+
+
+def dareplane_server_class() -> Any:
+    """dareplane-utils' DefaultServer, imported without leaving its logging set-up behind.
+
+    Importing it runs ``logging.config.dictConfig`` (root console + socket handlers to port 9020,
+    existing loggers disabled), which would leak into every later test in this process.
+    """
+    import logging
+    import logging.handlers
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = logging.Logger.manager.loggerDict
+    disabled = {n: lg.disabled for n, lg in loggers.items() if isinstance(lg, logging.Logger)}
+    try:
+        from dareplane_utils.default_server.server import DefaultServer
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, lg in list(loggers.items()):
+            if not isinstance(lg, logging.Logger):
+                continue
+            if name in disabled:
+                lg.disabled = disabled[name]
+            if name.startswith("dareplane_utils"):  # no records to whatever listens on 9020
+                lg.handlers = [
+                    h for h in lg.handlers if not isinstance(h, logging.handlers.SocketHandler)
+                ]
+    return DefaultServer

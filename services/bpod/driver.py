@@ -86,11 +86,17 @@ class BpodDriver:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise BpodError(f"timeout waiting for {what}: got {len(out)} of {n} bytes")
-                ser.timeout = min(left, 0.1)
+                self._set_timeout(ser, 0.05)
                 out += ser.read(n - len(out))
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
         return bytes(out)
+
+    @staticmethod
+    def _set_timeout(ser: serial.Serial, timeout: float) -> None:
+        """pyserial reconfigures the tty on every timeout change: only change it when needed."""
+        if ser.timeout != timeout:
+            ser.timeout = timeout
 
     def _lost(self, exc: BaseException) -> None:
         self.close_port()
@@ -154,8 +160,19 @@ class BpodDriver:
             self.flex_port = self._find_extra_port(b"}", FLEX_ID_BYTE)
         return hw
 
+    def _drain(self, quiet_s: float = 0.1, limit_s: float = 1.0) -> None:
+        """Read until nothing but discovery bytes arrived for ``quiet_s`` (or ``limit_s`` passed)."""
+        start = quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s and time.monotonic() - start < limit_s:
+            if self._read_some(0.02).strip(bytes([DISCOVERY_BYTE])):
+                quiet_since = time.monotonic()
+
     def _handshake(self) -> None:
         ser = self._ser()
+        # A device left running by a crashed host is still streaming: end that trial first ('X')
+        # and wait for silence, so no stale byte can pass for the handshake reply.
+        self._write(b"X")
+        self._drain()
         for attempt in range(3):
             ser.reset_input_buffer()
             self._write(b"6")
@@ -180,7 +197,7 @@ class BpodDriver:
     def _read_some(self, timeout: float) -> bytes:
         ser = self._ser()
         try:
-            ser.timeout = timeout
+            self._set_timeout(ser, timeout)
             return ser.read(max(1, ser.in_waiting))
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
@@ -273,9 +290,8 @@ class BpodDriver:
         self._write(bytes([ord("~"), code - 1]))
 
     def force_exit(self) -> None:
-        """End the running trial now ('X'); the trial thread receives the end packet."""
+        """Ask the running trial to end: the trial loop sends 'X' (and re-sends it if ignored)."""
         self._stop_requested = True
-        self._write(b"X")
 
     def safe_state(self) -> None:
         """All physical outputs off (clears manual overrides)."""
@@ -290,9 +306,8 @@ class BpodDriver:
         self._sm_on_device = None
         try:
             self._write(b"X")
-            time.sleep(0.1)
-            self._ser().reset_input_buffer()
-        except (BpodError, serial.SerialException, OSError):
+            self._drain(0.2, 3.0)
+        except BpodError:
             pass
 
     def read_input(self, channel: int) -> int:
@@ -306,8 +321,13 @@ class BpodDriver:
         on_start: Callable[[int], None] | None = None,
         on_events: Callable[[TrialReplay, Events, list[str], str | None], None] | None = None,
         on_soft_code: Callable[[int], None] | None = None,
+        stop_event: threading.Event | None = None,
     ) -> TrialRecord:
-        """Send the machine if it changed, start it, and read events until the trial ends."""
+        """Send the machine if it changed, start it, and read events until the trial ends.
+
+        Setting ``stop_event`` (or calling :meth:`force_exit`) ends the trial early; the check
+        happens in the reading loop, so a stop that arrives before the trial started still ends it.
+        """
         if self.hw is None:
             raise BpodError("not connected to a Bpod; send CONNECT first")
         if self.running:
@@ -316,6 +336,7 @@ class BpodDriver:
         self._stop_requested = False
         try:
             new_sm = sm is not self._sm_on_device
+            self._ser().reset_input_buffer()  # nothing is queued on the device: drop stale bytes
             if new_sm:
                 self._write(sm.command(run_asap=False))
             start_us = self._start(new_sm)
@@ -346,14 +367,13 @@ class BpodDriver:
                     else:
                         end = item
                         break
-                if end is None and self._stop_requested:
+                stop = self._stop_requested or (stop_event is not None and stop_event.is_set())
+                if end is None and stop:
                     now = time.monotonic()
-                    if x_sent_at is None:
-                        x_sent_at = now
-                    elif now - x_sent_at > self.timeout:  # 'X' lost: ask again
+                    if x_sent_at is None or now - x_sent_at > self.timeout:  # re-send if ignored
                         self._write(b"X")
                         x_sent_at = now
-            rec = replay.finish(end, stopped=self._stop_requested and not replay.done)
+            rec = replay.finish(end, stopped=x_sent_at is not None and not replay.done)
             rec.garbage_bytes = parser.garbage
             return rec
         finally:

@@ -200,7 +200,10 @@ def compress_names(names: list[str]) -> list[str]:
             stem, start, tail = m.group(1), int(m.group(2)), m.group(3)
             while j + 1 < len(names) and names[j + 1] == f"{stem}{start + (j + 1 - i)}{tail}":
                 j += 1
-        out.append(names[i] if j - i < 2 else f"{names[i]}..{names[j]}")
+        if j - i < 2:
+            out.extend(names[i : j + 1])
+        else:
+            out.append(f"{names[i]}..{names[j]}")
         i = j + 1
     return out
 

@@ -167,10 +167,11 @@ class BpodService:
             self.trials_requested = trials
             self.trials_done_in_run = 0
             self.results = []
-            self.run_stop = threading.Event()
             started = threading.Event()
 
             def body(stop_event: threading.Event) -> None:
+                # The task's own stop event doubles as ours: STOP|{"task": id} ends the trial too.
+                self.run_stop = stop_event
                 self.run_thread = threading.current_thread()
                 started.set()
                 self._run(drv, trials, stop_event)
@@ -187,7 +188,7 @@ class BpodService:
 
     def _run(self, drv: BpodDriver, trials: int, stop_event: threading.Event) -> None:
         for _ in range(trials):
-            if stop_event.is_set() or self.run_stop.is_set():
+            if stop_event.is_set():
                 break
             with self.lock:
                 compiled = self.compiled
@@ -200,6 +201,7 @@ class BpodService:
                     on_start=lambda _us, n=n, c=compiled: self._on_start(n, c),
                     on_events=self._on_events,
                     on_soft_code=self._on_soft_code,
+                    stop_event=self.run_stop,
                 )
             except DeviceGone as exc:
                 self._fail(n, f"device gone during trial {n}: {exc}")
@@ -273,10 +275,10 @@ class BpodService:
             return {"stopped": was_running, "connected": False}
         try:
             if was_running:
-                drv.force_exit()
-                self.wait_run(5)
-            if not self.running:
-                drv.safe_state()
+                self.wait_run(5)  # the trial loop sends 'X' and reads the end packet
+            if self.running:
+                raise CommandError("the device did not end the trial within 5 s; check it")
+            drv.safe_state()
         except BpodError as exc:
             self.last_error = str(exc)
         return {"stopped": was_running, "trials_done": self.trials_done_in_run}

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m services.decoder --port 8106``."""
+"""Entry point: ``python -m services.decoder --port 8104``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from shared_utils.module_cli import module_options, run_module
 
 
 @click.command()
-@module_options(default_port=8106)
+@module_options(default_port=8104)
 @click.option("--model", "model_file", default=None, help="Model file to LOAD at start-up.")
 def main(model_file: str | None, **common: object) -> None:
     """Decoder: FIT on an XDF recording, then decode a live LSL stream (START/STOP/SET)."""

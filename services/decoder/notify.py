@@ -37,7 +37,9 @@ class NotifyConfig:
         if unknown:
             raise ValueError(f"notify: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
         port = d.get("port")
-        if not isinstance(port, int) or not 0 < port < 65536:
+        if isinstance(port, str) and port.strip().isdigit():  # e.g. from a config substitution
+            port = int(port)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise ValueError(f"notify.port must be an integer port number, got {port!r}")
         if not d.get("on") and not d.get("off"):
             raise ValueError("notify needs a command name in 'on' and/or 'off'")

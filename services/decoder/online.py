@@ -152,6 +152,7 @@ class LiveLoop:
         self.samples = 0
         self.error: str | None = None
         self.offset = 0.0  # input clock -> our clock; 0 until the first estimate is in
+        self.last_arrival: float | None = None  # local_clock() when the newest pull returned
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="decoder-loop", daemon=True)
         self._clock = threading.Thread(target=self._sync_clock, name="decoder-clock", daemon=True)
@@ -165,7 +166,7 @@ class LiveLoop:
         while not self._stop.is_set():
             try:
                 self.offset = self.inlet.time_correction(timeout=2.0)
-            except Exception as e:  # noqa: BLE001 - a missing estimate only costs accuracy
+            except Exception as e:  # a missing estimate only costs timestamp accuracy
                 self.log.warning("time_correction failed", error=str(e))
             self._stop.wait(5.0)
 
@@ -179,6 +180,7 @@ class LiveLoop:
                 if n == 0:
                     continue
                 t0 = clock()
+                self.last_arrival = t0
                 t = ts[-1] + self.offset
                 out = process(buf[:n], t)
                 self.samples += n
@@ -187,9 +189,13 @@ class LiveLoop:
                     now = clock()
                     self.latency.add(now - t)
                     self.compute.add(now - t0)
-        except Exception as e:  # noqa: BLE001 - reported in STATUS, never kills the server
+        except Exception as e:  # reported in STATUS, never kills the server
             self.error = f"{type(e).__name__}: {e}"
             self.log.exception("decoder loop failed")
+
+    def clock(self) -> float:
+        """The LSL clock (seconds), the time base of ``last_arrival`` and of the output stamps."""
+        return self._pylsl.local_clock()
 
     @property
     def running(self) -> bool:
@@ -203,5 +209,5 @@ class LiveLoop:
         self._clock.join(0.1)
         try:
             self.inlet.close_stream()
-        except Exception:  # noqa: BLE001
+        except Exception:  # already closed or lost: nothing left to release
             pass

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from services.decoder import model_io
-from services.decoder.controller import ControlParams, HysteresisController
+from services.decoder.controller import HysteresisController
 from services.decoder.features import DEFAULT_BANDS, FeatureSettings
 from services.decoder.model_io import DecoderModel, ModelFileError
 from services.decoder.notify import Notifier, NotifyConfig
@@ -41,6 +42,7 @@ class DecoderService:
         self.model_source: str | None = None  # "fit:<xdf>" or the file it was loaded from
         self.loop: LiveLoop | None = None
         self.run: dict[str, Any] = {}
+        self.last_run: dict[str, Any] = {}
         self.controller = HysteresisController()
         self.notifier: Notifier | None = None
 
@@ -66,11 +68,13 @@ class DecoderService:
             raise CommandError("window_s and epoch_step_s must be > 0 and tmin_s >= 0")
         if folds < 2:
             raise CommandError(f"folds must be >= 2, got {folds}")
-        settings = FeatureSettings(
-            bands=[[float(a), float(b)] for a, b in (bands or DEFAULT_BANDS)],
-            order=order,
-            window_s=window_s,
-        )
+        try:
+            band_list = [[float(a), float(b)] for a, b in (bands or DEFAULT_BANDS)]
+        except (TypeError, ValueError) as e:
+            raise CommandError(
+                f"bands must be a list of [low_hz, high_hz] pairs, got {bands!r}"
+            ) from e
+        settings = FeatureSettings(bands=band_list, order=order, window_s=window_s)
         try:
             rec = read_xdf(xdf, signal, markers)
             model, report = fit_recording(
@@ -127,10 +131,10 @@ class DecoderService:
         step_s: float = 0.05,
         mode: str = "proba",
         positive_class: str | None = None,
-        on_threshold: float = 0.6,
-        off_threshold: float = 0.4,
-        smoothing_s: float = 0.0,
-        min_dwell_s: float = 0.0,
+        on_threshold: float | None = None,
+        off_threshold: float | None = None,
+        smoothing_s: float | None = None,
+        min_dwell_s: float | None = None,
         notify: dict | None = None,
         resolve_timeout_s: float = 5.0,
     ) -> dict[str, Any]:
@@ -142,6 +146,10 @@ class DecoderService:
         with self._lock:
             if self.loop is not None and self.loop.running:
                 raise CommandError(f"already decoding {self.run.get('input')!r}; STOP first")
+            if self.loop is not None:  # a run that ended on an error: release it first
+                self.stop()
+            if output == input:
+                raise CommandError("output must be a different stream name than input")
             model = self.model
             if model is None:
                 raise CommandError("no model: FIT or LOAD one before START")
@@ -151,7 +159,17 @@ class DecoderService:
                 raise CommandError("window_s must be > 0 and step_s >= 0")
             try:
                 positive = choose_positive(model, positive_class)
-                params = ControlParams(on_threshold, off_threshold, smoothing_s, min_dwell_s)
+                given = {
+                    "on_threshold": on_threshold,
+                    "off_threshold": off_threshold,
+                    "smoothing_s": smoothing_s,
+                    "min_dwell_s": min_dwell_s,
+                }
+                # Unset values keep what SET (or the previous run) chose; initially 0.6/0.4/0/0.
+                params = replace(
+                    self.controller.params,
+                    **{k: float(v) for k, v in given.items() if v is not None},
+                ).validated()
                 controller = HysteresisController(params)
                 notify_cfg = NotifyConfig.parse(notify) if notify else None
             except ValueError as e:
@@ -175,8 +193,11 @@ class DecoderService:
             # only the full info it fetches carries the channel labels.
             buflen = max(2, int(np.ceil(4 * (window_s or model.features.window_s))))
             inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=True)
-            inlet.open_stream(timeout=5.0)
-            labels = channel_labels(inlet.info(timeout=5.0))
+            try:
+                inlet.open_stream(timeout=5.0)
+                labels = channel_labels(inlet.info(timeout=5.0))
+            except Exception as e:  # e.g. the source vanished between resolve and open
+                raise CommandError(f"cannot open input {input!r}: {e}") from e
             missing = [c for c in model.channels if c not in labels]
             if missing:
                 inlet.close_stream()
@@ -206,6 +227,7 @@ class DecoderService:
                 "window_s": n_window / model.srate,
                 "step_s": step / model.srate,
                 "model_window_s": model.features.window_s,
+                "controller": dict(vars(controller.params)),
                 "started_at": time.time(),
                 "model": self.model_source,
             }
@@ -241,6 +263,7 @@ class DecoderService:
             if notifier is not None:
                 notifier.close()
             self.loop = None
+            self.last_run = self._run_stats(loop)  # STATUS keeps showing the finished run
             return {"stopped": True, "predictions": loop.pipeline.predictions, "error": loop.error}
 
     def set(
@@ -293,20 +316,28 @@ class DecoderService:
             },
         }
         if loop is not None:
-            last = loop.pipeline.last
-            out.update(
-                run=self.run,
-                predictions=loop.pipeline.predictions,
-                samples=loop.samples,
-                latency_ms=loop.latency.summary_ms(),
-                compute_ms=loop.compute.summary_ms(),
-                last_output=None if last is None else [round(float(v), 4) for v in last],
-                clock_offset_s=loop.offset,
-                error=loop.error,
-            )
+            out.update(self._run_stats(loop))
+        elif self.last_run:
+            out["last_run"] = self.last_run
         if self.notifier is not None:
             out["notify"] = self.notifier.stats()
         return out
+
+    def _run_stats(self, loop: LiveLoop) -> dict[str, Any]:
+        last = loop.pipeline.last
+        return {
+            "run": self.run,
+            "predictions": loop.pipeline.predictions,
+            "samples": loop.samples,
+            "input_age_s": None
+            if loop.last_arrival is None
+            else round(loop.clock() - loop.last_arrival, 3),
+            "latency_ms": loop.latency.summary_ms(),
+            "compute_ms": loop.compute.summary_ms(),
+            "last_output": None if last is None else [round(float(v), 4) for v in last],
+            "clock_offset_s": loop.offset,
+            "error": loop.error,
+        }
 
     def close(self) -> None:
         """Release LSL objects before the process exits."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from services.presenter import ipc
 from services.presenter.block import Block, BlockSpec
+from services.presenter.feedback import FeedbackSource, Resolver
 from services.presenter.stats import FrameStats
 
 GL_COMMANDS = {
@@ -86,9 +87,8 @@ class PresenterChild:
         self.stats = FrameStats(refresh_hz)
         self.block: Block | None = None
         self._block_counter = 0
-        self.feedback: dict[str, Any] | None = None  # {"display", "inlet", "stream", ...}
-        self._feedback_ready: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self._pending_feedback: dict[Any, dict[str, Any]] = {}  # req_id -> settings
+        self.feedback: FeedbackSource | None = None
+        self.resolver = Resolver()
         self.experiment: Any = None  # ExperimentRun
         self._experiment_to_run: Any = None
         self.last_experiment: dict[str, Any] | None = None
@@ -97,7 +97,7 @@ class PresenterChild:
         self.frame = 0
         self._markers: list[str] = []
         self._after_flip: list[tuple[Any, dict[str, Any]]] = []
-        self._shot: tuple[Any, str] | None = None
+        self._shots: list[tuple[Any, str]] = []  # (req_id, file) to save from this frame
         self._deadline = 0.0
         self._last_status = 0.0
         self.running = True
@@ -181,9 +181,7 @@ class PresenterChild:
             else {"kind": self.scene.kind, "label": self.scene.label[:200], "onset": self.onset},
             "paused": self.paused,
             "block": self.block.progress() if self.block else None,
-            "feedback": None
-            if not self.feedback
-            else {k: self.feedback[k] for k in ("stream", "channel", "value", "raw", "samples")},
+            "feedback": self.feedback.info() if self.feedback else None,
             "experiment": exp.info() if exp is not None else self.last_experiment,
             "photodiode": None
             if self.photodiode is None
@@ -314,7 +312,7 @@ class PresenterChild:
         return self.show(sc.Scene(), "clear", req_id)
 
     def cmd_screenshot(self, req_id: Any, file: str) -> Any:
-        self._shot = (req_id, file)
+        self._shots.append((req_id, file))
         return _DEFERRED
 
     # ---- block ----------------------------------------------------------------------------------
@@ -374,85 +372,28 @@ class PresenterChild:
     ) -> Any:
         from services.presenter import scene as sc
 
-        if vmax == vmin:
-            raise ValueError("vmax must differ from vmin")
         display = sc.FeedbackDisplay(self.win, mode, color)
-
-        def resolve() -> None:
-            import pylsl
-
-            try:
-                found = pylsl.resolve_byprop("name", stream, 1, timeout)
-                if not found:
-                    raise ValueError(f"no LSL stream named {stream!r} found within {timeout} s")
-                if channel < 0 or channel >= found[0].channel_count():
-                    raise ValueError(
-                        f"stream {stream!r} has {found[0].channel_count()} "
-                        f"channel(s); channel {channel} does not exist"
-                    )
-                inlet = pylsl.StreamInlet(found[0], max_buflen=2)
-                inlet.open_stream(timeout=timeout)
-                self._feedback_ready.put((req_id, inlet, None))
-            except Exception as exc:
-                self._feedback_ready.put((req_id, None, str(exc)))
-
-        # liblsl's own resolve timeout can overrun by seconds: the frame loop enforces ours.
-        self._pending_feedback[req_id] = {
-            "stream": stream,
-            "channel": channel,
-            "vmin": vmin,
-            "vmax": vmax,
-            "display": display,
-            "mode": mode,
-            "deadline": time.monotonic() + timeout,
-            "timeout": timeout,
-        }
-        threading.Thread(target=resolve, name="feedback-resolve", daemon=True).start()
+        self.resolver.start(req_id, stream, channel, vmin, vmax, timeout, display)
         return _DEFERRED
 
     def _tick_feedback(self) -> None:
         from services.presenter import scene as sc
 
-        now = time.monotonic()
-        for req_id, pend in list(self._pending_feedback.items()):
-            if now > pend["deadline"]:
-                del self._pending_feedback[req_id]
-                self.emit.reply(
-                    req_id,
-                    error=f"no LSL stream named {pend['stream']!r} found "
-                    f"within {pend['timeout']} s",
-                )
-        try:
-            req_id, inlet, err = self._feedback_ready.get_nowait()
-        except queue.Empty:
-            pass
-        else:
-            pend = self._pending_feedback.pop(req_id, None)
-            if pend is None:  # answered already (timed out): drop the late result
-                if inlet is not None:
-                    inlet.close_stream()
-            elif err is not None:
+        for req_id, source, err in self.resolver.poll():
+            if source is None:
                 self.emit.reply(req_id, error=err)
-            else:
-                self._stop_all()
-                fb = dict(pend, inlet=inlet, value=0.0, raw=None, samples=0)
-                self.feedback = fb
-                self.paused = False
-                self.show(
-                    sc.Scene("feedback", fb["stream"], [fb["display"]]),
-                    f"feedback_start:{fb['stream']}",
-                    req_id,
-                    {"stream": fb["stream"], "channel": fb["channel"]},
-                )
+                continue
+            self._stop_all()
+            self.feedback = source
+            self.show(
+                sc.Scene("feedback", source.stream, [source.display]),
+                f"feedback_start:{source.stream}",
+                req_id,
+                {"stream": source.stream, "channel": source.channel},
+            )
         fb = self.feedback
-        if fb is None or self.paused:
-            return
-        samples, _ = fb["inlet"].pull_chunk(timeout=0.0)
-        if samples:
-            raw = float(samples[-1][fb["channel"]])
-            fb["raw"], fb["samples"] = raw, fb["samples"] + len(samples)
-            fb["value"] = min(max((raw - fb["vmin"]) / (fb["vmax"] - fb["vmin"]), 0.0), 1.0)
-            fb["display"].set_value(fb["value"])
+        if fb is not None and not self.paused and fb.update():
+            fb.display.set_value(fb.value)
 
     # ---- control --------------------------------------------------------------------------------
     def cmd_pause(self, req_id: Any) -> dict[str, Any]:
@@ -489,10 +430,7 @@ class PresenterChild:
             self.block.stop()
             stopped.append("block")
         if self.feedback is not None:
-            try:
-                self.feedback["inlet"].close_stream()
-            except Exception:
-                pass
+            self.feedback.close()
             self.feedback = None
             stopped.append("feedback")
         self.paused = False
@@ -609,7 +547,7 @@ class PresenterChild:
             if self._markers:
                 self.photodiode.toggle()
             self.photodiode.draw()
-        if self._shot is not None:
+        if self._shots:
             self._take_screenshot()
         markers, self._markers = self._markers, []
         if markers:
@@ -625,22 +563,24 @@ class PresenterChild:
         self.send_status()
 
     def _take_screenshot(self) -> None:
-        req_id, file = self._shot
-        self._shot = None
+        """Save the frame about to be flipped (back buffer: under Xvfb the front one is black)."""
+        shots, self._shots = self._shots, []
         try:
-            self.win.getMovieFrame(buffer="back")
-            self.win.saveMovieFrames(file)
-            self.emit.reply(
-                req_id,
-                {
-                    "file": file,
-                    "size": [int(v) for v in self.win.size],
-                    "stimulus": self.scene.kind,
-                },
-            )
+            image = self.win.getMovieFrame(buffer="back")
         except Exception as exc:
+            for req_id, _ in shots:
+                self.emit.reply(req_id, error=f"screenshot failed: {exc}")
+            return
+        finally:
             self.win.movieFrames = []
-            self.emit.reply(req_id, error=f"screenshot failed: {exc}")
+        for req_id, file in shots:
+            try:
+                image.save(file)
+            except Exception as exc:
+                self.emit.reply(req_id, error=f"screenshot failed: {exc}")
+                continue
+            size = [int(v) for v in self.win.size]
+            self.emit.reply(req_id, {"file": file, "size": size, "stimulus": self.scene.kind})
 
     def loop(self) -> None:
         while self.running:

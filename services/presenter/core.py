@@ -83,8 +83,12 @@ class Presenter:
         photodiode: str | None = None,
         photodiode_size: int | None = None,
         timeout: float = 30.0,
+        restart: bool = False,
     ) -> dict[str, Any]:
-        """Open the stimulus window (starting or restarting the PsychoPy child if needed)."""
+        """Open the stimulus window (starting or restarting the PsychoPy child if needed).
+
+        ``restart`` kills a running child first: the way out when it is stuck (e.g. in user code).
+        """
         if size is not None and (
             len(size) != 2 or not all(isinstance(v, int) and v >= 16 for v in size)
         ):
@@ -97,6 +101,8 @@ class Presenter:
                 f"photodiode must be one of {', '.join(CORNERS)} or 'off', got {corner!r}"
             )
         with self._lifecycle:
+            if restart and self.link.alive:
+                self.link.kill()
             restarted = self._ensure_child()
             result = self.link.request(
                 "open",

@@ -134,7 +134,10 @@ class ChildLink:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._pending.pop(req_id, None)
-                    raise CommandError(f"presenter child did not answer {cmd} within {timeout} s")
+                    raise CommandError(
+                        f"presenter child did not answer {cmd} within {timeout} s; if it stays "
+                        'stuck, OPEN|{"restart": true} replaces it'
+                    )
                 self._cond.wait(left)
             self._pending.pop(req_id, None)
             if "reply" not in slot:
@@ -187,6 +190,17 @@ class ChildLink:
             self._ready = True
         elif m.get("event") == "fatal":
             self.fatal = m.get("error")
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """SIGKILL the child (e.g. stuck in user code) and wait until the reader saw it go."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._dead and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the child to shut down; kill it if it does not go."""

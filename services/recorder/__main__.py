@@ -29,6 +29,11 @@ from shared_utils.module_cli import module_options, run_module
     help="fsync cadence (0: never; survives power loss).",
 )
 @click.option(
+    "--probe-local-offsets",
+    is_flag=True,
+    help="Measure clock offsets of same-host streams too (they are exactly 0 otherwise).",
+)
+@click.option(
     "--rcs-port",
     default=None,
     type=int,
@@ -40,6 +45,7 @@ def main(
     flush_ms: float,
     offset_s: float,
     fsync_s: float,
+    probe_local_offsets: bool,
     rcs_port: int | None,
     rcs_host: str,
     **common: object,
@@ -55,7 +61,10 @@ def main(
     if flush_ms <= 0 or offset_s <= 0 or fsync_s < 0:
         raise click.BadParameter("--flush-ms and --offset-s must be > 0, --fsync-s >= 0")
     options = RecordingOptions(
-        flush_interval_s=flush_ms / 1000.0, offset_interval_s=offset_s, fsync_interval_s=fsync_s
+        flush_interval_s=flush_ms / 1000.0,
+        offset_interval_s=offset_s,
+        fsync_interval_s=fsync_s,
+        probe_local_offsets=probe_local_offsets,
     )
     recorder = Recorder(data_dir=data_dir, options=options)
     run_module("recorder", build_commands(recorder, rcs_port, rcs_host), **common)

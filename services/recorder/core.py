@@ -40,6 +40,12 @@ class Recorder:
         self._unreported: dict[str, Any] | None = None
         self.last_file: str | None = None
 
+    @property
+    def recording_file(self) -> str | None:
+        """The file being recorded, or None when idle."""
+        rec = self._rec
+        return str(rec.path) if rec is not None and not rec.finished.is_set() else None
+
     # -- commands ------------------------------------------------------------------------------
     def start(
         self,

@@ -1,10 +1,12 @@
 """One LSL stream into one XDF stream: the per-stream threads of a recording.
 
 Each reader owns its pylsl inlet (buffer sized to the stream's byte rate, not liblsl's 360 s
-default, which reserves gigabytes at high rates) and pulls into a preallocated array, so the hot
-path allocates nothing per chunk. Every pull ends after at most ``pull_timeout_s`` and its samples
-go straight to the kernel through the :class:`~shared_utils.xdf_writer.XdfWriter`: that bound is
-the most a ``kill -9`` can lose.
+default, which reserves gigabytes at high rates) and pulls into a small ring of preallocated
+arrays, so the hot path allocates nothing per chunk. Every pull ends after at most
+``pull_timeout_s``; a per-stream writer thread hands each pulled chunk to the kernel through the
+:class:`~shared_utils.xdf_writer.XdfWriter` while the next pull runs (a write that waits for the
+disk no longer stalls the inlet). A ``kill -9`` therefore loses at most the pull interval plus the
+at most two chunks queued behind a slow disk.
 
 Clock offsets: a stream from this host shares the recorder's clock (liblsl's ``local_clock`` is the
 machine's monotonic clock), so its offset is exactly 0 and is written without probing, right
@@ -15,6 +17,7 @@ Streams from other hosts are probed with ``time_correction`` in a separate threa
 
 from __future__ import annotations
 
+import queue
 import socket
 import threading
 import time
@@ -36,8 +39,10 @@ log = get_logger("recorder.reader")
 INLET_BUFFER_BYTES = 256 * 2**20
 #: ... but never less than this many seconds, nor more than this.
 INLET_BUFFER_MIN_S, INLET_BUFFER_MAX_S = 1, 60
-#: One pull lands in a buffer of at most this many bytes.
+#: One pull lands in a buffer of at most this many bytes ...
 PULL_BUFFER_BYTES = 16 * 2**20
+#: ... and a stream cycles through this many such buffers (pull and write overlap).
+PULL_BUFFERS = 4
 
 FORMAT_NAMES = {
     pylsl.cf_float32: "float32",
@@ -140,6 +145,7 @@ class StreamReader:
         self.stats = ReaderStats()
         self.connected = threading.Event()
         self._stop = threading.Event()
+        self._write_failed = threading.Event()
         self._inlet: pylsl.StreamInlet | None = None
         self._gap_s = 2.0 / self.srate + 0.05 if self.srate > 0 else None
         self._thread = threading.Thread(target=self._run, name=f"rec-{self.name}", daemon=True)
@@ -177,8 +183,10 @@ class StreamReader:
         }
 
     def replaceable_by(self, info: pylsl.StreamInfo) -> bool:
-        """True when this reader's stream was lost and ``info`` is a new outlet of its source."""
-        return self.stats.lost and not self._thread.is_alive() and info.uid() != self.info.uid()
+        """True when this reader ended (stream lost, or never answered) and ``info`` is a new
+        outlet of the same source, which then gets a fresh reader and XDF stream id."""
+        ended = self.stats.lost or self.stream_id is None
+        return ended and not self._thread.is_alive() and info.uid() != self.info.uid()
 
     # -- threads -----------------------------------------------------------------------------
     def _open(self) -> pylsl.StreamInlet | None:
@@ -229,7 +237,7 @@ class StreamReader:
             if self.local:
                 self._write_offset(0.0)
             elif self._clock_thread is not None:
-                self._clock_thread.join(3.0)
+                self._clock_thread.join(1.5)
                 self._probe_offset(timeout=0.5)
         except XdfWriteError as e:
             self._on_write_error(e)
@@ -240,19 +248,41 @@ class StreamReader:
             self.connected.set()
 
     def _pull_loop(self, inlet: pylsl.StreamInlet) -> None:
+        """Pull into a ring of buffers; a writer thread writes them, so a write that waits for
+        the disk overlaps with the next pull instead of stalling it."""
         fmt = _fmt(self.info)
         cap = pull_capacity(self.info, self.pull_timeout_s)
         n_ch = self.info.channel_count()
-        buf = None if fmt == "string" else np.empty((cap, n_ch), dtype=CHANNEL_FORMATS[fmt])
+        pool = (
+            [None]
+            if fmt == "string"
+            else [np.empty((cap, n_ch), dtype=CHANNEL_FORMATS[fmt]) for _ in range(PULL_BUFFERS)]
+        )
+        # at most PULL_BUFFERS - 1 buffers are queued or being written: the next one is free
+        queue_: queue.Queue[tuple[np.ndarray, Any] | None] = queue.Queue(PULL_BUFFERS - 2)
+        writer = threading.Thread(
+            target=self._write_loop, args=(queue_,), name=f"rec-write-{self.name}", daemon=True
+        )
+        writer.start()
+        try:
+            self._pull_into(inlet, pool, cap, queue_)
+        finally:
+            queue_.put(None)
+            writer.join()
+
+    def _pull_into(
+        self, inlet: pylsl.StreamInlet, pool: list[Any], cap: int, queue_: queue.Queue
+    ) -> None:
         draining = False
-        while True:
+        i = 0
+        while not self._write_failed.is_set():
             if self._stop.is_set() and not draining:
                 draining = True  # one more pass that only takes what is already queued
             try:
                 data, ts = inlet.pull_chunk(
                     timeout=0.02 if draining else self.pull_timeout_s,
                     max_samples=cap,
-                    dest_obj=buf,
+                    dest_obj=pool[i % len(pool)],
                     as_numpy=True,
                 )
             except LostError:
@@ -262,11 +292,22 @@ class StreamReader:
                 return
             n = len(ts)
             if n:
-                self._record(ts, data)
+                queue_.put((ts, data))
+                i += 1
             if self.local and time.monotonic() - self._last_offset >= self.offset_interval_s:
                 self._write_offset(0.0)
             if draining and n < cap:
                 return
+
+    def _write_loop(self, queue_: queue.Queue) -> None:
+        while (item := queue_.get()) is not None:
+            if self._write_failed.is_set():
+                continue  # keep taking items so the puller never blocks on a dead writer
+            try:
+                self._record(*item)
+            except XdfWriteError as e:
+                self._write_failed.set()
+                self._on_write_error(e)
 
     def _record(self, ts: np.ndarray, data: Any) -> None:
         st = self.stats
@@ -305,7 +346,7 @@ class StreamReader:
         """Offsets for a stream from another host: first as soon as measured, then periodically."""
         try:
             while not self._stop.is_set():
-                if not self._probe_offset(timeout=2.0):
+                if not self._probe_offset(timeout=1.0):
                     if self._stop.wait(0.5):
                         return
                     continue

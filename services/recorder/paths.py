@@ -93,6 +93,9 @@ def check_target(path: Path, overwrite: bool) -> None:
             f"{path} already exists; refusing to overwrite recorded data. Choose another name "
             'or pass "overwrite": true'
         )
+    blocker = next((p for p in [*reversed(path.parents)] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CommandError(f"cannot write {path}: {blocker} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -88,6 +88,8 @@ def handle_line(line: str, state: RcsState, recorder: Recorder) -> str | None:
 def _start(state: RcsState, recorder: Recorder) -> dict[str, Any]:
     """``start``: record every stream to the current file; an existing file is kept by moving it
     aside to ``<name>_oldN.xdf`` (LabRecorder's rule; RCS has no way to ask)."""
+    if recorder.recording_file is not None:  # never move aside the file being written
+        raise CommandError(f"already recording to {recorder.recording_file}")
     path = Path(state.path())
     if not path.is_absolute() and recorder.data_dir is not None:
         path = recorder.data_dir / path

@@ -4,7 +4,8 @@ Commands: ECHO (returns its kwargs and remembers them), HISTORY, FAIL (always re
 (prints to stdout and stderr, then exits with code 3), CALLBACK (asks the control room to send a
 command to another module), OUTLET (creates an LSL marker outlet). Options: --needs PORT (exit 5
 unless a module answers UP there: proves dependency order), --stamp FILE (append start/ready
-times), --die-after S (exit 4 after S seconds), --outlet NAME (publish an LSL stream at start).
+times), --die-after S (exit 4 after S seconds), --outlet NAME (publish an LSL stream at start),
+--touch FILE (create FILE at start), --wait-file FILE (not ready before FILE exists).
 """
 
 from __future__ import annotations
@@ -37,13 +38,25 @@ def _up(port: int) -> bool:
 @click.option("--stamp", default=None)
 @click.option("--die-after", type=float, default=None)
 @click.option("--outlet", default=None)
+@click.option("--touch", default=None)
+@click.option("--wait-file", default=None)
 def main(
-    needs: int | None, stamp: str | None, die_after: float | None, outlet: str | None, **common: Any
+    needs: int | None,
+    stamp: str | None,
+    die_after: float | None,
+    outlet: str | None,
+    touch: str | None,
+    wait_file: str | None,
+    **common: Any,
 ) -> None:
     name = common.get("module_name") or "echo"
     if stamp:
         with open(stamp, "a") as f:
             f.write(f"{name} start {time.time():.6f}\n")
+    if touch:
+        open(touch, "a").close()
+    while wait_file and not os.path.exists(wait_file):
+        time.sleep(0.01)  # not ready until another module has started
     if needs is not None and not _up(needs):
         print(f"{name}: dependency on port {needs} is not up", file=sys.stderr, flush=True)
         raise SystemExit(5)

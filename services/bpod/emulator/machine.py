@@ -320,6 +320,7 @@ class Emulator:
         self.cycle = 0
         self.state = self.prev_state = 0
         self.state_start = 0
+        self.visited = [(0, 0)]  # (cycle, state) of this trial, for tests and debugging
         self.carried: list[int] = []
         self.scheduled: dict[int, list[tuple[str, int, int]]] = {}
         for item in self.script:
@@ -485,6 +486,7 @@ class Emulator:
         if target == 255 and d.use_back_signal:
             target = self.prev_state
         self.prev_state, self.state, self.state_start = self.state, target, cyc
+        self.visited.append((cyc, target))
         self._set_state_outputs(target)
 
     def _gt_activate(self, t: int, events: list[int], emit: bool = True) -> None:

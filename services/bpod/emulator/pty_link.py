@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import select
 import threading
 import tty
@@ -58,6 +59,19 @@ class PtyEmulator:
             self.links.append(path)
         self.emulator = Emulator(profile, self._write, discovery=discovery, script=script)
         self.stop_event = threading.Event()
+        self._inputs: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+
+    def inject(self, name: str) -> None:
+        """Thread-safe hardware input ("Port1In", "BNC1Low", "SoftCode2"), applied next cycle.
+
+        This is the animal (or a test) acting on the box, as opposed to the host's ``V`` command.
+        """
+        from services.bpod.emulator.script import resolve_event
+
+        resolve_event(self.profile, name)  # raise ValueError for unknown names in the caller
+        self._inputs.put(name)
+        os.write(self._wake_w, b"!")
 
     def _write(self, port: int, data: bytes) -> None:
         fd = self.masters.get(port)
@@ -80,7 +94,13 @@ class PtyEmulator:
             if parent_pid is not None and os.getppid() != parent_pid:
                 return
             timeout = min(self.emulator.poll(), 0.2)
-            ready, _, _ = select.select(list(by_fd), [], [], timeout)
+            ready, _, _ = select.select([*by_fd, self._wake_r], [], [], timeout)
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+                while not self._inputs.empty():
+                    self.emulator.poll()  # catch up first: the input lands in the next cycle
+                    self.emulator.set_input(self._inputs.get())
+                ready.remove(self._wake_r)
             for fd in ready:
                 try:
                     data = os.read(fd, 65536)
@@ -105,7 +125,7 @@ class PtyEmulator:
         for path in self.links:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        for fd in [*self.masters.values(), *self.slaves]:
+        for fd in [*self.masters.values(), *self.slaves, self._wake_r, self._wake_w]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.masters.clear()
