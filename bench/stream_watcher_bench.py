@@ -228,7 +228,7 @@ def arm_b1(impl: str, name: str, buf_s: float) -> dict[str, Any]:
     }
 
 
-def arm_b2(impl: str, name: str, buf_s: float) -> dict[str, Any]:
+def arm_b2(impl: str, name: str, buf_s: float, chunk: int) -> dict[str, Any]:
     import pylsl
 
     c = ARMS[impl](name, buf_s)
@@ -251,7 +251,10 @@ def arm_b2(impl: str, name: str, buf_s: float) -> dict[str, Any]:
                 continue
         k, ts = c.newest()
         now = pylsl.local_clock()
-        if k != last_k and ts > 0:
+        # Count a chunk once its last sample is visible: the source stamps the last sample with
+        # the push time and liblsl back-dates the others, so a partly delivered chunk would
+        # read as a whole chunk period of latency.
+        if k != last_k and ts > 0 and (int(k) + 1) % chunk == 0:
             if time.monotonic() - t_start > WARMUP_S:
                 if cpu0 is None:
                     cpu0, tc0 = cpu_s(), time.monotonic()
@@ -274,7 +277,7 @@ def arm_b2(impl: str, name: str, buf_s: float) -> dict[str, Any]:
     }
 
 
-def arm_b2_ours_blocking(name: str, buf_s: float) -> dict[str, Any]:
+def arm_b2_ours_blocking(name: str, buf_s: float, chunk: int) -> dict[str, Any]:
     """Ours, but the observer blocks on the watcher's condition instead of polling."""
     import pylsl
 
@@ -285,9 +288,9 @@ def arm_b2_ours_blocking(name: str, buf_s: float) -> dict[str, Any]:
     while time.monotonic() - t_start < WARMUP_S + B2_S:
         if not c.sw.wait_for_samples(c.sw.total + 1, 0.2):
             continue
-        _, ts = c.newest()
+        k, ts = c.newest()
         now = pylsl.local_clock()
-        if time.monotonic() - t_start > WARMUP_S:
+        if (int(k) + 1) % chunk == 0 and time.monotonic() - t_start > WARMUP_S:
             if cpu0 is None:
                 cpu0, tc0 = cpu_s(), time.monotonic()
             lat.append(1000 * (now - ts))
@@ -387,7 +390,8 @@ def orchestrate() -> dict[str, Any]:
         for impl in ["raw", "ours", "ours_blocking", "dareplane", "mne"]:
             name = f"b2_{impl}_{ch}_{uid}"
             src = start_source("paced", name, ch, float(sr), chunk, WARMUP_S + B2_S + 15)
-            r = run_arm(["--bench", "B2", "--impl", impl, "--name", name, "--buf", "10"])
+            r = run_arm(["--bench", "B2", "--impl", impl, "--name", name, "--buf", "10",
+                         "--chunk", str(chunk)])  # fmt: skip
             src.kill()
             src.wait()
             results["B2"][f"{impl}_{ch}ch_{sr}hz"] = r
@@ -468,9 +472,9 @@ def main() -> None:
         if a.bench == "B1":
             r = arm_b1(a.impl, a.name, a.buf)
         elif a.bench == "B2" and a.impl == "ours_blocking":
-            r = arm_b2_ours_blocking(a.name, a.buf)
+            r = arm_b2_ours_blocking(a.name, a.buf, a.chunk)
         elif a.bench == "B2":
-            r = arm_b2(a.impl, a.name, a.buf)
+            r = arm_b2(a.impl, a.name, a.buf, a.chunk)
         else:
             r = arm_b3(a.name, a.ch, int(a.srate))
         print(json.dumps(r), flush=True)

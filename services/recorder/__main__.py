@@ -37,7 +37,9 @@ from shared_utils.module_cli import module_options, run_module
     "--rcs-port",
     default=None,
     type=int,
-    help="Serve LabRecorder remote control on this TCP port (LabRecorder uses 22345). Off if unset.",
+    is_flag=False,
+    flag_value=22345,
+    help="Serve LabRecorder remote control (off unless given; bare --rcs-port means 22345).",
 )
 @click.option("--rcs-host", default="127.0.0.1", show_default=True, help="Address for --rcs-port.")
 def main(
