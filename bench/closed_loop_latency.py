@@ -175,8 +175,9 @@ def _cpu_s(pid: int) -> float:
         return float("nan")
 
 
-def probe(out: str, seconds: float, pid: int) -> tuple[np.ndarray, float]:
-    """Receive the decoder's output; return latencies (s) after warm-up and the decoder's CPU%."""
+def probe(out: str, seconds: float, pid: int) -> tuple[np.ndarray, float, float]:
+    """Receive the decoder's output; return latencies (s) after warm-up, the decoder's CPU% and
+    when (s after the first output) the worst latency happened."""
     found = pylsl.resolve_byprop("name", out, minimum=1, timeout=20)
     if not found:
         raise RuntimeError(f"output stream {out} never appeared")
@@ -185,6 +186,7 @@ def probe(out: str, seconds: float, pid: int) -> tuple[np.ndarray, float]:
     n_ch = inlet.channel_count
     buf = np.zeros((1024, n_ch), dtype=np.float32)
     lat: list[float] = []
+    when: list[float] = []
     first: float | None = None
     cpu0, wall0 = _cpu_s(pid), time.monotonic()
     end = time.monotonic() + seconds
@@ -198,9 +200,11 @@ def probe(out: str, seconds: float, pid: int) -> tuple[np.ndarray, float]:
         for t in ts:
             if t - first >= WARMUP_S:
                 lat.append(now - t)
+                when.append(t - first)
     cpu = 100.0 * (_cpu_s(pid) - cpu0) / (time.monotonic() - wall0)
     inlet.close_stream()
-    return np.asarray(lat), cpu
+    worst_at = round(when[int(np.argmax(lat))], 2) if lat else float("nan")
+    return np.asarray(lat), cpu, worst_at
 
 
 def make_model(path: Path) -> None:
@@ -263,7 +267,7 @@ def run_arm(arm: str, seconds: float, rep: int, model_file: Path) -> dict:
                     time.sleep(0.05)
             client.send("LOAD", file=str(model_file))
             client.send("START", input=src, output=out, window_s=0.1, step_s=0.001)
-            lat, cpu = probe(out, total, dec.pid)
+            lat, cpu, worst_at = probe(out, total, dec.pid)
             status = client.send("STATUS")
             client.send("STOP")
             client.close()
@@ -280,7 +284,7 @@ def run_arm(arm: str, seconds: float, rep: int, model_file: Path) -> dict:
             }[arm]
             dec = _child("--role", role, "--src", src, "--out", out, "--seconds", str(total + 1))
             procs.append(dec)
-            lat, cpu = probe(out, total, dec.pid)
+            lat, cpu, worst_at = probe(out, total, dec.pid)
             extra = {}
     except Exception as e:
         tails = " | ".join(t for t in (_stderr_tail(p) for p in procs) if t.strip())
@@ -293,7 +297,7 @@ def run_arm(arm: str, seconds: float, rep: int, model_file: Path) -> dict:
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
-    return {"lat": lat, "cpu": cpu, **extra}
+    return {"lat": lat, "cpu": cpu, "worst_at_s": worst_at, **extra}
 
 
 def stats_ms(lat: np.ndarray) -> dict:
@@ -352,8 +356,16 @@ def main() -> None:
                     round(float(np.median(r["lat"]) * 1e3), 3) if r["lat"].size else None
                 )
                 if arm == "decoder":
-                    internal.append(r.get("compute_ms"))
-                print(f"rep {rep} {arm:15s} {stats_ms(r['lat'])} cpu {r['cpu']:.1f}%", flush=True)
+                    internal.append(
+                        {"compute": r.get("compute_ms"), "in_to_out": r.get("decoder_internal_ms")}
+                    )
+                print(
+                    f"rep {rep} {arm:15s} {stats_ms(r['lat'])} cpu {r['cpu']:.1f}% "
+                    f"worst at {r['worst_at_s']} s",
+                    flush=True,
+                )
+                if arm == "decoder":
+                    print(f"      decoder-internal {internal[-1]}", flush=True)
 
     summary = {}
     for arm in arms:

@@ -159,13 +159,14 @@ class RingBuffer:
             self._mem[c + a : c + b] = self._mem[a:b]
             self._tmem[c + a : c + b] = self._tmem[a:b]
 
-    def shift_timestamps(self, delta: float) -> None:
-        """Add ``delta`` to the stored timestamps of readable samples (a late clock offset).
+    def shift_timestamps(self, delta: float, newest: int | None = None) -> None:
+        """Add ``delta`` to the timestamps of the ``newest`` readable samples (all if None).
 
-        Rows in the write slot are left alone: a writer may be filling them right now.
+        For a clock offset that became known late. Rows in the write slot are left alone: a
+        writer may be filling them right now.
         """
         with self._lock:
-            n = min(self._total, self.keep)
+            n = min(self._total, self.keep, self._total if newest is None else max(0, newest))
             start = self._pos - n
             c = self.capacity
             spans = [(start, self._pos)] if start >= 0 else [(c + start, c), (0, self._pos)]

@@ -6,10 +6,13 @@ A Dareplane module's ``api/server.py`` ports by changing its import::
     server.init_server()
     server.start_listening()   # blocks until CLOSE, SIGTERM or SIGINT
 
-Design: one thread per connection (so a slow command never delays ``UP`` elsewhere), framing and
-parsing in :mod:`shared_utils.protocol`, argument checks in :mod:`shared_utils.commands`, background
-work in :mod:`shared_utils.tasks`. The process's main thread stays free for GUI work queued with
-``tasks.run_on_main_thread``. No client input can stop the server except ``CLOSE``.
+Design: one I/O thread accepts connections and serves those that only send health checks
+(``UP``) through a selector, so many clients polling ``UP`` cost no thread switches. From its
+first other command on, a connection gets its own thread that reads, runs its commands in order
+and writes their replies, so a slow command never delays another connection. Framing and parsing live in :mod:`shared_utils.protocol`,
+argument checks in :mod:`shared_utils.commands`, background work in :mod:`shared_utils.tasks`. The
+process's main thread stays free for GUI work queued with ``tasks.run_on_main_thread``. No client
+input can stop the server except ``CLOSE``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import ipaddress
 import json
 import logging
 import os
+import select
+import selectors
 import signal
 import socket
 import subprocess
@@ -54,6 +59,7 @@ RECV_BYTES = 65536
 MAX_CONNECTIONS = 512  # one thread each; beyond this a connection is told so and closed
 _ROOT_LOG = logging.getLogger()  # configure_logging sets its level for the whole process
 _LONE_UP = frozenset({b"UP\n", b"UP\r\n", b"UP;"})
+_UP_LINE = [b"UP"]
 
 
 def is_loopback(ip: str) -> bool:
@@ -78,7 +84,68 @@ class _Connection:
 
     def send(self, data: bytes) -> None:
         with self.write_lock:
-            self.sock.sendall(data)
+            _send_all(self.sock, data)
+
+
+class _Poller:
+    """Readiness for many sockets: epoll where available (cheapest per wake-up), else selectors."""
+
+    def __init__(self) -> None:
+        self._data: dict[int, Any] = {}
+        self._ep = select.epoll() if hasattr(select, "epoll") else None
+        self._sel = None if self._ep is not None else selectors.DefaultSelector()
+
+    def register(self, sock: socket.socket, data: Any) -> None:
+        fd = sock.fileno()
+        self._data[fd] = data
+        if self._ep is not None:
+            self._ep.register(fd, select.EPOLLIN)
+        else:
+            assert self._sel is not None
+            self._sel.register(fd, selectors.EVENT_READ)
+
+    def unregister(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        self._data.pop(fd, None)
+        if self._ep is not None:
+            self._ep.unregister(fd)
+        else:
+            assert self._sel is not None
+            self._sel.unregister(fd)
+
+    def poll(self, timeout: float) -> list[Any]:
+        """The data of every registered socket that is ready to read."""
+        data = self._data
+        if self._ep is not None:
+            return [data[fd] for fd, _ in self._ep.poll(timeout) if fd in data]
+        assert self._sel is not None
+        return [data[k.fd] for k, _ in self._sel.select(timeout) if k.fd in data]
+
+    def close(self) -> None:
+        (self._ep or self._sel).close()  # type: ignore[union-attr]
+
+
+def _send_all(sock: socket.socket, data: bytes, timeout_s: float = 30.0) -> None:
+    """``sendall`` for non-blocking sockets: waits for room, gives up on a client that never reads."""
+    try:
+        n = sock.send(data)
+    except BlockingIOError:
+        n = 0
+    if n == len(data):
+        return
+    view = memoryview(data)[n:]
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    deadline = time.monotonic() + timeout_s
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"client has not read its replies for {timeout_s} s")
+        poller.poll(left * 1000)
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            continue
 
 
 class DefaultServer:
@@ -124,7 +191,9 @@ class DefaultServer:
         self._conns: set[_Connection] = set()
         self._conns_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
-        self._accept_thread: threading.Thread | None = None
+        self._io_thread: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._builtin_cmds = {k: make_command(k, f) for k, f in self._builtins.items()}
         self._local = threading.local()
         self._up_reply = encode_reply("UP", True, True)
@@ -172,15 +241,18 @@ class DefaultServer:
                 exc.errno, f"cannot bind {self.ip}:{self.port} for {self.name}: {exc.strerror}"
             ) from exc
         sock.listen(128)
-        sock.settimeout(0.25)
+        sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self._sock = sock
+        self._wake_r, self._wake_w = socket.socketpair()  # request_stop wakes the selector
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self.log.info("listening", module=self.name, ip=self.ip, port=self.port)
 
     def start_listening(self) -> None:
         """Serve until CLOSE or a signal; then clean up. Blocks.
 
-        On the main thread the accept loop runs in a helper thread and the main thread executes
+        On the main thread the I/O loop runs in a helper thread and the main thread executes
         work queued with ``tasks.run_on_main_thread`` (GUI toolkits need that thread).
         """
         if self._sock is None:
@@ -188,17 +260,16 @@ class DefaultServer:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
-            self._accept_thread = threading.Thread(
-                target=self._accept_loop, name="accept", daemon=True
-            )
-            self._accept_thread.start()
+            self._io_thread = threading.Thread(target=self._io_loop, name="io", daemon=True)
+            self._io_thread.start()
             try:
                 self.tasks.serve_main_thread(self._stop)
             finally:
                 self.shutdown()
         else:
+            self._io_thread = threading.current_thread()
             try:
-                self._accept_loop()
+                self._io_loop()
             finally:
                 self.shutdown()
 
@@ -214,9 +285,12 @@ class DefaultServer:
         """Ask the server to stop serving; ``start_listening`` then cleans up and returns."""
         self._stop.set()
         self.tasks.wake_main_thread()
-        if self._sock is not None:
-            try:  # wakes a blocked accept() at once instead of at its next timeout
-                self._sock.shutdown(socket.SHUT_RDWR)
+        self._wake_io()
+
+    def _wake_io(self) -> None:
+        if self._wake_w is not None:
+            try:
+                self._wake_w.send(b"x")
             except OSError:
                 pass
 
@@ -225,17 +299,22 @@ class DefaultServer:
 
     def shutdown(self) -> None:
         """Stop tasks, run the module's CLOSE hook, close sockets. Idempotent."""
+        self._stop.set()
+        self._wake_io()
+        io = self._io_thread
+        if io is not None and io is not threading.current_thread():
+            io.join(2.0)  # the selector is not used any more after this
         with self._shutdown_lock:
             if self._closed.is_set():
                 return
-            self._stop.set()
             self._run_close_hook()
             self.tasks.stop_all()
-            if self._sock is not None:
-                try:
-                    self._sock.close()
-                except OSError:
-                    pass
+            for s in (self._sock, self._wake_r, self._wake_w):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
             with self._conns_lock:
                 conns = list(self._conns)
             for c in conns:
@@ -243,6 +322,8 @@ class DefaultServer:
                     c.sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                if c.sock.getblocking() is False:  # still on the I/O thread, which has ended
+                    self._drop(c)
             self._closed.set()
             self.log.info("server closed", module=self.name)
 
@@ -266,19 +347,39 @@ class DefaultServer:
         self._stop.set()
         self.log.info("signal received, shutting down", signal=signal.Signals(signum).name)
 
-    def _accept_loop(self) -> None:
+    def _io_loop(self) -> None:
+        """Accept, read and frame every connection; answer idle UPs; queue the rest."""
         assert self._sock is not None
-        while not self._stop.is_set():
+        assert self._wake_r is not None
+        sel = _Poller()
+        sel.register(self._sock, None)
+        sel.register(self._wake_r, self._wake_r)
+        try:
+            while not self._stop.is_set():
+                for c in sel.poll(0.5):
+                    try:
+                        if c is None:
+                            self._accept_ready(sel)
+                        elif c is self._wake_r:
+                            self._wake_r.recv(4096)
+                        else:
+                            self._read_ready(sel, c)
+                    except Exception:  # never let one connection's trouble stop the loop
+                        self.log.exception("I/O loop error", peer=str(getattr(c, "peer", "")))
+        finally:
+            sel.close()
+
+    def _accept_ready(self, sel: _Poller) -> None:
+        assert self._sock is not None
+        while True:
             try:
                 conn, peer = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    break
-                time.sleep(0.01)
-                continue
-            conn.settimeout(None)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: try again on the next event
+                self.log.warning("accept failed", error=str(exc))
+                return
+            conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c = _Connection(conn, peer, authed=not self.requires_auth)
             with self._conns_lock:
@@ -289,28 +390,99 @@ class DefaultServer:
                 self.log.warning("too many connections, refusing one", peer=str(peer))
                 msg = f"server full: {MAX_CONNECTIONS} connections open; close one and retry"
                 try:
-                    conn.sendall(encode_reply("?", False, error=msg))
+                    _send_all(conn, encode_reply("?", False, error=msg), timeout_s=0.5)
                 except OSError:
                     pass
                 conn.close()
                 continue
-            threading.Thread(
-                target=self._serve_connection, args=(c,), name=f"conn-{peer}", daemon=True
-            ).start()
+            sel.register(conn, c)
 
-    def _serve_connection(self, c: _Connection) -> None:
-        recv, framer, stop, up_reply = c.sock.recv, c.framer, self._stop, self._up_reply
+    def _read_ready(self, sel: _Poller, c: _Connection) -> None:
         try:
+            data = c.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(c.sock)
+            self._drop(c)
+            return
+        framer = c.framer
+        if data in _LONE_UP and not framer.pending:
+            # Health-check fast path: the framing result is known without scanning.
+            if framer.mode is Mode.UNSET:
+                framer.mode = Mode.SEMICOLON if data == b"UP;" else Mode.NEWLINE
+            lines: list[bytes] = _UP_LINE
+        else:
+            try:
+                lines = framer.feed(data)
+            except LineTooLong as exc:
+                sel.unregister(c.sock)
+                self._hand_off(c, exc.lines, too_long=str(exc))
+                return
+        for i, line in enumerate(lines):
+            if line != b"UP" or not c.authed:
+                sel.unregister(c.sock)
+                self._hand_off(c, lines[i:])
+                return
+            unsent = self._send_up_inline(c)
+            if unsent is not None:
+                sel.unregister(c.sock)
+                self._hand_off(c, lines[i + 1 :], unsent=unsent)
+                return
+
+    def _send_up_inline(self, c: _Connection) -> bytes | None:
+        """Write UP's reply without blocking the I/O thread; returns what could not be written."""
+        data = self._up_reply if c.framer.mode is Mode.NEWLINE else b"1"
+        if not c.write_lock.acquire(blocking=False):
+            return data  # an event is being written to this connection right now
+        try:
+            n = c.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            n = len(data)  # the connection is gone; the next read notices
+        finally:
+            c.write_lock.release()
+        return None if n == len(data) else data[n:]
+
+    def _hand_off(
+        self,
+        c: _Connection,
+        lines: list[bytes],
+        unsent: bytes = b"",
+        too_long: str | None = None,
+    ) -> None:
+        """Give the connection its own thread (it sent a command); the I/O thread lets go of it."""
+        c.sock.setblocking(True)  # from now on only its own thread reads it
+        threading.Thread(
+            target=self._serve_connection,
+            args=(c, lines, unsent, too_long),
+            name=f"conn-{c.peer}",
+            daemon=True,
+        ).start()
+
+    def _serve_connection(
+        self, c: _Connection, lines: list[bytes], unsent: bytes, too_long: str | None
+    ) -> None:
+        """A connection's own thread: blocking reads, commands in order, replies written here."""
+        framer, stop, up_reply = c.framer, self._stop, self._up_reply
+        try:
+            if unsent:
+                c.send(unsent)
+            self._serve_lines(c, lines)
+            if too_long is not None:
+                self._too_long(c, too_long)
+                return
             while not stop.is_set():
                 try:
-                    data = recv(RECV_BYTES)
+                    data = c.sock.recv(RECV_BYTES)
                 except OSError:
                     break
                 if not data:
                     break
                 if data in _LONE_UP and not framer.pending and c.authed:
-                    # Fast path for health checks: a lone UP on an idle connection needs no
-                    # framing or dispatch. Same result as the general path, incl. the mode.
                     if framer.mode is Mode.UNSET:
                         framer.mode = Mode.SEMICOLON if data == b"UP;" else Mode.NEWLINE
                     c.send(up_reply if framer.mode is Mode.NEWLINE else b"1")
@@ -319,29 +491,37 @@ class DefaultServer:
                     lines = framer.feed(data)
                 except LineTooLong as exc:
                     self._serve_lines(c, exc.lines)
-                    self.log.warning("line too long, closing connection", peer=str(c.peer))
-                    self._reply(c, Request(cmd="?"), ok=False, error=str(exc))
-                    _linger_close(c.sock)
+                    self._too_long(c, str(exc))
                     break
                 self._serve_lines(c, lines)
         except OSError:
             pass
+        except Exception:  # a bug here must not leave the connection hanging
+            self.log.exception("connection thread error", peer=str(c.peer))
         finally:
-            with self._conns_lock:
-                self._conns.discard(c)
-            try:
-                c.sock.close()
-            except OSError:
-                pass
+            self._drop(c)
 
     def _serve_lines(self, c: _Connection, lines: list[bytes]) -> None:
         for line in lines:
-            if line == b"UP" and c.authed:  # hot path: health checks
+            if line == b"UP" and c.authed:
                 c.send(self._up_reply if c.framer.mode is Mode.NEWLINE else b"1")
                 continue
             self._handle_line(c, line)
             if self._stop.is_set():
                 break
+
+    def _too_long(self, c: _Connection, message: str) -> None:
+        self.log.warning("line too long, closing connection", peer=str(c.peer))
+        self._reply(c, Request(cmd="?"), ok=False, error=message)
+        _linger_close(c.sock)
+
+    def _drop(self, c: _Connection) -> None:
+        with self._conns_lock:
+            self._conns.discard(c)
+        try:
+            c.sock.close()
+        except OSError:
+            pass
 
     def _reply(
         self, c: _Connection, req: Request, ok: bool, result: Any = None, error: str | None = None

@@ -220,6 +220,7 @@ class StreamWatcher:
         self._direct = False
         self._pull_fn: Any = None
         self._ec = c_int()
+        self._total_at_open = 0
 
     # ------------------------------------------------------------------------- connection
     def connect_to_stream(
@@ -285,6 +286,7 @@ class StreamWatcher:
             self.first_ts = self.last_ts = self.last_gap = None
             self.gaps = self.gap_samples_est = 0
         self.ring_buffer = rb
+        self._total_at_open = rb.total
         # Direct liblsl pulls need pylsl's bound C function; fall back to pull_chunk otherwise.
         self._pull_fn = getattr(inlet, "do_pull_chunk", None)
         self._direct = bool(self.direct_pull and self._numeric and self._pull_fn is not None)
@@ -469,8 +471,10 @@ class StreamWatcher:
                 continue
             with self._offset_lock:
                 if first and self.ring_buffer is not None:
-                    # Samples that arrived before the estimate get it retroactively.
-                    self.ring_buffer.shift_timestamps(off)
+                    # Samples that arrived on this inlet before the estimate get it retroactively
+                    # (older ones, from before a re-attach, already carry their own offset).
+                    since_open = self.ring_buffer.total - self._total_at_open
+                    self.ring_buffer.shift_timestamps(off, newest=since_open)
                     if self.first_ts is not None:
                         self.first_ts += off
                     if self.last_ts is not None:

@@ -65,6 +65,8 @@ def test_ring_mirror_makes_wrapped_windows_views_and_shifts_both_halves():
     rb.shift_timestamps(0.5)
     assert rb.last(10)[1].tolist() == [x + 0.5 for x in range(6, 16)]
     assert rb.last(3)[1].tolist() == [13.5, 14.5, 15.5]
+    rb.shift_timestamps(1.0, newest=2)  # only samples since a re-attach get the new offset
+    assert rb.last(3)[1].tolist() == [13.5, 15.5, 16.5]
 
 
 def test_ring_fill_never_pads_and_copy_is_independent():

@@ -31,6 +31,7 @@ from pylsl.util import LostError
 from pylsl.util import TimeoutError as LslTimeout
 
 from shared_utils.logging import get_logger
+from shared_utils.stream_watcher import FORMAT_NAMES
 from shared_utils.xdf_writer import CHANNEL_FORMATS, XdfWriteError, XdfWriter
 
 log = get_logger("recorder.reader")
@@ -43,16 +44,6 @@ INLET_BUFFER_MIN_S, INLET_BUFFER_MAX_S = 1, 60
 PULL_BUFFER_BYTES = 16 * 2**20
 #: ... and a stream cycles through this many such buffers (pull and write overlap).
 PULL_BUFFERS = 4
-
-FORMAT_NAMES = {
-    pylsl.cf_float32: "float32",
-    pylsl.cf_double64: "double64",
-    pylsl.cf_int8: "int8",
-    pylsl.cf_int16: "int16",
-    pylsl.cf_int32: "int32",
-    pylsl.cf_int64: "int64",
-    pylsl.cf_string: "string",
-}
 
 
 def stream_key(info: pylsl.StreamInfo) -> str:
