@@ -59,7 +59,7 @@ RECV_BYTES = 65536
 MAX_CONNECTIONS = 512  # one thread each; beyond this a connection is told so and closed
 _ROOT_LOG = logging.getLogger()  # configure_logging sets its level for the whole process
 _LONE_UP = frozenset({b"UP\n", b"UP\r\n", b"UP;"})
-_UP_LINE = [b"UP"]
+_UNSET, _NEWLINE, _SEMICOLON = Mode.UNSET, Mode.NEWLINE, Mode.SEMICOLON
 
 
 def is_loopback(ip: str) -> bool:
@@ -404,23 +404,39 @@ class DefaultServer:
             return
         except OSError:
             data = b""
+        framer = c.framer
+        if data in _LONE_UP and c.authed and not framer.pending:
+            # Health-check fast path: a lone UP on an idle connection, answered without framing.
+            mode = framer.mode
+            if mode is _UNSET:
+                mode = framer.mode = _SEMICOLON if data == b"UP;" else _NEWLINE
+            reply = self._up_reply if mode is _NEWLINE else b"1"
+            lock = c.write_lock
+            if lock.acquire(False):
+                try:
+                    n = c.sock.send(reply)
+                except BlockingIOError:
+                    n = 0
+                except OSError:
+                    n = len(reply)  # the connection is gone; the next read notices
+                finally:
+                    lock.release()
+                if n == len(reply):
+                    return
+                reply = reply[n:]
+            sel.unregister(c.sock)  # could not write at once: its own thread finishes it
+            self._hand_off(c, [], unsent=reply)
+            return
         if not data:
             sel.unregister(c.sock)
             self._drop(c)
             return
-        framer = c.framer
-        if data in _LONE_UP and not framer.pending:
-            # Health-check fast path: the framing result is known without scanning.
-            if framer.mode is Mode.UNSET:
-                framer.mode = Mode.SEMICOLON if data == b"UP;" else Mode.NEWLINE
-            lines: list[bytes] = _UP_LINE
-        else:
-            try:
-                lines = framer.feed(data)
-            except LineTooLong as exc:
-                sel.unregister(c.sock)
-                self._hand_off(c, exc.lines, too_long=str(exc))
-                return
+        try:
+            lines = framer.feed(data)
+        except LineTooLong as exc:
+            sel.unregister(c.sock)
+            self._hand_off(c, exc.lines, too_long=str(exc))
+            return
         for i, line in enumerate(lines):
             if line != b"UP" or not c.authed:
                 sel.unregister(c.sock)
