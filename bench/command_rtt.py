@@ -12,6 +12,13 @@ processes, so client overhead is the same for both.
 3. Our ``UP`` p99 for one client while a second client runs a command that takes 1 s, against the
    same measurement without it.
 
+All processes (both servers, every client) run on one CPU (``--pin``, default 0; -1 lets the
+scheduler place them). On this 2-vCPU VM a wake-up on the other CPU costs up to ~100 us, so
+where the scheduler happens to put a client and a server swings single-client round trips between
+~10 and ~100 us for both servers alike; on one CPU the figures are stable and compare the
+software. Rates are measured in three alternating rounds (medians reported), together with the
+server's CPU time per request.
+
 Targets (issue 2): (1) our UP p50 <= 1.5x Dareplane's and our UP p99 <= 0.1 ms; (2) all 8 answered
 and total rate >= Dareplane's single-client rate; (3) the slow command does not move our UP p99
 (within 1.5x of the baseline p99, or within 0.02 ms of it). Ends with one JSON line.
@@ -318,8 +325,25 @@ def interleaved_latency(ours: int, dp: int, n: int, rounds: int) -> dict[str, di
     }
 
 
+def set_affinity(pids: list[int], cpus: set[int]) -> None:
+    """Pin every thread of these processes (threads started later inherit it)."""
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:
+                pass  # the thread ended meanwhile
+
+
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by process ``pid`` (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -327,22 +351,36 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     res["machine"] = {"cpus": os.cpu_count(), "loadavg_1min_start": round(os.getloadavg()[0], 2)}
     ours_proc, ours_port = start_server("ours")
     dp_proc, dp_port = start_server("dareplane")
+    pin = args.pin >= 0 and hasattr(os, "sched_setaffinity")
+    res["machine"]["pinned_cpu"] = args.pin if pin else None
     try:
+        if pin:  # servers and clients (forked later, they inherit it) on one CPU
+            set_affinity([os.getpid(), ours_proc.pid, dp_proc.pid], {args.pin})
         lat = interleaved_latency(ours_port, dp_port, args.n, args.rounds)
         res["ours"], res["dareplane"] = lat["ours"], lat["dareplane"]
         rate8: list[int] = []
         dp_single: list[float] = []
         ours_single: list[float] = []
+        cpu_ours8: list[float] = []
+        cpu_dp1: list[float] = []
         for _ in range(3):  # alternate, then take medians: the machine's load varies
+            t0 = cpu_seconds(ours_proc.pid)
             c8 = concurrent_clients(ours_port, "ours", 8, args.seconds)
+            cpu_ours8.append(
+                (cpu_seconds(ours_proc.pid) - t0) / (c8["total_rate_per_s"] * args.seconds)
+            )
             rate8.append(c8["total_rate_per_s"])
+            t0 = cpu_seconds(dp_proc.pid)
             dp_single.append(single_rate(dp_port, "dareplane", args.seconds))
+            cpu_dp1.append((cpu_seconds(dp_proc.pid) - t0) / (dp_single[-1] * args.seconds))
             ours_single.append(single_rate(ours_port, "ours", args.seconds))
         c8["total_rate_per_s"] = round(median(rate8))
         c8["rounds_total_rate_per_s"] = rate8
+        c8["server_cpu_us_per_request"] = round(median(cpu_ours8) * 1e6, 2)
         res["ours"]["concurrent"] = c8
         res["ours"]["single_rate_per_s"] = round(median(ours_single))
         res["dareplane"]["single_rate_per_s"] = round(median(dp_single))
+        res["dareplane"]["single_server_cpu_us_per_request"] = round(median(cpu_dp1) * 1e6, 2)
         res["dareplane"]["concurrent"] = concurrent_clients(dp_port, "dareplane", 8, args.seconds)
         res["ours"]["slow_command"] = slow_command_effect(ours_port, args.slow_rounds)
     finally:
@@ -400,6 +438,10 @@ def report(res: dict[str, Any]) -> None:
         f" dareplane: {dc['answered']}/8 answered, {dc['total_rate_per_s']}/s "
         f"(per client {dc['per_client']})"
     )
+    print(
+        f"server CPU per UP         ours (8 clients) {oc['server_cpu_us_per_request']} us, "
+        f"dareplane (1 client) {dp['single_server_cpu_us_per_request']} us"
+    )
     slow = ours["slow_command"]
     print(
         f"UP p99 while another connection runs a 1 s command: "
@@ -417,6 +459,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=20000, help="requests per latency measurement")
     ap.add_argument("--seconds", type=float, default=1.0, help="duration of one rate measurement")
     ap.add_argument("--rounds", type=int, default=10, help="alternating blocks per measurement")
+    ap.add_argument("--pin", type=int, default=0, help="CPU for servers and clients; -1: none")
     ap.add_argument("--slow-rounds", type=int, default=5, help="1 s commands for target 3")
     ap.add_argument("--serve", choices=["ours", "dareplane"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)

@@ -87,6 +87,9 @@ class _Connection:
             _send_all(self.sock, data)
 
 
+_GONE = object()  # an event for a socket unregistered earlier in the same batch
+
+
 class _Poller:
     """Readiness for many sockets: epoll where available (cheapest per wake-up), else selectors."""
 
@@ -117,9 +120,10 @@ class _Poller:
         """The data of every registered socket that is ready to read."""
         data = self._data
         if self._ep is not None:
-            return [data[fd] for fd, _ in self._ep.poll(timeout) if fd in data]
+            get = data.get
+            return [get(fd, _GONE) for fd, _ in self._ep.poll(timeout)]
         assert self._sel is not None
-        return [data[k.fd] for k, _ in self._sel.select(timeout) if k.fd in data]
+        return [data.get(k.fd, _GONE) for k, _ in self._sel.select(timeout)]
 
     def close(self) -> None:
         (self._ep or self._sel).close()  # type: ignore[union-attr]
@@ -354,16 +358,17 @@ class DefaultServer:
         sel = _Poller()
         sel.register(self._sock, None)
         sel.register(self._wake_r, self._wake_r)
+        stop, poll, read_ready, wake = self._stop, sel.poll, self._read_ready, self._wake_r
         try:
-            while not self._stop.is_set():
-                for c in sel.poll(0.5):
+            while not stop.is_set():
+                for c in poll(0.5):
                     try:
-                        if c is None:
+                        if c.__class__ is _Connection:
+                            read_ready(sel, c)
+                        elif c is None:
                             self._accept_ready(sel)
-                        elif c is self._wake_r:
-                            self._wake_r.recv(4096)
-                        else:
-                            self._read_ready(sel, c)
+                        elif c is wake:
+                            wake.recv(4096)
                     except Exception:  # never let one connection's trouble stop the loop
                         self.log.exception("I/O loop error", peer=str(getattr(c, "peer", "")))
         finally:

@@ -541,3 +541,16 @@ def test_connection_cap_refuses_politely(
     for w in wires:
         assert w.cmd("UP")["result"] is True
         w.close()
+
+
+def test_health_checks_then_commands_keep_their_order(server: DefaultServer, core: Core) -> None:
+    """UPs answered on the I/O thread never overtake a command sent before them."""
+    with Wire(server.port) as w:
+        w.send(b"UP\n")
+        assert w.reply()["cmd"] == "UP"
+        w.send(b"UP\nUP\nBLOCK\nUP\nSTART\nUP\n")
+        assert [w.reply()["cmd"] for _ in range(2)] == ["UP", "UP"]
+        assert core.entered.wait(20), "BLOCK never started"
+        w.send(b"UP\n")  # arrives while BLOCK runs: must wait for it
+        core.release.set()
+        assert [w.reply()["cmd"] for _ in range(5)] == ["BLOCK", "UP", "START", "UP", "UP"]

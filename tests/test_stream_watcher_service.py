@@ -60,7 +60,7 @@ class CounterSource:
 
 @pytest.fixture
 def watcher(module_process):
-    _, port = module_process(MODULE, "--stall-after-s", "0.5")
+    _, port = module_process(MODULE, "--stall-after-s", "1.0")
     with ModuleClient("127.0.0.1", port, timeout=15) as c:
         yield c
 
@@ -73,8 +73,13 @@ def source(lsl_name):
 
 
 def test_list_watch_stats_window(watcher, source, lsl_name):
-    listed = {s["name"]: s for s in watcher.send("LIST", wait_s=1.0)["streams"]}
-    assert lsl_name in listed
+    listed: dict = {}
+
+    def visible() -> bool:
+        listed.update({s["name"]: s for s in watcher.send("LIST", wait_s=1.0)["streams"]})
+        return lsl_name in listed
+
+    assert wait_for(visible, 10)
     meta = listed[lsl_name]
     assert (meta["type"], meta["channels"], meta["srate"], meta["format"]) == (
         "EEG",
@@ -94,7 +99,8 @@ def test_list_watch_stats_window(watcher, source, lsl_name):
     assert st["nominal_srate"] == 200.0
     assert st["effective_srate"] == pytest.approx(200.0, rel=0.01)
     assert st["gaps"] == 0
-    assert st["health"] == "ok"
+    # A loaded machine can starve the source for a moment: health may flip, then recover.
+    assert wait_for(lambda: watcher.send("STATS", stream=lsl_name)["health"] == "ok", 10)
     assert 0 <= st["lag_s"] < 5
     win = watcher.send("GET_WINDOW", stream=lsl_name, seconds=0.5)
     assert win["n"] == 100

@@ -9,7 +9,7 @@ receiving sample ``n``.
 The live path filters a few samples at a time. ``scipy.signal.sosfilt`` costs ~20 us per call and
 band, so for short chunks each band's cascade is rewritten as one small state-space system
 (state = the stacked DF2T section states, i.e. exactly scipy's ``zi`` layout) and all bands and
-channels advance together with two batched matrix products per sample (~4 us). Long chunks go
+channels advance together with one batched matrix product per sample (a few us). Long chunks go
 through ``sosfilt``; both paths share the same state, so they can be mixed freely.
 """
 
@@ -130,8 +130,14 @@ class OnlineBandPower:
         self.n_bands, self.n_sec, _ = self.sos.shape
         self.n_channels = n_channels
         self.n_window = n_window
-        self._a, self._b, self._c, self._d = state_space(self.sos)
-        self._z = np.zeros((self.n_bands, 2 * self.n_sec, n_channels))
+        a, b, c, d = state_space(self.sos)
+        n = 2 * self.n_sec
+        # One matrix per band maps [state; input] to [output; next state], so a sample costs a
+        # single batched product. The state lives in the first n rows of ``_zx`` (``_z`` is a
+        # view of them, in scipy's zi layout for the sosfilt path); the last row holds the input.
+        self._m = np.block([[c, d], [a, b]])  # (bands, n + 1, n + 1)
+        self._zx = np.zeros((self.n_bands, n + 1, n_channels))
+        self._z = self._zx[:, :n, :]
         n_feat = self.n_bands * n_channels
         self._ring = np.zeros((n_window, n_feat))
         self._sum = np.zeros(n_feat)
@@ -147,13 +153,13 @@ class OnlineBandPower:
         """Advance the filter state by ``chunk`` (k, channels); returns (k, bands * channels)."""
         k = chunk.shape[0]
         if k < _SOSFILT_MIN_CHUNK:
-            out = np.empty((k, self.n_bands, 1, self.n_channels))
-            a, b, c, d, z = self._a, self._b, self._c, self._d, self._z
+            out = np.empty((k, self.n_bands, self.n_channels))
+            m, zx, n = self._m, self._zx, 2 * self.n_sec
             for i in range(k):
-                x = chunk[i]
-                out[i] = c @ z + d * x
-                z = a @ z + b * x
-            self._z = z
+                zx[:, n] = chunk[i]
+                r = m @ zx
+                out[i] = r[:, 0]
+                zx[:, :n] = r[:, 1:]
             return out.reshape(k, -1)
         out = np.empty((k, self.n_bands, self.n_channels))
         for j in range(self.n_bands):
