@@ -10,7 +10,7 @@ from shared_utils.module_cli import module_options, run_module
 
 
 @click.command()
-@module_options(default_port=8110)
+@module_options(default_port=8105)
 @click.option("--serial", "serial_dev", default=None, help="Serial device of the state machine.")
 @click.option("--emulator", is_flag=True, help="Start a software Bpod on a pty and use it.")
 @click.option(

@@ -8,7 +8,7 @@ from shared_utils.module_cli import module_options, run_module
 
 
 @click.command()
-@module_options(default_port=8110)
+@module_options(default_port=8101)
 def main(**common: object) -> None:
     """Synthetic EEG (alpha high/low states with markers) or XDF replay as LSL streams."""
     from services.mockup_streamer.server import build_commands

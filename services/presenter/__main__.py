@@ -9,7 +9,7 @@ from shared_utils.module_cli import module_options, run_module
 
 
 @click.command()
-@module_options(default_port=8110)
+@module_options(default_port=8106)
 @click.option("--fullscreen", is_flag=True, help="Open the window full screen.")
 @click.option("--screen", default=0, show_default=True, help="Screen (monitor) index.")
 @click.option("--size", default="800x600", show_default=True, help="Window size WxH in pixels.")

@@ -8,7 +8,7 @@ from shared_utils.module_cli import module_options, run_module
 
 
 @click.command()
-@module_options(default_port=8111)
+@module_options(default_port=8102)
 @click.option(
     "--buffer-s", default=30.0, show_default=True, help="Seconds kept per watched stream."
 )
