@@ -11,8 +11,10 @@ Arms, each run in the same invocation against the same kind of source process:
   (dp-passthrough style).
 - ``mne_lsl``: mne-lsl StreamLSL(bufsize=1) with its acquisition thread, polled every 0.5 ms.
 
-Every source sample carries its counter in channel 0 and is stamped with ``local_clock()``; each
-decoder stamps its output with the timestamp of the newest input sample, so the probe's latency is
+The source paces itself with sleeps only: with a spin-wait source on 2 loaded cores, occasional
+~1 s stalls showed up upstream of several arms, and they were gone after the change. Every source
+sample carries its counter in channel 0 and is stamped with ``local_clock()``; each decoder stamps
+its output with the timestamp of the newest input sample, so the probe's latency is
 ``local_clock()`` at receipt minus that stamp (same host, same clock). The first second of each
 run is discarded. CPU% is the decoder process's user+system time over the run.
 
@@ -61,10 +63,8 @@ def run_source(name: str, seconds: float) -> None:
         x[1:] = rng.standard_normal(N_CH - 1)
         outlet.push_sample(x, pylsl.local_clock())
         left = t_next - pylsl.local_clock()
-        if left > 0.0003:
-            time.sleep(left - 0.0002)
-        while pylsl.local_clock() < t_next:
-            pass
+        if left > 0:  # sleep only: a spinning source would steal a core from the arms
+            time.sleep(left)
     time.sleep(0.5)
 
 
@@ -300,6 +300,15 @@ def run_arm(arm: str, seconds: float, rep: int, model_file: Path) -> dict:
     return {"lat": lat, "cpu": cpu, "worst_at_s": worst_at, **extra}
 
 
+def cpu_pressure() -> float | None:
+    """Linux PSI "some" avg60 for the CPU: % of time runnable tasks waited (other load)."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return float(dict(kv.split("=") for kv in first.split()[1:])["avg60"])
+    except (OSError, IndexError, KeyError, ValueError):
+        return None
+
+
 def stats_ms(lat: np.ndarray) -> dict:
     if lat.size == 0:
         return {"n": 0}
@@ -335,6 +344,7 @@ def main() -> None:
         return
 
     arms = [x for x in a.arms.split(",") if x]
+    pressure_before = cpu_pressure()
     with tempfile.TemporaryDirectory() as tmp:
         model_file = Path(tmp) / "b4_model.json"
         make_model(model_file)
@@ -417,6 +427,7 @@ def main() -> None:
                     "reps": a.reps,
                     "warmup_s": WARMUP_S,
                     "cpus": os.cpu_count(),
+                    "cpu_pressure_avg60_before_after": [pressure_before, cpu_pressure()],
                 },
                 "arms": summary,
                 "ratios": ratios,

@@ -55,11 +55,12 @@ OUR_BUILTINS = ["HELP", "STATUS", "AUTH", "SUBSCRIBE"]
 # Built-ins that wrap a module's own command of the same name instead of being replaced by it.
 _MERGED = ("STOP", "STATUS", "CLOSE")
 TOKEN_ENV = "MESH_TOKEN"
-RECV_BYTES = 65536
+RECV_BYTES = 65536  # reads by a connection's own thread
+IO_RECV_BYTES = 4096  # reads by the I/O thread (mostly "UP\n"; a smaller buffer is cheaper)
 MAX_CONNECTIONS = 512  # one thread each; beyond this a connection is told so and closed
 _ROOT_LOG = logging.getLogger()  # configure_logging sets its level for the whole process
 _LONE_UP = frozenset({b"UP\n", b"UP\r\n", b"UP;"})
-_UNSET, _NEWLINE, _SEMICOLON = Mode.UNSET, Mode.NEWLINE, Mode.SEMICOLON
+_UNSET, _NEWLINE = Mode.UNSET, Mode.NEWLINE
 
 
 def is_loopback(ip: str) -> bool:
@@ -81,6 +82,11 @@ class _Connection:
         self.authed = authed
         self.subscribed = False
         self.write_lock = threading.Lock()
+        # UP's reply bytes while this connection may take the I/O thread's shortest path
+        # (authenticated, reply mode known, nothing half-received); None otherwise.
+        self.up: bytes | None = None
+        self.recv = sock.recv
+        self.send_nowait = sock.send
 
     def send(self, data: bytes) -> None:
         with self.write_lock:
@@ -116,7 +122,7 @@ class _Poller:
             assert self._sel is not None
             self._sel.unregister(fd)
 
-    def poll(self, timeout: float) -> list[Any]:
+    def events(self, timeout: float) -> list[Any]:
         """The data of every registered socket that is ready to read."""
         data = self._data
         if self._ep is not None:
@@ -352,19 +358,45 @@ class DefaultServer:
         self.log.info("signal received, shutting down", signal=signal.Signals(signum).name)
 
     def _io_loop(self) -> None:
-        """Accept, read and frame every connection; answer idle UPs; queue the rest."""
+        """Accept and read every connection that has sent only UPs so far; answer those UPs."""
         assert self._sock is not None
         assert self._wake_r is not None
         sel = _Poller()
         sel.register(self._sock, None)
         sel.register(self._wake_r, self._wake_r)
-        stop, poll, read_ready, wake = self._stop, sel.poll, self._read_ready, self._wake_r
+        stop, events, read_ready, wake = self._stop, sel.events, self._read_ready, self._wake_r
+        lone_up, conn_cls, nbytes = _LONE_UP, _Connection, IO_RECV_BYTES
         try:
             while not stop.is_set():
-                for c in poll(0.5):
+                for c in events(0.5):
                     try:
-                        if c.__class__ is _Connection:
-                            read_ready(sel, c)
+                        if c.__class__ is conn_cls:
+                            up = c.up
+                            if up is None:
+                                read_ready(sel, c, None)
+                                continue
+                            # The hot path: a health check on an idle connection (kept flat:
+                            # it is most of what a module's server does).
+                            try:
+                                data = c.recv(nbytes)
+                            except (BlockingIOError, InterruptedError):
+                                continue
+                            except OSError:
+                                data = b""
+                            if data not in lone_up or not c.write_lock.acquire(False):
+                                read_ready(sel, c, data)
+                                continue
+                            try:
+                                n = c.send_nowait(up)
+                            except BlockingIOError:
+                                n = 0
+                            except OSError:
+                                n = len(up)  # the connection is gone; the next read notices
+                            finally:
+                                c.write_lock.release()
+                            if n != len(up):  # the client stopped reading: its own thread
+                                sel.unregister(c.sock)  # finishes the reply
+                                self._hand_off(c, [], unsent=up[n:])
                         elif c is None:
                             self._accept_ready(sel)
                         elif c is wake:
@@ -402,40 +434,21 @@ class DefaultServer:
                 continue
             sel.register(conn, c)
 
-    def _read_ready(self, sel: _Poller, c: _Connection) -> None:
-        try:
-            data = c.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        framer = c.framer
-        if data in _LONE_UP and c.authed and not framer.pending:
-            # Health-check fast path: a lone UP on an idle connection, answered without framing.
-            mode = framer.mode
-            if mode is _UNSET:
-                mode = framer.mode = _SEMICOLON if data == b"UP;" else _NEWLINE
-            reply = self._up_reply if mode is _NEWLINE else b"1"
-            lock = c.write_lock
-            if lock.acquire(False):
-                try:
-                    n = c.sock.send(reply)
-                except BlockingIOError:
-                    n = 0
-                except OSError:
-                    n = len(reply)  # the connection is gone; the next read notices
-                finally:
-                    lock.release()
-                if n == len(reply):
-                    return
-                reply = reply[n:]
-            sel.unregister(c.sock)  # could not write at once: its own thread finishes it
-            self._hand_off(c, [], unsent=reply)
-            return
+    def _read_ready(self, sel: _Poller, c: _Connection, data: bytes | None) -> None:
+        """Everything but the hot path: first bytes, partial or several commands, EOF."""
+        c.up = None
+        if data is None:
+            try:
+                data = c.recv(IO_RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
         if not data:
             sel.unregister(c.sock)
             self._drop(c)
             return
+        framer = c.framer
         try:
             lines = framer.feed(data)
         except LineTooLong as exc:
@@ -452,6 +465,8 @@ class DefaultServer:
                 sel.unregister(c.sock)
                 self._hand_off(c, lines[i + 1 :], unsent=unsent)
                 return
+        if c.authed and not framer.pending and framer.mode is not _UNSET:
+            c.up = self._up_reply if framer.mode is _NEWLINE else b"1"
 
     def _send_up_inline(self, c: _Connection) -> bytes | None:
         """Write UP's reply without blocking the I/O thread; returns what could not be written."""

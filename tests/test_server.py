@@ -554,3 +554,33 @@ def test_health_checks_then_commands_keep_their_order(server: DefaultServer, cor
         w.send(b"UP\n")  # arrives while BLOCK runs: must wait for it
         core.release.set()
         assert [w.reply()["cmd"] for _ in range(5)] == ["BLOCK", "UP", "START", "UP", "UP"]
+
+
+def test_client_that_never_reads_does_not_stall_others(server: DefaultServer) -> None:
+    """A client flooding UPs without reading replies gets its own thread; others are served."""
+    flood = socket.create_connection(("127.0.0.1", server.port))
+    flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    me = flood.getsockname()
+    sent = threading.Event()
+
+    def push() -> None:
+        try:
+            flood.sendall(b"UP\n" * 300_000)  # ~12 MB of replies nobody reads
+        except OSError:
+            pass
+        sent.set()
+
+    t = threading.Thread(target=push, daemon=True)
+    t.start()
+    try:
+        wait_for(
+            lambda: any(th.name == f"conn-{me}" for th in threading.enumerate()),
+            "the flooding connection to be handed to its own thread",
+        )
+        for _ in range(3):
+            with Wire(server.port) as w:
+                assert w.cmd("UP")["result"] is True
+                assert w.cmd("GET_PCOMMS")["ok"] is True
+    finally:
+        flood.close()
+        t.join(20)
