@@ -12,13 +12,15 @@ processes, so client overhead is the same for both.
 3. Our ``UP`` p99 for one client while a second client runs a command that takes 1 s, against the
    same measurement without it.
 
-All processes (both servers, every client) run on one CPU (``--pin``, default 0; -1 lets the
-scheduler place them). On this 2-vCPU VM a wake-up on the other CPU costs up to ~100 us, so
-where the scheduler happens to put a client and a server swings single-client round trips between
-~10 and ~100 us for both servers alike; on one CPU the figures are stable and compare the
-software. Rates are measured in three alternating rounds (medians reported), together with the
-server's CPU time per request. Note that on one CPU eight client processes cost more context
-switches per request than one. The servers run in the clients' session: with the kernel's
+Latencies (1, 3) are measured with both servers and the client on one CPU (``--pin``, default 0;
+-1: no pinning). On this 2-vCPU VM a wake-up on the other CPU costs up to ~100 us, so where the
+scheduler happens to put a client and a server swings single-client round trips between ~10 and
+~100 us for both servers alike; on one CPU the figures are stable and compare the software.
+Rates (2) are measured as in the issue, on every CPU with the OS placing the processes (three
+alternating rounds, medians; Dareplane's single-client rate varies most, with placement), and
+again all on one CPU for reference (``rates_on_one_cpu``: there eight client processes cost
+more context switches per request than one, whatever the server). The server's CPU time per
+request is reported with both. The servers run in the clients' session: with the kernel's
 autogroup scheduling a server in a session of its own would get half of the CPU against all
 clients together, whatever their number.
 
@@ -362,43 +364,65 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rates(
+    ours: subprocess.Popen, ours_port: int, dp: subprocess.Popen, dp_port: int, seconds: float
+) -> dict[str, Any]:
+    """Our 8-client total rate and both single-client rates, three alternating rounds."""
+    rate8: list[int] = []
+    dp_single: list[float] = []
+    ours_single: list[float] = []
+    cpu_ours8: list[float] = []
+    cpu_dp1: list[float] = []
+    for _ in range(3):  # alternate, then take medians: the machine's load varies
+        t0 = cpu_seconds(ours.pid)
+        c8 = concurrent_clients(ours_port, "ours", 8, seconds)
+        cpu_ours8.append((cpu_seconds(ours.pid) - t0) / (c8["total_rate_per_s"] * seconds))
+        rate8.append(c8["total_rate_per_s"])
+        t0 = cpu_seconds(dp.pid)
+        dp_single.append(single_rate(dp_port, "dareplane", seconds))
+        cpu_dp1.append((cpu_seconds(dp.pid) - t0) / (dp_single[-1] * seconds))
+        ours_single.append(single_rate(ours_port, "ours", seconds))
+    c8["total_rate_per_s"] = round(median(rate8))
+    c8["rounds_total_rate_per_s"] = rate8
+    c8["server_cpu_us_per_request"] = round(median(cpu_ours8) * 1e6, 2)
+    return {
+        "ours_concurrent": c8,
+        "ours_single_rate_per_s": round(median(ours_single)),
+        "dareplane_single_rate_per_s": round(median(dp_single)),
+        "dareplane_single_rounds": [round(r) for r in dp_single],
+        "dareplane_single_server_cpu_us_per_request": round(median(cpu_dp1) * 1e6, 2),
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"bench": "command_rtt", "n": args.n, "rounds": args.rounds}
     res["machine"] = {"cpus": os.cpu_count(), "loadavg_1min_start": round(os.getloadavg()[0], 2)}
     ours_proc, ours_port = start_server("ours")
     dp_proc, dp_port = start_server("dareplane")
+    pids = [os.getpid(), ours_proc.pid, dp_proc.pid]
     pin = args.pin >= 0 and hasattr(os, "sched_setaffinity")
-    res["machine"]["pinned_cpu"] = args.pin if pin else None
+    res["machine"]["latency_pinned_cpu"] = args.pin if pin else None
+    every_cpu = set(range(os.cpu_count() or 1))
     try:
         if pin:  # servers and clients (forked later, they inherit it) on one CPU
-            set_affinity([os.getpid(), ours_proc.pid, dp_proc.pid], {args.pin})
+            set_affinity(pids, {args.pin})
         lat = interleaved_latency(ours_port, dp_port, args.n, args.rounds)
         res["ours"], res["dareplane"] = lat["ours"], lat["dareplane"]
-        rate8: list[int] = []
-        dp_single: list[float] = []
-        ours_single: list[float] = []
-        cpu_ours8: list[float] = []
-        cpu_dp1: list[float] = []
-        for _ in range(3):  # alternate, then take medians: the machine's load varies
-            t0 = cpu_seconds(ours_proc.pid)
-            c8 = concurrent_clients(ours_port, "ours", 8, args.seconds)
-            cpu_ours8.append(
-                (cpu_seconds(ours_proc.pid) - t0) / (c8["total_rate_per_s"] * args.seconds)
-            )
-            rate8.append(c8["total_rate_per_s"])
-            t0 = cpu_seconds(dp_proc.pid)
-            dp_single.append(single_rate(dp_port, "dareplane", args.seconds))
-            cpu_dp1.append((cpu_seconds(dp_proc.pid) - t0) / (dp_single[-1] * args.seconds))
-            ours_single.append(single_rate(ours_port, "ours", args.seconds))
-        c8["total_rate_per_s"] = round(median(rate8))
-        c8["rounds_total_rate_per_s"] = rate8
-        c8["server_cpu_us_per_request"] = round(median(cpu_ours8) * 1e6, 2)
-        res["ours"]["concurrent"] = c8
-        res["ours"]["single_rate_per_s"] = round(median(ours_single))
-        res["dareplane"]["single_rate_per_s"] = round(median(dp_single))
-        res["dareplane"]["single_server_cpu_us_per_request"] = round(median(cpu_dp1) * 1e6, 2)
-        res["dareplane"]["concurrent"] = concurrent_clients(dp_port, "dareplane", 8, args.seconds)
         res["ours"]["slow_command"] = slow_command_effect(ours_port, args.slow_rounds)
+        one_cpu = rates(ours_proc, ours_port, dp_proc, dp_port, args.seconds) if pin else None
+        if pin:
+            set_affinity(pids, every_cpu)
+        # The issue's setting: two CPUs, the OS places every process.
+        all_cpus = rates(ours_proc, ours_port, dp_proc, dp_port, args.seconds)
+        res["ours"]["concurrent"] = all_cpus["ours_concurrent"]
+        res["ours"]["single_rate_per_s"] = all_cpus["ours_single_rate_per_s"]
+        res["dareplane"]["single_rate_per_s"] = all_cpus["dareplane_single_rate_per_s"]
+        res["dareplane"]["single_rounds"] = all_cpus["dareplane_single_rounds"]
+        res["dareplane"]["single_server_cpu_us_per_request"] = all_cpus[
+            "dareplane_single_server_cpu_us_per_request"
+        ]
+        res["dareplane"]["concurrent"] = concurrent_clients(dp_port, "dareplane", 8, args.seconds)
+        res["rates_on_one_cpu"] = one_cpu
     finally:
         stop_server(ours_proc)
         stop_server(dp_proc)
@@ -421,6 +445,11 @@ def judge(res: dict[str, Any]) -> None:
         ),
         "slow_p99_during_over_baseline": round(during99 / base99, 3),
     }
+    one = res.get("rates_on_one_cpu")
+    if one:
+        res["ratios"]["one_cpu_concurrent8_rate_over_dareplane_single"] = round(
+            one["ours_concurrent"]["total_rate_per_s"] / one["dareplane_single_rate_per_s"], 3
+        )
     res["targets"] = {
         "up_p50_within_1.5x": ours["up"]["p50_ms"] <= P50_RATIO_TARGET * dp["up"]["p50_ms"],
         "up_p99_le_0.1ms": ours["up"]["p99_ms"] <= P99_TARGET_MS,
@@ -458,6 +487,14 @@ def report(res: dict[str, Any]) -> None:
         f"server CPU per UP         ours (8 clients) {oc['server_cpu_us_per_request']} us, "
         f"dareplane (1 client) {dp['single_server_cpu_us_per_request']} us"
     )
+    one = res.get("rates_on_one_cpu")
+    if one:
+        print(
+            f"all on one CPU            ours 8 clients {one['ours_concurrent']['total_rate_per_s']}/s"
+            f", dareplane 1 client {one['dareplane_single_rate_per_s']}/s, server CPU per UP "
+            f"{one['ours_concurrent']['server_cpu_us_per_request']} vs "
+            f"{one['dareplane_single_server_cpu_us_per_request']} us"
+        )
     slow = ours["slow_command"]
     print(
         f"UP p99 while another connection runs a 1 s command: "

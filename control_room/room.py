@@ -151,6 +151,9 @@ class ControlRoom:
         env = {
             "MESH_LOG_SERVER": f"{self.cfg.control.host}:{self.receiver.port}",
             "LSLAPICFG": os.environ["LSLAPICFG"],
+            # Our modules send every record to the receiver; echoing them on stderr too would
+            # show each record twice once the supervisor captures stderr into the same log.
+            "MESH_LOG_CONSOLE": "0",
         }
         if self.cfg.modules[name].display and self.xvfb is not None:
             env["DISPLAY"] = self.xvfb.display

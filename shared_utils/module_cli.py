@@ -84,7 +84,8 @@ def run_module(
 
     name = module_name or name
     use_loopback()
-    configure_logging(name, level=log_level, log_server=log_server)
+    console = os.environ.get("MESH_LOG_CONSOLE", "1").lower() not in ("0", "false", "no", "off")
+    configure_logging(name, level=log_level, log_server=log_server, console=console)
     log = get_logger(name)
     server = DefaultServer(port, ip=ip, name=name, token=token)
     server.set_commands(commands(server) if callable(commands) else commands)

@@ -18,10 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.signal
 
 DEFAULT_BANDS: tuple[tuple[float, float], ...] = ((4.0, 8.0), (8.0, 13.0), (13.0, 30.0))
 _EPS = 1e-12  # floor under the power so log() of a flat channel stays finite
+
+
+def _signal():  # noqa: ANN202
+    """scipy.signal, imported on first use: importing it costs ~1 s of module start-up."""
+    import scipy.signal
+
+    return scipy.signal
+
+
 _SOSFILT_MIN_CHUNK = 24  # from this many samples on, scipy's C loop beats the per-sample path
 
 
@@ -43,7 +51,7 @@ def design_bank(bands: list[list[float]] | tuple, srate: float, order: int = 2) 
             raise ValueError(
                 f"band {lo}-{hi} Hz must satisfy 0 < low < high < {nyq:g} Hz (Nyquist)"
             )
-        out.append(scipy.signal.butter(order, [lo, hi], btype="bandpass", fs=srate, output="sos"))
+        out.append(_signal().butter(order, [lo, hi], btype="bandpass", fs=srate, output="sos"))
     return np.asarray(out, dtype=np.float64)
 
 
@@ -86,7 +94,7 @@ def state_space(sos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 def filter_offline(sos: np.ndarray, data: np.ndarray) -> np.ndarray:
     """Causally filter a whole recording (samples, channels) -> (samples, bands, channels)."""
     data = np.asarray(data, dtype=np.float64)
-    return np.stack([scipy.signal.sosfilt(band, data, axis=0) for band in sos], axis=1)
+    return np.stack([_signal().sosfilt(band, data, axis=0) for band in sos], axis=1)
 
 
 def window_log_power(filtered: np.ndarray, ends: np.ndarray, n_window: int) -> np.ndarray:
@@ -164,7 +172,7 @@ class OnlineBandPower:
         out = np.empty((k, self.n_bands, self.n_channels))
         for j in range(self.n_bands):
             zi = self._z[j].reshape(self.n_sec, 2, self.n_channels)
-            out[:, j], zf = scipy.signal.sosfilt(self.sos[j], chunk, axis=0, zi=zi)
+            out[:, j], zf = _signal().sosfilt(self.sos[j], chunk, axis=0, zi=zi)
             self._z[j] = zf.reshape(2 * self.n_sec, self.n_channels)
         return out.reshape(k, -1)
 

@@ -12,7 +12,6 @@ import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.signal import lfilter
 
 STATES = ("high", "low")
 
@@ -117,6 +116,8 @@ class SyntheticEEG:
         noise = self._rng.standard_normal((n, self.n_channels)) * self.noise_uv
         # Drift: a leaky integrator of white noise (state kept between chunks).
         drive = self._rng.standard_normal((n, self.n_channels)) * self.drift_uv * 0.1
+        from scipy.signal import lfilter  # lazy: keeps module start-up under a second
+
         drift, self._drift_zi = lfilter([1.0], [1.0, -0.995], drive, axis=0, zi=self._drift_zi)
         line = self.line_uv * np.sin(2 * np.pi * self.line_freq * t + self.line_phase)
         amp = self.amplitude(k0, n)[:, None] * self.alpha_gain
