@@ -28,22 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LineSink = Callable[[str, str, str], None]  # (module, "stdout"|"stderr", line)
 
 
-class _Client(ModuleClient):
-    """ModuleClient whose arguments travel as a dict, so a kwarg may be called ``cmd``."""
-
-    def call(self, cmd: str, kwargs: dict[str, Any]) -> Any:
-        with self._lock:
-            for attempt in (0, 1):
-                try:
-                    self.connect()
-                    return self._request(cmd, kwargs)
-                except (ConnectionError, BrokenPipeError) as exc:
-                    self.close()
-                    if attempt:
-                        raise ModuleUnreachable(f"{self.host}:{self.port}: {exc}") from exc
-        raise AssertionError("unreachable")
-
-
 class StartError(RuntimeError):
     """A module could not be started or did not become ready; the text says why."""
 
@@ -70,7 +54,7 @@ class ModuleHandle:
         self._sink = line_sink
         self._extra_env = extra_env
         self._pumps: list[threading.Thread] = []
-        self._client: _Client | None = None
+        self._client: ModuleClient | None = None
         self._client_lock = threading.Lock()
         # Dareplane modules serve one connection at a time and write callbacks on it, so once
         # ready all their traffic goes through the router's link (set by CallbackRouter.attach).
@@ -270,7 +254,7 @@ class ModuleHandle:
         if self._client_lock.acquire(blocking=False):
             try:
                 if self._client is None:
-                    self._client = _Client(self.host, self.port, protocol=self.protocol)  # type: ignore[arg-type]
+                    self._client = ModuleClient(self.host, self.port, protocol=self.protocol)  # type: ignore[arg-type]
                 self._client.timeout = timeout
                 return self._client.call(cmd, kwargs)
             except ModuleError as exc:
@@ -280,7 +264,7 @@ class ModuleHandle:
                 raise
             finally:
                 self._client_lock.release()
-        with _Client(self.host, self.port, timeout=timeout, protocol=self.protocol) as c:  # type: ignore[arg-type]
+        with ModuleClient(self.host, self.port, timeout=timeout, protocol=self.protocol) as c:  # type: ignore[arg-type]
             return c.call(cmd, kwargs)
 
     def drop_client(self) -> None:

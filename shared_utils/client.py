@@ -109,8 +109,13 @@ class ModuleClient:
         return False
 
     # -- requests -----------------------------------------------------------------------------
-    def send(self, cmd: str, **kwargs: Any) -> Any:
+    def send(self, cmd: str, /, **kwargs: Any) -> Any:
         """Send ``cmd`` with keyword arguments; return the result or raise ``CommandFailed``."""
+        return self.call(cmd, kwargs)
+
+    def call(self, cmd: str, kwargs: dict[str, Any] | None = None) -> Any:
+        """Like :meth:`send`, with the arguments as a dict (any names, including ``cmd``)."""
+        kwargs = kwargs or {}
         with self._lock:
             for attempt in (0, 1):
                 self.connect()
