@@ -17,8 +17,8 @@ Streams from other hosts are probed with ``time_correction`` in a separate threa
 
 from __future__ import annotations
 
+import platform
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -130,7 +130,7 @@ class StreamReader:
         self.pull_timeout_s = pull_timeout_s
         self.offset_interval_s = offset_interval_s
         self.open_timeout_s = open_timeout_s
-        self.local = info.hostname() == socket.gethostname() and not probe_local_offsets
+        self.local = info.hostname() == platform.node() and not probe_local_offsets
         self.srate = info.nominal_srate()
         self.stream_id: int | None = None
         self.stats = ReaderStats()

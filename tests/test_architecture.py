@@ -1,0 +1,132 @@
+"""The layering rules, checked on the source: who may import what, and what must not happen.
+
+- service core files are testable without sockets: only a service's ``server.py``, its
+  ``__main__.py`` and files that are themselves network endpoints may import socket/zmq or the
+  server base;
+- ``shared_utils`` imports neither ``services`` nor ``control_room``; the control room reaches
+  services only over the protocol; services do not import each other;
+- no ``shell=True`` and no ``__del__`` in product code; importing a module starts no thread.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCT = ("shared_utils", "services", "control_room")
+TRANSPORT = {"socket", "socketserver", "zmq", "shared_utils.server", "shared_utils.module_cli"}
+# Files whose job is to be a network endpoint (besides each service's server.py/__main__.py).
+ENDPOINT_FILES = {"services/recorder/rcs.py"}
+
+
+def _py_files(*tops: str) -> list[Path]:
+    return sorted(p for top in tops for p in (ROOT / top).rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def _rel(p: Path) -> str:
+    return p.relative_to(ROOT).as_posix()
+
+
+def test_service_core_files_do_not_import_transport() -> None:
+    """Core logic of every service imports without sockets or the server base."""
+    offenders = []
+    for path in _py_files("services"):
+        if path.name in ("server.py", "__main__.py") or _rel(path) in ENDPOINT_FILES:
+            continue
+        bad = {m for m in _imports(path) if m in TRANSPORT or m.split(".")[0] == "zmq"}
+        if bad:
+            offenders.append(f"{_rel(path)}: {sorted(bad)}")
+    assert not offenders, "core files importing transport:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize(
+    ("top", "forbidden"),
+    [("shared_utils", ("services", "control_room")), ("control_room", ("services",))],
+)
+def test_dependencies_point_one_way(top: str, forbidden: tuple[str, ...]) -> None:
+    """shared_utils imports no service or control room; the control room imports no service."""
+    offenders = [
+        f"{_rel(p)}: {m}"
+        for p in _py_files(top)
+        for m in _imports(p)
+        if m.split(".")[0] in forbidden
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_services_do_not_import_each_other() -> None:
+    """A service shares code with others only through shared_utils."""
+    offenders = []
+    for path in _py_files("services"):
+        own = path.relative_to(ROOT / "services").parts[0]
+        for m in _imports(path):
+            parts = m.split(".")
+            if parts[0] == "services" and len(parts) > 1 and parts[1] != own:
+                offenders.append(f"{_rel(path)}: {m}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_every_service_has_a_thin_server_and_an_entry_point() -> None:
+    """services/<name>/ holds server.py and a click __main__.py."""
+    for svc in sorted(p for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists()):
+        assert (svc / "__main__.py").exists(), svc.name
+        if svc.name != "bpod" or (svc / "server.py").exists():
+            assert (svc / "server.py").exists(), svc.name
+        assert "click" in (svc / "__main__.py").read_text(), svc.name
+
+
+def test_no_shell_true_and_no_finalizers() -> None:
+    """Payload values never reach a shell; cleanup is explicit (close/context managers)."""
+    offenders = []
+    for path in _py_files(*PRODUCT):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "shell":
+                if not (isinstance(node.value, ast.Constant) and node.value.value is False):
+                    offenders.append(f"{_rel(path)}:{node.value.lineno} shell=")
+            if isinstance(node, ast.FunctionDef) and node.name == "__del__":
+                offenders.append(f"{_rel(path)}:{node.lineno} __del__")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_importing_every_module_starts_nothing() -> None:
+    """Importing the whole product starts no thread and configures no logging."""
+    modules = []
+    for path in _py_files(*PRODUCT):
+        # __main__ runs its command; PsychoPy's window code needs a display just to import
+        # (it only ever runs inside the presenter's child process).
+        if path.name == "__main__.py" or any(m.startswith("psychopy") for m in _imports(path)):
+            continue
+        mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        modules.append(mod.removesuffix(".__init__"))
+    code = (
+        "import importlib, threading, structlog, sys\n"
+        f"mods = {modules!r}\n"
+        "for m in mods:\n"
+        "    importlib.import_module(m)\n"
+        "threads = [t.name for t in threading.enumerate()]\n"
+        "assert threads == ['MainThread'], threads\n"
+        "assert not structlog.is_configured(), 'structlog configured at import'\n"
+        "print(len(mods))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.strip()) > 50
