@@ -75,7 +75,14 @@ class CommandMarkers:
 
     Sample: ``{"module": ..., "cmd": ..., "kwargs": ..., "source": ...}``; the timestamp is the
     LSL clock when the command left, so it lines up with the recorded data.
+
+    LSL delivers a sample only to inlets connected when it is pushed, and the first commands of
+    a session (starting the recorder itself) go out before any recorder listens. Those markers are
+    kept and pushed again, with their original timestamps, as soon as a consumer connects, so the
+    recording holds the whole control history.
     """
+
+    BACKLOG_MAX = 1000
 
     def __init__(self, name: str = "control_room_commands") -> None:
         import os
@@ -90,7 +97,12 @@ class CommandMarkers:
         self._outlet = pylsl.StreamOutlet(info)
         self._clock = pylsl.local_clock
         self._lock = threading.Lock()
+        self._backlog: list[tuple[str, float]] = []
+        self._stop = threading.Event()
         self.pushed = 0
+        self.replayed = 0
+        self._watch = threading.Thread(target=self._flush_when_heard, name="markers", daemon=True)
+        self._watch.start()
 
     def push(self, sample: dict[str, Any]) -> float:
         """Push one marker now; returns its LSL timestamp."""
@@ -99,10 +111,27 @@ class CommandMarkers:
         with self._lock:
             if self._outlet is None:
                 return ts
-            self._outlet.push_sample([text], ts)
+            self._flush_backlog_locked()
+            if self._outlet.have_consumers() or len(self._backlog) >= self.BACKLOG_MAX:
+                self._outlet.push_sample([text], ts)
+            else:
+                self._backlog.append((text, ts))  # nobody listens yet: sent when someone does
             self.pushed += 1
         return ts
 
+    def _flush_backlog_locked(self) -> None:
+        if self._backlog and self._outlet is not None and self._outlet.have_consumers():
+            for text, ts in self._backlog:
+                self._outlet.push_sample([text], ts)
+            self.replayed += len(self._backlog)
+            self._backlog.clear()
+
+    def _flush_when_heard(self) -> None:
+        while not self._stop.wait(0.05):
+            with self._lock:
+                self._flush_backlog_locked()
+
     def close(self) -> None:
+        self._stop.set()
         with self._lock:
             self._outlet = None  # type: ignore[assignment]
