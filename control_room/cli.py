@@ -20,7 +20,7 @@ from control_room.config import ConfigError, MeshConfig, load_config
 DEFAULT_PORT = 9010
 
 
-def _load(path: str, port: int | None = None) -> MeshConfig:
+def _load(path: str, port: int | None = None, attach: bool = False) -> MeshConfig:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
@@ -29,7 +29,15 @@ def _load(path: str, port: int | None = None) -> MeshConfig:
         click.echo(f"warning: {w}", err=True)
     if port is not None:
         cfg.control.port = port
+    if attach:
+        # The modules are already running (e.g. one container each under docker compose):
+        # connect to them on their configured ports instead of starting them.
+        for spec in cfg.modules.values():
+            spec.kind, spec.argv, spec.restart, spec.display = "attach", [], "no", False
     return cfg
+
+
+_ATTACH_HELP = "Connect to modules already running on the configured ports (docker compose)."
 
 
 def _json_arg(text: str | None, what: str) -> dict[str, Any]:
@@ -118,9 +126,10 @@ def _host(cfg: MeshConfig) -> Any:
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--port", "cr_port", type=int, default=None, help="Override [control_room] port.")
-def up(config: str, cr_port: int | None) -> None:
+@click.option("--attach", is_flag=True, help=_ATTACH_HELP)
+def up(config: str, cr_port: int | None, attach: bool) -> None:
     """Start the mesh in CONFIG and keep it running (Ctrl-C or `control-room down` stops it)."""
-    cfg = _load(config, cr_port)
+    cfg = _load(config, cr_port, attach)
     room = _host(cfg)
     _print_status(room.status())
     click.echo("running; Ctrl-C or `control-room down` to stop")
@@ -150,12 +159,15 @@ def _shutdown(room: Any) -> dict[str, list[str]]:
 )
 @click.option("--args", "macro_args", default=None, help="JSON object of macro arguments.")
 @click.option("--port", "cr_port", type=int, default=None, help="Override [control_room] port.")
-def run(config: str, macro_name: str | None, macro_args: str | None, cr_port: int | None) -> None:
+@click.option("--attach", is_flag=True, help=_ATTACH_HELP)
+def run(
+    config: str, macro_name: str | None, macro_args: str | None, cr_port: int | None, attach: bool
+) -> None:
     """Start the mesh, run its experiment macro, shut down and print a summary."""
     from control_room.macros import MacroError
     from control_room.summary import collect_summary, print_summary, read_xdf
 
-    cfg = _load(config, cr_port)
+    cfg = _load(config, cr_port, attach)
     name = macro_name or cfg.control.run_macro or "experiment"
     if name not in cfg.macros:
         raise click.ClickException(
