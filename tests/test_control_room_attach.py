@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,11 +48,7 @@ kwargs = {{ note = "from the attached control room" }}
     summary = json.loads(res.stdout.strip().splitlines()[-1])["summary"]
     assert summary["steps_ok"] == 1
     assert proc.poll() is None, "an attached module must not be closed by the control room"
-    with subprocess.Popen(
-        ["nc", "-q", "1", "127.0.0.1", str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as nc:
-        out, _ = nc.communicate("HISTORY\n", timeout=10)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"HISTORY\n")
+        out = sock.makefile().readline()
     assert "from the attached control room" in out
