@@ -28,10 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("LSLAPICFG", str(ROOT / "config" / "lsl_loopback.cfg"))
-os.environ.setdefault("MESH_LOG_SERVER", "none")
+from _common import ROOT, loopback_env
+
+loopback_env()
 
 import pylsl  # noqa: E402
 

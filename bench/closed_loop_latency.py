@@ -32,10 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("LSLAPICFG", str(ROOT / "config" / "lsl_loopback.cfg"))
-os.environ.setdefault("MESH_LOG_SERVER", "none")
+from _common import ROOT, loopback_env, proc_cpu_s
+
+loopback_env()
 
 import numpy as np  # noqa: E402
 import pylsl  # noqa: E402
@@ -169,8 +168,7 @@ def _stderr_tail(p: subprocess.Popen) -> str:
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (Linux /proc)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_s(pid)
     except (OSError, IndexError, ValueError):
         return float("nan")
 

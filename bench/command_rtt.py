@@ -41,11 +41,9 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, proc_cpu_s
 
 P99_TARGET_MS = 0.1
 P50_RATIO_TARGET = 1.5
@@ -357,13 +355,6 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time used so far by process ``pid`` (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rates(
     ours: subprocess.Popen, ours_port: int, dp: subprocess.Popen, dp_port: int, seconds: float
 ) -> dict[str, Any]:
@@ -374,13 +365,13 @@ def rates(
     cpu_ours8: list[float] = []
     cpu_dp1: list[float] = []
     for _ in range(3):  # alternate, then take medians: the machine's load varies
-        t0 = cpu_seconds(ours.pid)
+        t0 = proc_cpu_s(ours.pid)
         c8 = concurrent_clients(ours_port, "ours", 8, seconds)
-        cpu_ours8.append((cpu_seconds(ours.pid) - t0) / (c8["total_rate_per_s"] * seconds))
+        cpu_ours8.append((proc_cpu_s(ours.pid) - t0) / (c8["total_rate_per_s"] * seconds))
         rate8.append(c8["total_rate_per_s"])
-        t0 = cpu_seconds(dp.pid)
+        t0 = proc_cpu_s(dp.pid)
         dp_single.append(single_rate(dp_port, "dareplane", seconds))
-        cpu_dp1.append((cpu_seconds(dp.pid) - t0) / (dp_single[-1] * seconds))
+        cpu_dp1.append((proc_cpu_s(dp.pid) - t0) / (dp_single[-1] * seconds))
         ours_single.append(single_rate(ours_port, "ours", seconds))
     c8["total_rate_per_s"] = round(median(rate8))
     c8["rounds_total_rate_per_s"] = rate8

@@ -22,8 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, free_port
 
 from shared_utils.logging import encode_frame, wire_record  # noqa: E402
 
@@ -36,12 +35,6 @@ from dareplane_utils.logging.server import LogRecordSocketReceiver
 r = LogRecordSocketReceiver(host="127.0.0.1", port=int(sys.argv[1]), logfile=Path(sys.argv[2]))
 r.serve_until_stopped()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def burst(n: int) -> bytes:

@@ -25,25 +25,16 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import click
+from _common import ROOT, free_port, loopback_env
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("LSLAPICFG", str(ROOT / "config" / "lsl_loopback.cfg"))
-os.environ.setdefault("MESH_LOG_SERVER", "none")
-sys.path.insert(0, str(ROOT))
+loopback_env()
 
 import numpy as np  # noqa: E402
 import pylsl  # noqa: E402
 
 SRATE, CHANNELS, CHUNK = 500.0, 8, 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _send(port: int, line: str) -> dict:
@@ -102,7 +93,7 @@ def _count(name: str, seconds: float, out: dict) -> None:
 @click.option("--seconds", default=60.0, show_default=True, help="Length of the run.")
 def main(seconds: float) -> None:
     """Run both arms side by side and print figures plus one JSON line."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.mockup_streamer", "--port", str(port)],
         cwd=ROOT,

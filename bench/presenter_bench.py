@@ -20,26 +20,16 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("LSLAPICFG", str(ROOT / "config" / "lsl_loopback.cfg"))
-os.environ.setdefault("MESH_LOG_SERVER", "none")
+from _common import ROOT, free_port, loopback_env
+
+loopback_env()
 
 import numpy as np  # noqa: E402
 import pylsl  # noqa: E402
 
 from services.presenter.xvfb import display_or_xvfb  # noqa: E402
 from shared_utils.client import ModuleClient  # noqa: E402
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_up(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:

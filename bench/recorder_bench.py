@@ -22,7 +22,6 @@ import mmap
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -34,10 +33,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("LSLAPICFG", str(ROOT / "config" / "lsl_loopback.cfg"))
-os.environ.setdefault("MESH_LOG_SERVER", "none")
+from _common import ROOT, free_port, loopback_env, proc_cpu_s
+
+loopback_env()
 
 import numpy as np  # noqa: E402
 import pylsl  # noqa: E402
@@ -77,17 +75,6 @@ sys.stdin.readline()  # keep the outlet alive until told
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_cpu_s(pid: int) -> float:
-    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs: the delta shows whether other work crowded the box."""
     f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

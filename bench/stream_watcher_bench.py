@@ -24,11 +24,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _common  # noqa: F401  (puts the repo root on sys.path)
+
 from shared_utils.lsl_config import use_loopback  # noqa: E402
 
 use_loopback()  # before pylsl is imported anywhere (children inherit LSLAPICFG)
@@ -48,6 +47,20 @@ def cpu_s() -> float:
 
 def pct(a: list[float], q: float) -> float:
     return float(np.percentile(a, q)) if a else float("nan")
+
+
+def latency_stats(lat: list[float], cpu0: float | None, tc0: float | None) -> dict[str, Any]:
+    """Latency percentiles (ms) and this process's CPU % since ``(cpu0, tc0)``, the moment the
+    first latency after warm-up was taken (``cpu0`` None: none was, CPU % is nan)."""
+    cpu1, tc1 = cpu_s(), time.monotonic()
+    return {
+        "n": len(lat),
+        "median_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "p99_ms": pct(lat, 99),
+        "max_ms": max(lat) if lat else float("nan"),
+        "cpu_pct": 100 * (cpu1 - cpu0) / (tc1 - tc0) if cpu0 is not None else float("nan"),
+    }
 
 
 # ------------------------------------------------------------------------------ sources
@@ -235,7 +248,7 @@ def arm_b2(impl: str, name: str, buf_s: float, chunk: int) -> dict[str, Any]:
     lat: list[float] = []
     last_k = -1.0
     t_start = time.monotonic()
-    cpu0 = None
+    cpu0 = tc0 = None
     discontinuities = 0
     prev_ts = None
     while time.monotonic() - t_start < WARMUP_S + B2_S:
@@ -264,17 +277,9 @@ def arm_b2(impl: str, name: str, buf_s: float, chunk: int) -> dict[str, Any]:
             last_k, prev_ts = k, ts
         if impl != "raw":
             time.sleep(0.0005)
-    cpu1, tc1 = cpu_s(), time.monotonic()
+    stats = latency_stats(lat, cpu0, tc0)
     c.close()
-    return {
-        "n": len(lat),
-        "median_ms": pct(lat, 50),
-        "p95_ms": pct(lat, 95),
-        "p99_ms": pct(lat, 99),
-        "max_ms": max(lat) if lat else float("nan"),
-        "cpu_pct": 100 * (cpu1 - cpu0) / (tc1 - tc0) if cpu0 is not None else float("nan"),
-        "backwards": discontinuities,
-    }
+    return {**stats, "backwards": discontinuities}
 
 
 def arm_b2_ours_blocking(name: str, buf_s: float, chunk: int) -> dict[str, Any]:
@@ -294,16 +299,9 @@ def arm_b2_ours_blocking(name: str, buf_s: float, chunk: int) -> dict[str, Any]:
             if cpu0 is None:
                 cpu0, tc0 = cpu_s(), time.monotonic()
             lat.append(1000 * (now - ts))
-    cpu1, tc1 = cpu_s(), time.monotonic()
+    stats = latency_stats(lat, cpu0, tc0)
     c.close()
-    return {
-        "n": len(lat),
-        "median_ms": pct(lat, 50),
-        "p95_ms": pct(lat, 95),
-        "p99_ms": pct(lat, 99),
-        "max_ms": max(lat) if lat else float("nan"),
-        "cpu_pct": 100 * (cpu1 - cpu0) / (tc1 - tc0) if cpu0 is not None else float("nan"),
-    }
+    return stats
 
 
 def time_us(fn, reps: int = 300) -> float:

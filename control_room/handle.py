@@ -163,28 +163,29 @@ class ModuleHandle:
         deadline = time.monotonic() + ready.timeout_s
         if ready.up:
             while not self._try_up():
-                self._check_alive_or_raise()
-                if stop.is_set():
-                    raise StartError(f"{self.name}: start cancelled")
-                if time.monotonic() > deadline:
-                    raise StartError(
-                        f"{self.name}: no answer to UP on {self.host}:{self.port} within "
-                        f"{ready.timeout_s} s{self._tail_text()}"
-                    )
+                self._check_still_starting(
+                    stop, deadline, f"no answer to UP on {self.host}:{self.port}"
+                )
                 time.sleep(0.02)
         if ready.stream:
             while not stream_check(ready.stream, min(0.5, max(0.05, deadline - time.monotonic()))):
-                self._check_alive_or_raise()
-                if stop.is_set():
-                    raise StartError(f"{self.name}: start cancelled")
-                if time.monotonic() > deadline:
-                    raise StartError(
-                        f"{self.name}: LSL stream {ready.stream!r} did not appear within "
-                        f"{ready.timeout_s} s{self._tail_text()}"
-                    )
+                self._check_still_starting(
+                    stop, deadline, f"LSL stream {ready.stream!r} did not appear"
+                )
         assert self.started_at is not None
         self.ready_s = round(time.monotonic() - self.started_at, 3)
         return self.ready_s
+
+    def _check_still_starting(self, stop: threading.Event, deadline: float, failure: str) -> None:
+        """One readiness wait, one set of reasons to give up: the module exited, the start was
+        cancelled, or ``deadline`` passed (``failure`` says what was still missing)."""
+        self._check_alive_or_raise()
+        if stop.is_set():
+            raise StartError(f"{self.name}: start cancelled")
+        if time.monotonic() > deadline:
+            raise StartError(
+                f"{self.name}: {failure} within {self.spec.ready.timeout_s} s{self._tail_text()}"
+            )
 
     def _check_alive_or_raise(self) -> None:
         if self.owned and self.proc is not None and self.proc.poll() is not None:

@@ -126,19 +126,10 @@ class CallbackRouter:
         if h.protocol == "dareplane":
             link = DareplaneLink(sock)
             h.link = link
-            threading.Thread(
-                target=self._listen_dareplane,
-                args=(h.name, link),
-                name=f"link-{h.name}",
-                daemon=True,
-            ).start()
+            target, args, thread_name = self._listen_dareplane, (h.name, link), f"link-{h.name}"
         else:
-            threading.Thread(
-                target=self._listen_json,
-                args=(h.name, sock),
-                name=f"callbacks-{h.name}",
-                daemon=True,
-            ).start()
+            target, args, thread_name = self._listen_json, (h.name, sock), f"callbacks-{h.name}"
+        threading.Thread(target=target, args=args, name=thread_name, daemon=True).start()
 
     def _listen_json(self, name: str, sock: socket.socket) -> None:
         try:

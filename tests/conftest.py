@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,8 +71,14 @@ def module_process() -> Iterator[Callable[..., tuple[subprocess.Popen, int]]]:
     """Start ``python -m <module> --port P [args]``; returns (proc, port) once it answers UP."""
     procs: list[subprocess.Popen] = []
 
-    def start(module: str, *args: str, port: int | None = None, wait: bool = True,
-              env: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[subprocess.Popen, int]:
+    def start(
+        module: str,
+        *args: str,
+        port: int | None = None,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[subprocess.Popen, int]:
         port = port or free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", module, "--port", str(port), *args],
@@ -92,6 +99,30 @@ def module_process() -> Iterator[Callable[..., tuple[subprocess.Popen, int]]]:
         stop_process_group(p)
         if p.stdout:
             p.stdout.close()
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., Any]]:
+    """Start in-process ``DefaultServer``s in threads (named "test_module" unless told); each is
+    stopped at teardown and must shut down."""
+    from shared_utils.server import DefaultServer
+
+    servers: list[DefaultServer] = []
+
+    def make(commands: dict[str, Any] | None = None, port: int = 0, **kwargs: Any) -> DefaultServer:
+        kwargs.setdefault("name", "test_module")
+        s = DefaultServer(port, pcommand_map=commands or {}, **kwargs)
+        s.tasks.join_timeout_s = 0.5  # tasks that ignore their stop event do not slow teardown
+        s.tasks.term_timeout_s = 0.5
+        s.init_server()
+        s.start_in_thread()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.request_stop()
+        assert s.wait_closed(10), "server did not shut down"
 
 
 @pytest.fixture

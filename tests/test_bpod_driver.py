@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import select
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
+from helpers import start_bpod_emulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +17,6 @@ from services.bpod.hardware import HardwareInfo, compress_names, parse_hardware_
 from services.bpod.state_machine import StateMachine, StateMachineError
 from services.bpod.trial import Events, EventStreamParser, TrialEnd, TrialReplay
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = (
     "4300002a00020000000002016d01000109ff010d01000000000000000000000000000000000000000000e803000000"
 )
@@ -222,16 +218,8 @@ def test_lost_start_is_resent(bpod):
 
 def test_device_gone_mid_trial_is_reported(tmp_path):
     link = tmp_path / "bpod"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.bpod.emulator", "--link", str(link)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_bpod_emulator(link)
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        assert ready
-        assert proc.stdout.readline().startswith("READY")
         drv = BpodDriver(str(link))
         drv.connect()
         sm = compile_state_machine(StateMachine().add_state("Long", 30, {"Tup": "exit"}), drv.hw)

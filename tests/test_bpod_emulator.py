@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import select
-import subprocess
-import sys
 import time
 
 import pytest
 import serial
+from helpers import start_bpod_emulator
 
 from services.bpod.compiler import compile_state_machine
 from services.bpod.emulator import Emulator, get_profile, parse_script
 from services.bpod.hardware import HardwareInfo, parse_hardware_description
 from services.bpod.state_machine import StateMachine
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Reference 3.3: WaitForPoke (Port1In -> Reward, PWM1=255), Reward (0.1 s, Tup -> exit, Valve1=1).
 EXAMPLE_BODY = bytes.fromhex(
@@ -349,24 +344,8 @@ def test_script_parser_names_and_errors():
 
 def test_pty_subprocess_type4_answers_on_all_three_ports(tmp_path):
     link = tmp_path / "bpod"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.bpod.emulator",
-            "--link",
-            str(link),
-            "--machine-type",
-            "4",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_bpod_emulator(link, "--machine-type", "4")
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        assert ready
-        assert proc.stdout.readline().startswith("READY")
         with serial.Serial(str(link), 12_000_000, timeout=2) as main:
             assert main.read(1) == b"\xde"  # discovery byte while idle
             main.write(b"6")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,23 +13,6 @@ from wire_helpers import wait_for
 from shared_utils.client import ModuleClient
 from shared_utils.errors import CommandError, CommandFailed, ModuleError, ModuleUnreachable
 from shared_utils.server import DefaultServer
-
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., DefaultServer]]:
-    servers: list[DefaultServer] = []
-
-    def make(commands: dict[str, Any] | None = None, port: int = 0, **kw: Any) -> DefaultServer:
-        s = DefaultServer(port, pcommand_map=commands or {}, name="client_test", **kw)
-        s.init_server()
-        s.start_in_thread()
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.request_stop()
-        s.wait_closed(10)
 
 
 def add(a: int, b: float = 1.0) -> float:
@@ -139,7 +122,7 @@ def test_events_are_collected_while_waiting(make_server: Callable[..., DefaultSe
     with ModuleClient("127.0.0.1", s.port, protocol="json") as c:
         assert c.send("SUBSCRIBE") is True
         assert c.send("NOTIFY") == "sent"
-        assert list(c.events) == [{"event": "state", "module": "client_test", "state": "RUNNING"}]
+        assert list(c.events) == [{"event": "state", "module": "test_module", "state": "RUNNING"}]
 
 
 def test_token_is_sent_with_auth(make_server: Callable[..., DefaultServer]) -> None:

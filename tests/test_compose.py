@@ -31,7 +31,10 @@ def test_compose_validator_rejects_a_broken_file(tmp_path: Path) -> None:
     bad = tmp_path / "compose.yaml"
     bad.write_text("services:\n  x:\n    image: a\n    portz: [1]\n")
     proc = subprocess.run(
-        [str(COMPOSE_BIN), "-f", str(bad), "config", "-q"], capture_output=True, text=True, timeout=60
+        [str(COMPOSE_BIN), "-f", str(bad), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     assert "portz" in proc.stderr
@@ -51,7 +54,11 @@ def _python_modules() -> list[tuple[str, str]]:
 def test_every_compose_service_has_a_working_entry_point(service: str, module: str) -> None:
     """`python -m <module> --help` works for each service the compose file starts."""
     proc = subprocess.run(
-        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-m", module, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 0, f"{service}: {proc.stderr[-2000:]}"
     assert "--port" in proc.stdout

@@ -13,35 +13,17 @@ import logging.handlers  # their handler module uses logging.handlers without im
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dareplane_utils.logging.ujson_socket_handler import UJsonSocketHandler
+from helpers import Collector
 
 from shared_utils.log_receiver import LogReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Collector:
-    """Records handed to ``on_record``, with a blocking wait."""
-
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, rec: dict) -> None:
-        with self._cond:
-            self.records.append(rec)
-            self._cond.notify_all()
-
-    def wait_for(self, pred: Callable[[list[dict]], bool], timeout: float = 10.0) -> list[dict]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: pred(self.records), timeout), self.records
-            return list(self.records)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import Collector
 
 from shared_utils import logging as mesh_logging
 from shared_utils.log_receiver import LogReceiver
@@ -30,29 +30,6 @@ from shared_utils.logging import (
 
 ROOT = Path(__file__).resolve().parent.parent
 early_log = get_logger("tests.early")  # obtained before any configure_logging, like module code
-
-
-class Collector:
-    """Thread-safe list of received records with a blocking wait."""
-
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, rec: dict) -> None:
-        with self._cond:
-            self.records.append(rec)
-            self._cond.notify_all()
-
-    def wait_for(self, pred: Callable[[list[dict]], bool], timeout: float = 10.0) -> list[dict]:
-        with self._cond:
-            ok = self._cond.wait_for(lambda: pred(self.records), timeout)
-            assert ok, f"condition not met; got {len(self.records)} records: {self.records[-5:]}"
-            return list(self.records)
-
-    def events(self, event: str) -> list[dict]:
-        with self._cond:
-            return [r for r in self.records if r["event"] == event]
 
 
 @pytest.fixture
@@ -342,16 +319,17 @@ def test_subprocess_records_are_flushed_at_normal_exit(receiver, collector) -> N
 def test_cli_writes_jsonl_and_prints_readable_lines(free_port, tmp_path) -> None:
     """``python -m shared_utils.log_receiver`` logs to DIR/*.jsonl, prints, and stops on SIGTERM."""
     port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "shared_utils.log_receiver",
+        "--port",
+        str(port),
+        "--log-dir",
+        str(tmp_path),
+    ]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shared_utils.log_receiver",
-            "--port",
-            str(port),
-            "--log-dir",
-            str(tmp_path),
-        ],
+        argv,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -362,15 +340,7 @@ def test_cli_writes_jsonl_and_prints_readable_lines(free_port, tmp_path) -> None
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(_frame("hello from cli test", n=1))
         busy = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "shared_utils.log_receiver",
-                "--port",
-                str(port),
-                "--log-dir",
-                str(tmp_path),
-            ],
+            argv,
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
+from helpers import poll_until
 from scipy.signal import welch
 
 from services.mockup_streamer.synth import StateSchedule, SyntheticEEG
@@ -15,15 +14,6 @@ from shared_utils.stream_watcher import StreamWatcher
 from shared_utils.xdf_writer import XdfWriter
 
 MODULE = "services.mockup_streamer"
-
-
-def wait_for(cond, timeout: float = 10.0, every: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(every)
-    return bool(cond())
 
 
 def log_alpha(x: np.ndarray, srate: float) -> np.ndarray:
@@ -111,7 +101,7 @@ def test_stream_markers_and_states_match_the_contract(streamer, lsl_name):
         assert mk.stream.type() == "Markers"
         assert mk.srate == 0.0
         assert mk.n_channels == 1
-        assert wait_for(lambda: mk.total >= 5, 15)
+        assert poll_until(lambda: mk.total >= 5, 15)
         st = streamer.send("STATUS")["streams"][lsl_name]
         assert st["state"] in ("high", "low")
         assert st["markers"] >= 5
@@ -145,7 +135,7 @@ def test_pacing_tracks_rate_without_drift(streamer, lsl_name):
         sw.connect_to_stream()
         assert sw.wait_for_samples(500, 10)
         first = streamer.send("STATUS")["streams"][lsl_name]
-        assert wait_for(lambda: sw.total >= 2500, 15)
+        assert poll_until(lambda: sw.total >= 2500, 15)
         last = streamer.send("STATUS")["streams"][lsl_name]
         _, ts = sw.window(copy=True)
     for s in (first, last):
@@ -234,7 +224,7 @@ def test_replay_xdf_at_original_timing(streamer, lsl_name, tmp_path):
         eeg.connect_to_stream()
         mk.connect_to_stream()
         assert eeg.total == 0, "connected too late for this test's premise"
-        assert wait_for(
+        assert poll_until(
             lambda: all(s["done"] for s in streamer.send("STATUS")["streams"].values()), 10
         )
         got, gts = eeg.window(copy=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import resource
 import signal
@@ -10,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,20 +18,12 @@ import pylsl
 import pytest
 import pyxdf
 from conftest import ROOT, free_port, stop_process_group, wait_until_up
+from helpers import load_xdf_strict
 
 from shared_utils.client import ModuleClient
 from shared_utils.errors import CommandFailed
 
 RECORDER = "services.recorder"
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def load_strict(path: Path, only: list[str] | None = None, **kwargs: Any) -> dict[str, dict]:
@@ -47,16 +37,7 @@ def load_strict(path: Path, only: list[str] | None = None, **kwargs: Any) -> dic
         ids = [i["stream_id"] for i in infos if i["name"] in only]
         assert len(ids) == len(only), f"{only} not all in {[i['name'] for i in infos]}"
         kwargs["select_streams"] = ids
-    handler = _Collect()
-    logging.getLogger("pyxdf").addHandler(handler)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            streams, _ = pyxdf.load_xdf(str(path), **kwargs)
-    finally:
-        logging.getLogger("pyxdf").removeHandler(handler)
-    assert not handler.records, [r.getMessage() for r in handler.records]
-    return {s["info"]["name"][0]: s for s in streams}
+    return {s["info"]["name"][0]: s for s in load_xdf_strict(path, **kwargs)}
 
 
 def wait_for(pred: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:

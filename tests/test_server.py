@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -80,26 +80,6 @@ class Core:
         """Module's own STOP, run before the tracked tasks are stopped."""
         self.stopped_by_module += 1
         return {"module_stopped": True}
-
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., DefaultServer]]:
-    servers: list[DefaultServer] = []
-
-    def make(commands: dict[str, Any] | None = None, **kwargs: Any) -> DefaultServer:
-        kwargs.setdefault("name", "test_module")
-        s = DefaultServer(0, pcommand_map=commands or {}, **kwargs)
-        s.tasks.join_timeout_s = 0.5
-        s.tasks.term_timeout_s = 0.5
-        s.init_server()
-        s.start_in_thread()
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.request_stop()
-        assert s.wait_closed(10), "server did not shut down"
 
 
 @pytest.fixture

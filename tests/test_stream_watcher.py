@@ -8,21 +8,12 @@ import time
 import numpy as np
 import pylsl
 import pytest
+from helpers import poll_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared_utils.ring_buffer import RingBuffer
 from shared_utils.stream_watcher import StreamNotFoundError, StreamWatcher, list_streams
-
-
-def wait_for(cond, timeout: float = 10.0, every: float = 0.01) -> bool:
-    """Poll ``cond`` until true or the timeout (bounded; no fixed sleeps in tests)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(every)
-    return bool(cond())
 
 
 def counter_chunk(k0: int, n: int, n_ch: int, dtype=np.float32) -> np.ndarray:
@@ -202,7 +193,7 @@ def test_pop_new_from_reader_thread_sees_every_sample_once(lsl_name):
             k += 50
             time.sleep(0.0005)
         assert sw.wait_for_samples(k, timeout_s=10)
-        assert wait_for(lambda: sw.n_new == 0, 5)
+        assert poll_until(lambda: sw.n_new == 0, 5)
         stop.set()
         th.join()
         seen.append(sw.pop_new()[0][:, 0])
@@ -244,8 +235,8 @@ def test_dareplane_names_manual_update(lsl_name):
     sw = StreamWatcher(lsl_name, 1.0)  # Dareplane signature: (name, buffer_size_s)
     sw.connect_to_stream()
     out.push_chunk(counter_chunk(0, 30, 2))
-    assert wait_for(lambda: sw.update() > 0 or sw.total >= 30, 5)
-    assert wait_for(lambda: (sw.update(), sw.total)[1] >= 30, 5)
+    assert poll_until(lambda: sw.update() > 0 or sw.total >= 30, 5)
+    assert poll_until(lambda: (sw.update(), sw.total)[1] >= 30, 5)
     assert sw.n_new == 30
     assert sw.curr_i == 30
     assert sw.unfold_buffer()[-sw.n_new :, 0].tolist() == list(range(30))
@@ -255,7 +246,7 @@ def test_dareplane_names_manual_update(lsl_name):
     assert sw.buffer.shape[1] == 2
     assert len(sw.buffer_t) == sw.buffer.shape[0]
     out.push_chunk(counter_chunk(30, 5, 2))
-    assert wait_for(lambda: (sw.update(), sw.n_new)[1] == 5, 5)
+    assert poll_until(lambda: (sw.update(), sw.n_new)[1] == 5, 5)
     assert sw.pop_new()[0][:, 0].tolist() == [30, 31, 32, 33, 34]
     sw.close()
     sw.close()  # idempotent
@@ -296,7 +287,7 @@ def test_clock_sync_offset_arrives_and_dejitter_smooths(lsl_name):
         sw.connect_to_stream()
         assert sw.clock_offset is None or abs(sw.clock_offset) < 0.01
         k = 0
-        while not wait_for(lambda: sw.clock_offset is not None, 0.05) and k < 5000:
+        while not poll_until(lambda: sw.clock_offset is not None, 0.05, every=0.01) and k < 5000:
             out.push_chunk(counter_chunk(k, 10, 1))
             k += 10
         assert sw.clock_offset is not None
@@ -311,7 +302,7 @@ def test_lost_stream_is_flagged_without_recover(lsl_name):
         out.push_chunk(counter_chunk(0, 10, 1))
         assert sw.wait_for_samples(10, 5)
         del out
-        assert wait_for(lambda: sw.lost, 10)
+        assert poll_until(lambda: sw.lost, 10)
         assert sw.stats()["lost"]
         assert not sw.stats()["connected"]
     assert all(not t.is_alive() for t in sw._threads)

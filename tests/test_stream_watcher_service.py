@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pylsl
 import pytest
+from helpers import poll_until
 
 from shared_utils.client import ModuleClient
 from shared_utils.errors import CommandFailed
 
 MODULE = "services.stream_watcher"
-
-
-def wait_for(cond, timeout: float = 10.0, every: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(every)
-    return bool(cond())
 
 
 class CounterSource:
@@ -79,7 +70,7 @@ def test_list_watch_stats_window(watcher, source, lsl_name):
         listed.update({s["name"]: s for s in watcher.send("LIST", wait_s=1.0)["streams"]})
         return lsl_name in listed
 
-    assert wait_for(visible, 10)
+    assert poll_until(visible, 10)
     meta = listed[lsl_name]
     assert (meta["type"], meta["channels"], meta["srate"], meta["format"]) == (
         "EEG",
@@ -91,7 +82,7 @@ def test_list_watch_stats_window(watcher, source, lsl_name):
     res = watcher.send("WATCH", stream=lsl_name, buffer_s=5.0)
     assert res["channel_names"] == ["c0", "c1", "c2"]
     assert watcher.send("WATCH", stream=lsl_name)["already_watching"] is True
-    assert wait_for(lambda: watcher.send("STATS", stream=lsl_name)["samples"] >= 300, 15)
+    assert poll_until(lambda: watcher.send("STATS", stream=lsl_name)["samples"] >= 300, 15)
     st = watcher.send("STATS", stream=lsl_name)
     for key in ("effective_srate", "nominal_srate", "samples", "gaps", "lag_s", "last_timestamp"):
         assert key in st
@@ -100,7 +91,7 @@ def test_list_watch_stats_window(watcher, source, lsl_name):
     assert st["effective_srate"] == pytest.approx(200.0, rel=0.01)
     assert st["gaps"] == 0
     # A loaded machine can starve the source for a moment: health may flip, then recover.
-    assert wait_for(lambda: watcher.send("STATS", stream=lsl_name)["health"] == "ok", 10)
+    assert poll_until(lambda: watcher.send("STATS", stream=lsl_name)["health"] == "ok", 10)
     assert 0 <= st["lag_s"] < 5
     win = watcher.send("GET_WINDOW", stream=lsl_name, seconds=0.5)
     assert win["n"] == 100
@@ -143,21 +134,23 @@ def test_stall_vanish_and_reattach(watcher, source, lsl_name):
     def events() -> list[str]:
         return [e["event"] for e in watcher.send("STATUS")["events"] if e["stream"] == lsl_name]
 
-    assert wait_for(lambda: watcher.send("STATS", stream=lsl_name)["samples"] > 50, 10)
+    assert poll_until(lambda: watcher.send("STATS", stream=lsl_name)["samples"] > 50, 10)
     source.paused.set()
-    assert wait_for(lambda: health() == "stalled", 10)
+    assert poll_until(lambda: health() == "stalled", 10)
     source.paused.clear()
-    assert wait_for(lambda: health() == "ok", 10)
+    assert poll_until(lambda: health() == "ok", 10)
     assert "resumed" in events()
     before = watcher.send("STATS", stream=lsl_name)["samples"]
     source.close()  # the outlet disappears
-    assert wait_for(lambda: health() == "vanished", 15)
+    assert poll_until(lambda: health() == "vanished", 15)
     assert "vanished" in events()
     again = CounterSource(lsl_name)  # same name, a new outlet
     try:
-        assert wait_for(lambda: health() == "ok", 20)
+        assert poll_until(lambda: health() == "ok", 20)
         assert "reattached" in events()
-        assert wait_for(lambda: watcher.send("STATS", stream=lsl_name)["samples"] > before + 50, 10)
+        assert poll_until(
+            lambda: watcher.send("STATS", stream=lsl_name)["samples"] > before + 50, 10
+        )
         assert watcher.send("STATS", stream=lsl_name)["connected"] is True
     finally:
         again.close()
@@ -169,8 +162,8 @@ def test_watch_option_attaches_when_the_stream_appears(module_process, lsl_name)
         assert lsl_name not in c.send("STATUS")["watching"]
         src = CounterSource(lsl_name)
         try:
-            assert wait_for(lambda: lsl_name in c.send("STATUS")["watching"], 15)
-            assert wait_for(lambda: c.send("STATS", stream=lsl_name)["samples"] > 20, 10)
+            assert poll_until(lambda: lsl_name in c.send("STATUS")["watching"], 15)
+            assert poll_until(lambda: c.send("STATS", stream=lsl_name)["samples"] > 20, 10)
             assert c.send("STATS", stream=lsl_name)["fill"] <= 400  # 2 s at 200 Hz
         finally:
             src.close()

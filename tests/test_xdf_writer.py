@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import struct
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pylsl
 import pytest
-import pyxdf
+from helpers import load_xdf_strict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,30 +24,6 @@ from shared_utils.xdf_writer import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-def load_strict(path: Path, **kwargs: object) -> list[dict]:
-    """pyxdf.load_xdf with its warnings (Python warnings and WARNING+ log records) as errors."""
-    handler = _Collect()
-    logger = logging.getLogger("pyxdf")
-    logger.addHandler(handler)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            streams, _ = pyxdf.load_xdf(str(path), **kwargs)
-    finally:
-        logger.removeHandler(handler)
-    assert not handler.records, [r.getMessage() for r in handler.records]
-    return streams
 
 
 def by_name(streams: list[dict]) -> dict[str, dict]:
@@ -86,7 +60,7 @@ def test_every_numeric_format_round_trips_exactly(tmp_path: Path) -> None:
             w.write_samples(sid, ts[123:], data[123:])
             w.write_clock_offset(sid, 53.0, 0.0)
             pushed[f"s_{fmt}"] = (ts, data)
-    raw = by_name(load_strict(path, synchronize_clocks=False, dejitter_timestamps=False))
+    raw = by_name(load_xdf_strict(path, synchronize_clocks=False, dejitter_timestamps=False))
     assert set(raw) == set(pushed)
     for name, (ts, data) in pushed.items():
         assert raw[name]["time_series"].dtype == data.dtype
@@ -98,7 +72,7 @@ def test_every_numeric_format_round_trips_exactly(tmp_path: Path) -> None:
         assert float(footer["last_timestamp"][0]) == ts[-1]
         assert len(footer["clock_offsets"][0]["offset"]) == 2
     # and the default load (clock sync + dejitter) has nothing to complain about either
-    synced = by_name(load_strict(path))
+    synced = by_name(load_xdf_strict(path))
     assert synced["s_float32"]["info"]["effective_srate"] == pytest.approx(250.0)
 
 
@@ -110,7 +84,7 @@ def test_strings_utf8_bytes_and_empty_values(tmp_path: Path) -> None:
         w.add_stream(7, fields("mk", "string", 2, 0.0))
         w.write_clock_offset(7, 1.0, 0.0)
         w.write_samples(7, ts, rows)
-    mk = by_name(load_strict(path))["mk"]
+    mk = by_name(load_xdf_strict(path))["mk"]
     assert mk["time_series"] == [["stop ü", ""], ["raw\x00bytes", "x" * 300], ["🎯", "a|b"]]
     np.testing.assert_array_equal(mk["time_stamps"], ts)
 
@@ -143,7 +117,7 @@ def test_lsl_streaminfo_and_xml_are_accepted_with_desc_intact(tmp_path: Path) ->
         w.add_stream(2, xml)
         w.write_clock_offset(1, 0.0, 0.0)
         w.write_samples(1, [1.0, 1.01], np.array([[1.5, 2.5], [3.5, 4.5]]))
-    streams = by_name(load_strict(path))
+    streams = by_name(load_xdf_strict(path))
     desc = streams["lslinfo"]["info"]["desc"][0]
     assert desc["channels"][0]["channel"][0]["label"] == ["Cz"]
     assert streams["lslinfo"]["info"]["source_id"] == ["abc"]
@@ -159,7 +133,7 @@ def test_file_cut_after_any_complete_chunk_still_loads(tmp_path: Path) -> None:
     data = np.arange(400, dtype=np.float32).reshape(100, 4)
     w.write_samples(1, np.arange(100) / 100.0, data)
     w.close(footers=False)  # what a crashed writer leaves: no footer chunks
-    streams = load_strict(path, dejitter_timestamps=False)
+    streams = load_xdf_strict(path, dejitter_timestamps=False)
     assert "footer" not in streams[0]
     np.testing.assert_array_equal(streams[0]["time_series"], data)
 
@@ -225,7 +199,7 @@ w.close()
     _, n, written, *msg = out.split()
     assert "failed" in " ".join(msg)
     assert path.stat().st_size == int(written) < 200_000
-    eeg = load_strict(path, dejitter_timestamps=False)[0]
+    eeg = load_xdf_strict(path, dejitter_timestamps=False)[0]
     assert len(eeg["time_stamps"]) == int(n) > 0
     np.testing.assert_array_equal(
         eeg["time_series"][:, 0], np.repeat(np.arange(0, int(n), 1000), 1000)
@@ -270,7 +244,7 @@ def test_round_trip_property(
         for s in sizes:
             w.write_samples(1, ts[i : i + s], data[i : i + s])
             i += s
-    got = load_strict(path, synchronize_clocks=False)[0]
+    got = load_xdf_strict(path, synchronize_clocks=False)[0]
     np.testing.assert_array_equal(got["time_stamps"], ts)
     if fmt == "string":
         assert got["time_series"] == data
