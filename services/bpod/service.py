@@ -71,6 +71,7 @@ class BpodService:
         self.current_state: str | None = None
         self.last_error: str | None = None
         self.results: list[dict] = []
+        self._run_failed = False  # set before last_error, so STATUS never shows a half-ended run
         self._lsl_t0 = 0.0
         self._cycle_s = 1e-4
 
@@ -85,7 +86,7 @@ class BpodService:
 
     @property
     def running(self) -> bool:
-        return self.run_thread is not None and self.run_thread.is_alive()
+        return self.run_thread is not None and self.run_thread.is_alive() and not self._run_failed
 
     def _marker(self, text: str, ts: float | None = None) -> None:
         self.outlet.push_sample([text], ts if ts is not None else pylsl.local_clock())
@@ -167,6 +168,7 @@ class BpodService:
             self.trials_requested = trials
             self.trials_done_in_run = 0
             self.results = []
+            self._run_failed = False
             started = threading.Event()
 
             def body(stop_event: threading.Event) -> None:
@@ -204,6 +206,7 @@ class BpodService:
                     stop_event=self.run_stop,
                 )
             except DeviceGone as exc:
+                drv.close_port()  # already closed on most paths; makes "connected" false first
                 self._fail(n, f"device gone during trial {n}: {exc}")
                 return
             except (BpodError, ProtocolError) as exc:
@@ -252,6 +255,7 @@ class BpodService:
         )
 
     def _fail(self, n: int, message: str) -> None:
+        self._run_failed = True
         self.last_error = message
         self.current_state = None
         self._marker(f"trial_error:{n}")
