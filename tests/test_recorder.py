@@ -372,3 +372,60 @@ def test_measured_clock_offsets_for_streams_of_other_hosts(
     assert len(s["clock_values"]) == stop["streams"][0]["clock_offsets"] >= 3
     assert all(v != 0.0 and abs(v) < 0.01 for v in s["clock_values"])  # measured, same machine
     assert s["footer"]["info"]["sample_count"] == ["100"]
+
+
+def test_pull_buffers_stay_cache_sized_and_cover_slow_streams() -> None:
+    from services.recorder.inlet_reader import PULL_BUFFER_BYTES, pull_capacity
+
+    fast = pylsl.StreamInfo("cap_fast", "EEG", 64, 1_000_000.0, "float32", "cap_fast")
+    assert pull_capacity(fast, 0.1) == PULL_BUFFER_BYTES // (64 * 4)
+    wide = pylsl.StreamInfo("cap_wide", "EEG", 64, 1_000_000.0, "double64", "cap_wide")
+    assert pull_capacity(wide, 0.1) == PULL_BUFFER_BYTES // (64 * 8)
+    slow = pylsl.StreamInfo("cap_slow", "EEG", 8, 500.0, "float32", "cap_slow")
+    assert pull_capacity(slow, 0.1) == 100  # two pull intervals at the nominal rate
+
+
+RESERVE_PROBE = r"""
+import sys
+from pathlib import Path
+import pylsl
+from services.recorder.__main__ import tune_inlet_reserve
+
+def hwm_mb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+tuned = tune_inlet_reserve(Path(sys.argv[1]), 200)
+name = sys.argv[2]
+out = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 64, 200_000.0, "float32", name))
+info = pylsl.resolve_byprop("name", name, timeout=5)[0]
+before = hwm_mb()
+inlet = pylsl.StreamInlet(info, max_buflen=1)
+inlet.open_stream(timeout=5)
+print(tuned, round(hwm_mb() - before, 1))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_inlet_reserve_is_bounded_unless_the_config_tunes_itself(
+    tmp_path: Path, lsl_name: str
+) -> None:
+    from services.recorder.__main__ import tune_inlet_reserve
+
+    own = tmp_path / "own.cfg"
+    own.write_text("[ports]\nIPv6 = disable\n\n[Tuning]\nInletBufferReserveMs = 2000\n")
+    assert tune_inlet_reserve(own, 500) is False  # a config with its own [tuning] wins
+    # liblsl's default reserve is 5 s of samples: ~290 MB for 64 ch x 200 kHz; tuned to 200 ms
+    cfg = os.environ.get("LSLAPICFG", str(ROOT / "config" / "lsl_loopback.cfg"))
+    r = subprocess.run(
+        [sys.executable, "-c", RESERVE_PROBE, cfg, lsl_name],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    tuned, grew_mb = r.stdout.split()
+    assert tuned == "True"
+    assert float(grew_mb) < 100, f"opening the inlet grew the peak RSS by {grew_mb} MB"

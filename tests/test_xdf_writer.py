@@ -250,3 +250,31 @@ def test_round_trip_property(
         assert got["time_series"] == data
     else:
         np.testing.assert_array_equal(got["time_series"], data)
+
+
+def test_fsync_does_not_hold_up_writes_from_other_threads(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "f.xdf"
+    w = XdfWriter(path)
+    w.add_stream(1, {"name": "F", "channel_count": 2, "nominal_srate": 100.0})
+    w.write_clock_offset(1, 0.0, 0.0)
+    stop = threading.Event()
+
+    def fsyncs() -> None:
+        while not stop.is_set():
+            w.flush(fsync=True)
+
+    t = threading.Thread(target=fsyncs)
+    t.start()
+    try:
+        for i in range(200):
+            w.write_samples(1, [i / 100.0], np.array([[i, -i]], dtype=np.float32))
+    finally:
+        stop.set()
+        t.join()
+    w.write_clock_offset(1, 2.0, 0.0)
+    w.close()
+    w.flush()  # after close: a no-op, not an error
+    streams = load_xdf_strict(path)
+    assert streams[0]["time_series"][:, 0].tolist() == list(range(200))

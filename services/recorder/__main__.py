@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import click
 
 from shared_utils.module_cli import module_options, run_module
@@ -42,6 +45,13 @@ from shared_utils.module_cli import module_options, run_module
     help="Serve LabRecorder remote control (off unless given; bare --rcs-port means 22345).",
 )
 @click.option("--rcs-host", default="127.0.0.1", show_default=True, help="Address for --rcs-port.")
+@click.option(
+    "--inlet-reserve-ms",
+    default=500,
+    show_default=True,
+    help="liblsl's per-inlet sample pre-reservation (its default, 5000 ms, costs ~1.5 GB at "
+    "64 ch x 1 MHz); 0 keeps liblsl's value. A [tuning] section in the LSL config wins.",
+)
 def main(
     data_dir: str | None,
     flush_ms: float,
@@ -50,12 +60,15 @@ def main(
     probe_local_offsets: bool,
     rcs_port: int | None,
     rcs_host: str,
+    inlet_reserve_ms: int,
     **common: object,
 ) -> None:
     """Recorder: every LSL stream (or the ones named) into one crash-safe XDF file."""
     from shared_utils.lsl_config import use_loopback
 
-    use_loopback()  # before the recorder's resolver makes the first LSL call
+    cfg = use_loopback()  # before the recorder's resolver makes the first LSL call
+    if inlet_reserve_ms > 0:
+        tune_inlet_reserve(cfg, inlet_reserve_ms)
     from services.recorder.core import Recorder
     from services.recorder.recording import RecordingOptions
     from services.recorder.server import build_commands
@@ -70,6 +83,20 @@ def main(
     )
     recorder = Recorder(data_dir=data_dir, options=options)
     run_module("recorder", build_commands(recorder, rcs_port, rcs_host), **common)
+
+
+def tune_inlet_reserve(cfg: Path, reserve_ms: int) -> bool:
+    """Load the LSL config ``cfg`` plus ``[tuning] InletBufferReserveMs = reserve_ms`` into this
+    process (before any LSL call). Bounded memory: each inlet then pre-reserves ``reserve_ms`` of
+    samples instead of 5 s; the pool still grows on demand if a backlog needs more. A config that
+    has its own ``[tuning]`` section is left alone. Returns whether the reserve was set."""
+    import pylsl
+
+    text = cfg.read_text() if cfg.is_file() else ""
+    if re.search(r"^\s*\[tuning\]", text, re.IGNORECASE | re.MULTILINE):
+        return False
+    pylsl.set_config_content(f"{text.rstrip()}\n\n[tuning]\nInletBufferReserveMs = {reserve_ms}\n")
+    return True
 
 
 if __name__ == "__main__":
