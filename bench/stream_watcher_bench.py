@@ -8,11 +8,15 @@ B2 push->visible latency: paced sources 64 ch @ 1 kHz (chunk 10) and 256 ch @ 5 
    and records local_clock() - its timestamp; CPU is the whole consumer process.
 B3 window read: "last 1 s, all channels" from a 10 s buffer.
 
-Arms: ours (shared_utils StreamWatcher, background thread), raw pylsl pull loop (dest_obj),
+Arms: ours (shared_utils StreamWatcher, background thread; reads top up from liblsl), ours_nopull
+(same, ``pull_on_read=False``: only the thread pulls), raw pylsl pull loop (dest_obj),
 dareplane_utils StreamWatcher (update() in the loop), mne_lsl StreamLSL. Every source and every
 consumer is its own process; producer and consumer share the machine's cores.
 
 Run: ``python bench/stream_watcher_bench.py`` (a few minutes). The last line is one JSON object.
+``--only B2`` runs a subset; ``--b2-rounds 3`` repeats B2 with the arms interleaved (order rotated
+each round) and reports, per arm, the median over rounds of every figure (``rounds_median_ms``
+lists the per-round medians).
 """
 
 from __future__ import annotations
@@ -106,10 +110,12 @@ def start_source(mode: str, name: str, ch: int, srate: float, chunk: int, durati
 
 # ------------------------------------------------------------------------------ consumers
 class Ours:
-    def __init__(self, name: str, buf_s: float, mirror: bool = True) -> None:
+    def __init__(self, name: str, buf_s: float, mirror: bool = True, pull: bool = True) -> None:
         from shared_utils.stream_watcher import StreamWatcher
 
-        self.sw = StreamWatcher(name, buf_s, background=True, timeout_s=10, mirror=mirror)
+        self.sw = StreamWatcher(
+            name, buf_s, background=True, timeout_s=10, mirror=mirror, pull_on_read=pull
+        )
         self.sw.connect_to_stream()
 
     def count(self) -> int:
@@ -220,7 +226,22 @@ class OursNoMirror(Ours):
         super().__init__(name, buf_s, mirror=False)
 
 
-ARMS = {"ours": Ours, "ours_nomirror": OursNoMirror, "raw": Raw, "dareplane": Dareplane, "mne": Mne}
+class OursNoPull(Ours):
+    """Ours with reads that never pull: every sample waits for the background thread's wake-up."""
+
+    def __init__(self, name: str, buf_s: float) -> None:
+        super().__init__(name, buf_s, pull=False)
+
+
+ARMS = {
+    "ours": Ours,
+    "ours_nomirror": OursNoMirror,
+    "ours_nopull": OursNoPull,
+    "raw": Raw,
+    "dareplane": Dareplane,
+    "mne": Mne,
+}
+B2_ARMS = ["raw", "ours", "ours_nopull", "ours_blocking", "dareplane", "mne"]
 
 
 def arm_b1(impl: str, name: str, buf_s: float) -> dict[str, Any]:
@@ -360,8 +381,24 @@ def run_arm(args: list[str], timeout: float = 120) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def orchestrate() -> dict[str, Any]:
-    results: dict[str, Any] = {"B1": {}, "B2": {}, "B3": {}}
+def median_of_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure, the median over the rounds that produced it (errors kept if none did)."""
+    ok = [r for r in rs if "median_ms" in r]
+    if not ok:
+        return rs[0]
+    out: dict[str, Any] = {
+        k: float(np.median([r[k] for r in ok])) for k in ok[0] if isinstance(ok[0][k], float | int)
+    }
+    out["rounds"] = len(ok)
+    out["rounds_median_ms"] = [round(r["median_ms"], 4) for r in ok]
+    out["rounds_cpu_pct"] = [round(r["cpu_pct"], 2) for r in ok]
+    return out
+
+
+def orchestrate(
+    only: tuple[str, ...] = ("B1", "B2", "B3"), b2_rounds: int = 1, b2_arms: list[str] | None = None
+) -> dict[str, Any]:
+    results: dict[str, Any] = {b: {} for b in only}
     uid = os.getpid()
     # B1: one flood source per arm run (each consumer gets the source to itself). Arms are
     # interleaved over B1_ROUNDS rounds; the ceiling is the best round (noise only lowers it).
@@ -369,7 +406,7 @@ def orchestrate() -> dict[str, Any]:
             ("ours_nomirror", 10.0), ("dareplane", 1.0), ("dareplane", 10.0), ("mne", 1.0),
             ("mne", 10.0)]  # fmt: skip
     runs: dict[str, list[dict[str, Any]]] = {}
-    for rnd in range(B1_ROUNDS):
+    for rnd in range(B1_ROUNDS if "B1" in only else 0):
         for impl, buf in arms:
             name = f"b1_{impl}_{int(buf)}_{uid}_{rnd}"
             src = start_source("flood", name, 64, 100_000.0, 1000, WARMUP_S + B1_S + 15)
@@ -383,21 +420,26 @@ def orchestrate() -> dict[str, Any]:
         ok = [r for r in rs if "samples_per_s" in r]
         best = max(ok, key=lambda r: r["samples_per_s"]) if ok else rs[0]
         results["B1"][key] = {**best, "rounds_samples_per_s": [r.get("samples_per_s") for r in rs]}
-    # B2: paced sources.
-    for ch, sr, chunk in [(64, 1000, 10), (256, 5000, 50)]:
-        for impl in ["raw", "ours", "ours_blocking", "dareplane", "mne"]:
-            name = f"b2_{impl}_{ch}_{uid}"
-            src = start_source("paced", name, ch, float(sr), chunk, WARMUP_S + B2_S + 15)
-            r = run_arm(["--bench", "B2", "--impl", impl, "--name", name, "--buf", "10",
-                         "--chunk", str(chunk)])  # fmt: skip
-            src.kill()
-            src.wait()
-            results["B2"][f"{impl}_{ch}ch_{sr}hz"] = r
-            print(f"B2 {ch}ch@{sr}Hz {impl:13s}: median {fmt(r, 'median_ms')} p95 "
-                  f"{fmt(r, 'p95_ms')} p99 {fmt(r, 'p99_ms')} max {fmt(r, 'max_ms')} ms, "
-                  f"cpu {fmt(r, 'cpu_pct')}%", flush=True)  # fmt: skip
+    # B2: paced sources; arms interleaved, their order rotated each round.
+    arms2 = b2_arms or B2_ARMS
+    b2_runs: dict[str, list[dict[str, Any]]] = {}
+    for rnd in range(b2_rounds if "B2" in only else 0):
+        for ch, sr, chunk in [(64, 1000, 10), (256, 5000, 50)]:
+            for impl in arms2[rnd % len(arms2) :] + arms2[: rnd % len(arms2)]:
+                name = f"b2_{impl}_{ch}_{uid}_{rnd}"
+                src = start_source("paced", name, ch, float(sr), chunk, WARMUP_S + B2_S + 15)
+                r = run_arm(["--bench", "B2", "--impl", impl, "--name", name, "--buf", "10",
+                             "--chunk", str(chunk)])  # fmt: skip
+                src.kill()
+                src.wait()
+                b2_runs.setdefault(f"{impl}_{ch}ch_{sr}hz", []).append(r)
+                print(f"B2 round {rnd} {ch}ch@{sr}Hz {impl:13s}: median {fmt(r, 'median_ms')} p95 "
+                      f"{fmt(r, 'p95_ms')} p99 {fmt(r, 'p99_ms')} max {fmt(r, 'max_ms')} ms, "
+                      f"cpu {fmt(r, 'cpu_pct')}%", flush=True)  # fmt: skip
+    for key, rs in b2_runs.items():
+        results["B2"][key] = rs[0] if b2_rounds == 1 else median_of_rounds(rs)
     # B3: window reads.
-    for ch, sr in [(64, 1000), (256, 5000)]:
+    for ch, sr in [(64, 1000), (256, 5000)] if "B3" in only else []:
         name = f"b3_{ch}_{uid}"
         src = start_source("idle", name, ch, float(sr), 50, 60)
         r = run_arm(["--bench", "B3", "--name", name, "--ch", str(ch), "--srate", str(sr)])
@@ -444,6 +486,9 @@ def ratios(res: dict[str, Any]) -> dict[str, float | None]:
             get("B2", f"dareplane_{tag}", "median_ms"), ours
         )
         out[f"B2_{tag}_median_mne_over_ours"] = div(get("B2", f"mne_{tag}", "median_ms"), ours)
+        out[f"B2_{tag}_median_ours_nopull_over_ours"] = div(
+            get("B2", f"ours_nopull_{tag}", "median_ms"), ours
+        )
     for tag in ("64ch_1000hz", "256ch_5000hz"):
         ours = get("B3", tag, "ours_wrapped_us")  # mirrored ring: the worst case is a view too
         out[f"B3_{tag}_dareplane_over_ours"] = div(get("B3", tag, "dareplane_unfold_us"), ours)
@@ -463,6 +508,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=10)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--buf", type=float, default=10.0)
+    ap.add_argument("--only", default="B1,B2,B3", help="benchmarks to run, e.g. B2 or B1,B3")
+    ap.add_argument("--b2-rounds", type=int, default=1, help="B2 repetitions (arms interleaved)")
+    ap.add_argument("--b2-arms", default=None, help="comma-separated B2 arms (default: all)")
     a = ap.parse_args()
     if a.role == "source":
         run_source(a.mode, a.name, a.ch, a.srate, a.chunk, a.duration)
@@ -477,7 +525,16 @@ def main() -> None:
             r = arm_b3(a.name, a.ch, int(a.srate))
         print(json.dumps(r), flush=True)
     else:
-        res = orchestrate()
+        only = tuple(b.strip().upper() for b in a.only.split(",") if b.strip())
+        bad = set(only) - {"B1", "B2", "B3"}
+        if bad:
+            ap.error(f"--only: unknown benchmark(s) {sorted(bad)}; choose from B1, B2, B3")
+        arms2 = [x.strip() for x in a.b2_arms.split(",")] if a.b2_arms else None
+        if arms2 and set(arms2) - set(B2_ARMS):
+            ap.error(
+                f"--b2-arms: unknown {sorted(set(arms2) - set(B2_ARMS))}; choose from {B2_ARMS}"
+            )
+        res = orchestrate(only, max(1, a.b2_rounds), arms2)
         print(json.dumps({"bench": "stream_watcher", **res}, default=float), flush=True)
 
 

@@ -26,8 +26,12 @@ class RingBuffer:
     data for longer.
 
     ``mirror=True`` keeps a second copy of the ring right behind the first (twice the memory, one
-    extra O(chunk) copy per write) so that *every* window is a contiguous view, even one that
+    extra copy of every row) so that *every* window is a contiguous view, even one that
     wraps: a 1 s read of 256 ch @ 5 kHz then costs about a microsecond instead of a 5 MB copy.
+    The copy is lazy: a wrapped window only reads mirror rows that continue the ring's start
+    (rows ``[0, pos)`` of the current lap), so the first read that needs them copies the rows
+    written since the last such read. Writers never pay for it, and each row is copied at most
+    once per lap.
     """
 
     def __init__(
@@ -56,10 +60,15 @@ class RingBuffer:
         self._tmem.fill(0.0)
         self.data = self._mem[: self.capacity]  # the ring proper (Dareplane's ``buffer``)
         self.ts = self._tmem[: self.capacity]
+        self.row_bytes = self.n_channels * self.dtype.itemsize
+        # Base addresses for C writers (write_ptrs); the memory never moves. Not for strings.
+        self._d_addr = self._mem.ctypes.data if self.dtype != object else 0
+        self._t_addr = self._tmem.ctypes.data
         self._lock = threading.Lock()
         self._pos = 0  # next row to write
         self._total = 0  # samples committed since creation (monotonic counter)
         self._popped = 0  # value of _total at the last pop_new()/mark_read()
+        self._mirrored = 0  # ring rows [0, _mirrored) of this lap are copied to the mirror half
 
     # ----------------------------------------------------------------------------------- state
     @property
@@ -106,6 +115,13 @@ class RingBuffer:
         n = min(max_n, self.slack, self.capacity - self._pos)
         return self.data[self._pos : self._pos + n], self.ts[self._pos : self._pos + n]
 
+    def write_ptrs(self, max_n: int) -> tuple[int, int, int, int]:
+        """:meth:`write_slots` as raw addresses for a C writer such as liblsl, without creating
+        arrays: ``(data_address, ts_address, rows, first_row)``. Numeric dtypes only."""
+        pos = self._pos
+        n = min(max_n, self.slack, self.capacity - pos)
+        return self._d_addr + pos * self.row_bytes, self._t_addr + pos * 8, n, pos
+
     def commit(self, n: int, ts: np.ndarray | list[float] | None = None) -> None:
         """Publish ``n`` rows written into the current write slot.
 
@@ -115,10 +131,11 @@ class RingBuffer:
             return
         if ts is not None:  # the slot is invisible to readers until the index moves
             self.ts[self._pos : self._pos + n] = ts[:n] if len(ts) != n else ts
-        self._mirror_rows(self._pos, self._pos + n)
         with self._lock:
             self._pos = (self._pos + n) % self.capacity
             self._total += n
+            if self._pos == 0:  # a new lap: its rows are not mirrored yet
+                self._mirrored = 0
 
     def add(self, data: np.ndarray | list, ts: np.ndarray | list[float]) -> int:
         """Copy samples (rows) in, splitting at the wrap; returns how many were added.
@@ -137,27 +154,29 @@ class RingBuffer:
             raise ValueError(f"{n} samples but {tarr.shape[0]} timestamps")
         skip = max(0, n - self.keep)
         with self._lock:
+            if self._pos + n >= self.capacity:  # wraps: a new lap, not mirrored yet
+                self._mirrored = 0
             self._pos = (self._pos + skip) % self.capacity
             rows, trows = arr[skip:], tarr[skip:]
             m = rows.shape[0]
             first = min(m, self.capacity - self._pos)
             self.data[self._pos : self._pos + first] = rows[:first]
             self.ts[self._pos : self._pos + first] = trows[:first]
-            self._mirror_rows(self._pos, self._pos + first)
             if first < m:
                 self.data[: m - first] = rows[first:]
                 self.ts[: m - first] = trows[first:]
-                self._mirror_rows(0, m - first)
             self._pos = (self._pos + m) % self.capacity
             self._total += n
         return n
 
-    def _mirror_rows(self, a: int, b: int) -> None:
-        """Copy ring rows ``[a, b)`` to the mirror half (no-op without a mirror)."""
-        if self.mirror and b > a:
+    def _mirror_to_pos(self) -> None:
+        """Bring the mirror rows a wrapped window reads up to date; caller holds the lock."""
+        a, b = self._mirrored, self._pos
+        if b > a:
             c = self.capacity
             self._mem[c + a : c + b] = self._mem[a:b]
             self._tmem[c + a : c + b] = self._tmem[a:b]
+            self._mirrored = b
 
     def shift_timestamps(self, delta: float, newest: int | None = None) -> None:
         """Add ``delta`` to the timestamps of the ``newest`` readable samples (all if None).
@@ -181,6 +200,7 @@ class RingBuffer:
             self._pos = 0
             self._total = 0
             self._popped = 0
+            self._mirrored = 0
 
     # ------------------------------------------------------------------------------------ read
     def _last(self, n: int, copy: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +212,7 @@ class RingBuffer:
             d, t = self.data[start : self._pos], self.ts[start : self._pos]
             return (d.copy(), t.copy()) if copy else (d, t)
         if self.mirror:  # the wrapped rows continue in the mirror half: still one view
+            self._mirror_to_pos()
             c = self.capacity
             d, t = self._mem[c + start : c + self._pos], self._tmem[c + start : c + self._pos]
             return (d.copy(), t.copy()) if copy else (d, t)

@@ -3,7 +3,8 @@
 Why not Dareplane's or mne-lsl's: resolving must never hang (Dareplane waits forever), the inlet
 buffer must be sized to the need (liblsl reserves memory for 360 s by default), writes must be
 O(chunk) and reads O(window) (mne-lsl rolls the whole buffer per chunk), a background thread must
-not cost latency (we block in liblsl with ``min_samples=1`` instead of sleeping), and readers need a
+not cost latency (it blocks in liblsl while nobody reads, and a polling reader pulls what liblsl
+already holds itself, so it sees data as early as Dareplane's ``update()`` loop), and readers need a
 fill count, an atomic ``pop_new()`` and gap detection. Dareplane's names (``connect_to_stream``,
 ``update``, ``unfold_buffer``, ``unfold_buffer_t``, ``n_new``, ``buffer``, ``curr_i``) keep working so
 their modules port unchanged.
@@ -152,7 +153,17 @@ class StreamWatcher:
     smoothing), ``recover`` (liblsl silent recovery; the service uses False and re-attaches
     itself), ``max_pull`` (samples per pull, also the ring's write slack), ``gap_factor`` and
     ``gap_min_s`` (what counts as a hole), ``direct_pull`` (liblsl writes straight into the ring),
-    ``mirror`` (every window is a view, at twice the memory).
+    ``mirror`` (every window is a view, at twice the memory), ``pull_on_read`` and ``read_idle_s``
+    (see below).
+
+    Reads with the background thread: ``window()``, ``pop_new()``, ``n_new``, ``update()`` and
+    ``wait_for_samples()`` first move whatever liblsl already holds into the ring (non-blocking,
+    skipped if another thread is pulling at that moment), so a polling reader never waits for the
+    thread to wake up. While such reads keep coming (gaps shorter than ``read_idle_s``) the thread
+    steps aside and only tops up once per ``read_idle_s``; when they stop it goes back to blocking
+    in liblsl, so data keeps flowing into the ring while the reader is idle. All pulls hold one
+    lock, so rows and timestamps stay in arrival order. ``pull_on_read=False`` leaves all pulling
+    to the thread.
     """
 
     def __init__(
@@ -174,6 +185,8 @@ class StreamWatcher:
         pull_timeout_s: float = 0.05,
         direct_pull: bool = True,
         mirror: bool = True,
+        pull_on_read: bool = True,
+        read_idle_s: float = 0.05,
     ) -> None:
         if buffer_size_s <= 0:
             raise ValueError(f"buffer_size_s must be > 0, got {buffer_size_s}")
@@ -192,6 +205,8 @@ class StreamWatcher:
         self.pull_timeout_s = pull_timeout_s
         self.direct_pull = direct_pull
         self.mirror = mirror
+        self.pull_on_read = pull_on_read
+        self.read_idle_s = read_idle_s
         self.log = logger or log
 
         self.inlet: pylsl.StreamInlet | None = None
@@ -215,7 +230,11 @@ class StreamWatcher:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._pull_lock = threading.Lock()  # one puller at a time (thread or update())
+        self._pull_lock = threading.Lock()  # one puller at a time (thread, reader or update())
+        self._read_pulls = False  # readers pull too (background thread running, pull_on_read)
+        self._last_read = -math.inf  # time.monotonic() of the latest pulling read
+        self._reader_mode = False  # the thread is stepping aside for a polling reader
+        self._n_waiting = 0  # threads inside wait_for_samples (commits notify only then)
         self._closed = False
         self._direct = False
         self._pull_fn: Any = None
@@ -255,8 +274,10 @@ class StreamWatcher:
         return self
 
     def _open(self, info: pylsl.StreamInfo) -> None:
-        self._shutdown_threads()
-        self._stop.clear()
+        self._shutdown_threads()  # also stops new read-side pulls
+        with self._pull_lock:  # let a read-side pull already under way finish first
+            self._stop.clear()
+        self._last_read = -math.inf
         srate = info.nominal_srate()
         self._srate = srate
         self._numeric = info.channel_format() != pylsl.cf_string
@@ -308,7 +329,7 @@ class StreamWatcher:
         if self.clock_sync:
             self._spawn(self._clock_loop, "clock")
         if self.background:
-            self._spawn(self._acquire_loop, "acquire")
+            self._start_acquire()
         else:
             self.update()
 
@@ -321,6 +342,10 @@ class StreamWatcher:
         self._open(info)
         return self
 
+    def _start_acquire(self) -> None:
+        self._read_pulls = self.pull_on_read
+        self._spawn(self._acquire_loop, "acquire")
+
     def _spawn(self, fn: Any, what: str) -> None:
         t = threading.Thread(target=fn, name=f"sw-{what}-{self.name}", daemon=True)
         self._threads.append(t)
@@ -330,95 +355,154 @@ class StreamWatcher:
     def update(self) -> int:
         """Pull everything available now, without blocking; returns the number of samples added.
 
-        With a background thread running this is a no-op (the thread already pulls).
+        With a background thread running this is a non-blocking top-up like any read (a no-op
+        with ``pull_on_read=False``, or while another thread is pulling).
         """
         if self.background and any(t.is_alive() for t in self._threads):
-            return 0
-        added, cap = 0, self._rb().capacity
-        while added < cap:  # bounded: a flooding source cannot trap the caller here
-            n = self._pull(0.0)
-            if n == 0:
-                break
-            added += n
-        return added
+            return self._read_pull()
+        inlet, rb = self._inlet_ring()
+        with self._pull_lock:
+            return self._drain(inlet, rb)
 
-    def _pull(self, timeout: float) -> int:
-        """One pull into the ring (blocking up to ``timeout`` for the first sample)."""
+    def _inlet_ring(self) -> tuple[pylsl.StreamInlet, RingBuffer]:
         inlet, rb = self.inlet, self.ring_buffer
         if inlet is None or rb is None:
             raise RuntimeError("not connected: call connect_to_stream() first")
-        with self._pull_lock:
-            try:
-                if self._numeric and self._direct:
-                    n = self._pull_direct(inlet, rb, timeout)
-                elif self._numeric:
-                    slot = rb.write_slot(self._max_pull)
-                    _, ts = inlet.pull_chunk(
-                        timeout=timeout,
-                        max_samples=len(slot),
-                        dest_obj=slot,
-                        min_samples=1 if timeout > 0 else None,
-                        as_numpy=True,
-                    )
-                    n = len(ts)
-                    if n:
-                        self._commit(ts, lambda t: rb.commit(n, t))
-                else:
-                    data, ts = inlet.pull_chunk(timeout=timeout, max_samples=self._max_pull)
-                    n = len(ts)
-                    if n:
-                        tsa = np.asarray(ts, dtype=np.float64)
-                        self._commit(tsa, lambda t: rb.add(data, t))
-            except LostError:
-                if not self.lost:
-                    self.log.warning("stream lost", stream=self.name)
-                self.lost = True
+        return inlet, rb
+
+    def _drain(self, inlet: pylsl.StreamInlet, rb: RingBuffer) -> int:
+        """Non-blocking pulls until liblsl has nothing left; caller holds ``_pull_lock``.
+
+        Bounded by the ring's capacity, so a flooding source cannot trap the caller here.
+        """
+        added, cap, avail = 0, rb.capacity, inlet.samples_available
+        while added < cap:
+            n = self._pull_locked(inlet, rb, 0.0)
+            added += n
+            if n == 0 or not avail():  # liblsl is empty: no need for an empty pull to say so
+                break
+        return added
+
+    def _read_pull(self) -> int:
+        """A reader's top-up: move what liblsl already holds into the ring before reading.
+
+        Never blocks: if another thread is pulling right now, its chunk lands in a moment anyway.
+        Marks the reader as active, so the background thread steps aside (see the class notes).
+        """
+        if not self._read_pulls:
+            return 0
+        self._last_read = time.monotonic()
+        if self.lost or not self._pull_lock.acquire(blocking=False):
+            return 0
+        try:
+            inlet, rb = self.inlet, self.ring_buffer
+            if inlet is None or rb is None or not self._read_pulls:
                 return 0
+            if not inlet.samples_available():  # the usual poll: a fraction of an empty pull
+                return 0
+            return self._drain(inlet, rb)
+        except Exception as exc:  # a read must not fail for a pull problem; the thread reports it
+            self.log.debug("read-side pull failed", stream=self.name, error=repr(exc))
+            return 0
+        finally:
+            self._pull_lock.release()
+
+    def _pull(self, timeout: float) -> int:
+        """One pull into the ring (blocking up to ``timeout`` for the first sample)."""
+        inlet, rb = self._inlet_ring()
+        with self._pull_lock:
+            return self._pull_locked(inlet, rb, timeout)
+
+    def _pull_locked(self, inlet: pylsl.StreamInlet, rb: RingBuffer, timeout: float) -> int:
+        """:meth:`_pull` for a caller that holds ``_pull_lock``."""
+        try:
+            if self._numeric and self._direct:
+                n = self._pull_direct(inlet, rb, timeout)
+            elif self._numeric:
+                slot = rb.write_slot(self._max_pull)
+                _, ts = inlet.pull_chunk(
+                    timeout=timeout,
+                    max_samples=len(slot),
+                    dest_obj=slot,
+                    min_samples=1 if timeout > 0 else None,
+                    as_numpy=True,
+                )
+                n = len(ts)
+                if n:
+                    self._commit(ts, lambda t: rb.commit(n, t))
+            else:
+                data, ts = inlet.pull_chunk(timeout=timeout, max_samples=self._max_pull)
+                n = len(ts)
+                if n:
+                    tsa = np.asarray(ts, dtype=np.float64)
+                    self._commit(tsa, lambda t: rb.add(data, t))
+        except LostError:
+            if not self.lost:
+                self.log.warning("stream lost", stream=self.name)
+            self.lost = True
+            return 0
         return n
 
     def _pull_direct(self, inlet: pylsl.StreamInlet, rb: RingBuffer, timeout: float) -> int:
         """liblsl writes samples and timestamps straight into the ring: no allocation, no copy.
 
         Same low-latency pattern as pylsl's ``min_samples=1``: wait up to ``timeout`` for one
-        sample, then drain what is already there without waiting.
+        sample (``timeout`` 0: take what is there), then drain what is already there without
+        waiting. Raw addresses and one commit keep the per-chunk Python overhead small.
         """
-        data, ts = rb.write_slots(self._max_pull)
-        rows, n_ch = len(ts), rb.n_channels
-        fn, ec = self._pull_fn, self._ec
-        d0, t0, row_bytes = data.ctypes.data, ts.ctypes.data, data.itemsize * n_ch
+        d0, t0, rows, pos = rb.write_ptrs(self._max_pull)
+        n_ch, row_bytes = rb.n_channels, rb.row_bytes
+        fn, ec, obj, avail = self._pull_fn, self._ec, inlet.obj, inlet.samples_available
         first = 1 if timeout > 0 else rows
-        got = fn(inlet.obj, c_void_p(d0), c_void_p(t0), c_size_t(first * n_ch), c_size_t(first),
+        got = fn(obj, c_void_p(d0), c_void_p(t0), c_size_t(first * n_ch), c_size_t(first),
                  c_double(timeout), byref(ec)) // n_ch  # fmt: skip
-        handle_error(ec)
-        # liblsl hands a chunk over sample by sample, so the first wake-up may see only its
-        # head: keep draining (no waiting) until a pull comes back empty or the slot is full.
-        more = got
-        while more and got < rows and first < rows:
-            more = fn(inlet.obj, c_void_p(d0 + got * row_bytes), c_void_p(t0 + got * 8),
+        if ec.value:
+            handle_error(ec)
+        # liblsl hands a chunk over sample by sample, so the first look may see only its head:
+        # keep draining (no waiting) while liblsl says more is there and the slot has room.
+        while got and got < rows and avail():
+            more = fn(obj, c_void_p(d0 + got * row_bytes), c_void_p(t0 + got * 8),
                       c_size_t((rows - got) * n_ch), c_size_t(rows - got), c_double(0.0),
                       byref(ec)) // n_ch  # fmt: skip
-            handle_error(ec)
+            if ec.value:
+                handle_error(ec)
+            if not more:
+                break
             got += more
         if got:
-            self._commit(ts[:got], lambda t: rb.commit(got), in_place=True)
+            self._commit_slot(rb, pos, got)
         return got
 
-    def _commit(self, ts: np.ndarray, store: Any, in_place: bool = False) -> None:
+    def _commit_slot(self, rb: RingBuffer, pos: int, n: int) -> None:
+        """Publish ``n`` rows that liblsl wrote into the ring's write slot at row ``pos``."""
+        ts = rb.ts[pos : pos + n]
+        with self._offset_lock:
+            if self._offset:
+                ts += self._offset
+            self._check_gaps(ts)
+            rb.commit(n)
+            if self.first_ts is None:
+                self.first_ts = float(ts[0])
+            self.last_ts = float(ts[-1])
+        self._published()
+
+    def _published(self) -> None:
+        self.last_arrival = pylsl.local_clock()
+        if self._n_waiting:  # read after the commit; a waiter counts itself before checking
+            with self._cond:
+                self._cond.notify_all()
+
+    def _commit(self, ts: np.ndarray, store: Any) -> None:
         """Offset, gap-check and publish one chunk's timestamps (clock offset applied atomically)."""
         with self._offset_lock:
             if self._offset:
-                if in_place:
-                    ts += self._offset
-                else:
-                    ts = ts + self._offset
+                ts = ts + self._offset
             self._check_gaps(ts)
             store(ts)
             if self.first_ts is None:
                 self.first_ts = float(ts[0])
             self.last_ts = float(ts[-1])
-        self.last_arrival = pylsl.local_clock()
-        with self._cond:
-            self._cond.notify_all()
+        self._published()
 
     def _check_gaps(self, ts: np.ndarray) -> None:
         """Count holes in regular streams: an interval longer than ``gap_factor`` periods.
@@ -433,7 +517,7 @@ class StreamWatcher:
         if prev is not None and ts[0] - prev > limit:
             self._note_gap(prev, float(ts[0]))
         if len(ts) > 1:
-            d = np.diff(ts)
+            d = ts[1:] - ts[:-1]  # np.diff without its Python overhead
             if d.max() > limit:
                 for i in np.flatnonzero(d > limit):
                     self._note_gap(float(ts[i]), float(ts[i + 1]))
@@ -444,10 +528,31 @@ class StreamWatcher:
         self.gap_samples_est += missing
         self.last_gap = {"at": before, "duration_s": after - before, "missing_est": missing}
 
+    def _read_idle_left(self) -> float:
+        """Seconds until the polling reader counts as idle (<= 0: it is idle, or there is none)."""
+        if not self._read_pulls:
+            return 0.0
+        return self._last_read + self.read_idle_s - time.monotonic()
+
     def _acquire_loop(self) -> None:
-        """Background acquisition: block inside liblsl until data arrives (no sleep polling)."""
+        """Background acquisition: block inside liblsl until data arrives (no sleep polling).
+
+        While a reader polls (and pulls on each read), step aside instead of racing it for the
+        data: sleep until its reads stop for ``read_idle_s``, topping up once per wake-up.
+        """
         while not self._stop.is_set():
             try:
+                left = self._read_idle_left()
+                if left > 0:
+                    self._reader_mode = True
+                    self._stop.wait(left)
+                    if self._pull_lock.acquire(blocking=False):  # else a reader is pulling
+                        try:
+                            self._drain(*self._inlet_ring())
+                        finally:
+                            self._pull_lock.release()
+                    continue
+                self._reader_mode = False
                 self._pull(self.pull_timeout_s)
             except Exception as exc:  # keep the watcher alive; the error is in the log
                 self.log.error("acquisition error", stream=self.name, error=repr(exc))
@@ -499,6 +604,7 @@ class StreamWatcher:
         Irregular streams select by timestamp for ``seconds``.
         """
         rb = self._rb()
+        self._read_pull()
         if samples is not None:
             return rb.last(samples, copy)
         if seconds is None:
@@ -509,24 +615,50 @@ class StreamWatcher:
 
     def pop_new(self) -> tuple[np.ndarray, np.ndarray]:
         """Exactly the samples not popped before (a copy), atomically with respect to writers."""
-        return self._rb().pop_new()
+        rb = self._rb()
+        self._read_pull()
+        return rb.pop_new()
 
     def wait_for_samples(self, total: int, timeout_s: float) -> bool:
-        """Block until ``total`` samples have ever arrived (or the timeout); true if reached."""
+        """Block until ``total`` samples have ever arrived (or the timeout); true if reached.
+
+        The caller waits inside liblsl itself when no other thread is pulling (woken by the data,
+        with no thread hand-off); otherwise it waits for that thread's chunk to land.
+        """
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self.total < total:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                if not self.background:
-                    self._cond.release()
-                    try:
-                        self._pull(min(left, 0.05))
-                    finally:
-                        self._cond.acquire()
-                else:
-                    self._cond.wait(left)
+            self._n_waiting += 1
+            try:
+                while self.total < total:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    if self.lost:  # nothing to pull from (recover=False) until a re-attach
+                        self._cond.wait(min(left, 0.05))
+                    elif not self.background:
+                        self._cond.release()
+                        try:
+                            self._pull(min(left, 0.05))
+                        finally:
+                            self._cond.acquire()
+                    elif not self._read_pulls:
+                        self._cond.wait(left)
+                    elif self._pull_lock.acquire(blocking=False):
+                        # Wait inside liblsl ourselves: the data wakes us, not a thread hand-off.
+                        self._last_read = time.monotonic()
+                        self._cond.release()
+                        try:
+                            self._pull_locked(*self._inlet_ring(), min(left, 0.05))
+                        finally:
+                            self._pull_lock.release()
+                            self._cond.acquire()
+                    else:
+                        # Another thread is pulling: its commit wakes us, but it may also come back
+                        # empty-handed (no notify), so look again soon.
+                        self._last_read = time.monotonic()
+                        self._cond.wait(min(left, 0.005))
+            finally:
+                self._n_waiting -= 1
         return True
 
     def unfold_buffer(self) -> np.ndarray:
@@ -540,7 +672,10 @@ class StreamWatcher:
     @property
     def n_new(self) -> int:
         """Samples since the last pop; Dareplane code resets it with ``sw.n_new = 0``."""
-        return self.ring_buffer.n_new if self.ring_buffer else 0
+        if self.ring_buffer is None:
+            return 0
+        self._read_pull()
+        return self.ring_buffer.n_new
 
     @n_new.setter
     def n_new(self, value: int) -> None:
@@ -622,7 +757,7 @@ class StreamWatcher:
             "channels": self.ring_buffer.n_channels if self.ring_buffer else 0,
             "samples": self.total,
             "fill": self.fill,
-            "n_new": self.n_new,
+            "n_new": self.ring_buffer.n_new if self.ring_buffer else 0,  # stats never pull
             "gaps": self.gaps,
             "gap_samples_est": self.gap_samples_est,
             "last_gap": self.last_gap,
@@ -641,9 +776,10 @@ class StreamWatcher:
         if self.inlet is not None and not any(
             t.name.startswith("sw-acquire") and t.is_alive() for t in self._threads
         ):
-            self._spawn(self._acquire_loop, "acquire")
+            self._start_acquire()
 
     def _shutdown_threads(self) -> None:
+        self._read_pulls = False
         self._stop.set()
         for t in self._threads:
             if t is not threading.current_thread():
@@ -652,7 +788,8 @@ class StreamWatcher:
 
     def _close_inlet(self) -> None:
         self._shutdown_threads()
-        inlet, self.inlet = self.inlet, None
+        with self._pull_lock:  # a reader may be pulling from this inlet right now
+            inlet, self.inlet = self.inlet, None
         if inlet is not None:
             try:
                 inlet.close_stream()

@@ -58,6 +58,13 @@ def test_ring_mirror_makes_wrapped_windows_views_and_shifts_both_halves():
     assert rb.last(3)[1].tolist() == [13.5, 14.5, 15.5]
     rb.shift_timestamps(1.0, newest=2)  # only samples since a re-attach get the new offset
     assert rb.last(3)[1].tolist() == [13.5, 15.5, 16.5]
+    lazy = RingBuffer(keep=10, n_channels=1, slack=2, mirror=True)
+    lazy.add(np.arange(16.0)[:, None], np.arange(16.0))
+    lazy.shift_timestamps(0.5)  # before any read has brought the mirror rows up to date
+    d, t = lazy.last(10)
+    assert d.ravel().tolist() == list(range(6, 16))
+    assert t.tolist() == [x + 0.5 for x in range(6, 16)]
+    assert np.shares_memory(d, lazy._mem)
 
 
 def test_ring_fill_never_pads_and_copy_is_independent():
@@ -116,13 +123,15 @@ def test_ring_strings_and_write_slot_commit():
     chunks=st.lists(st.integers(0, 60), min_size=1, max_size=30),
     use_slot=st.booleans(),
     mirror=st.booleans(),
+    read_every=st.integers(1, 4),
 )
-def test_ring_matches_reference_for_any_chunking(keep, slack, chunks, use_slot, mirror):
-    """Whatever the chunk sizes, the window is the tail of everything written, in order."""
+def test_ring_matches_reference_for_any_chunking(keep, slack, chunks, use_slot, mirror, read_every):
+    """Whatever the chunk sizes, the window is the tail of everything written, in order; also
+    when reads are sparse (the mirror is brought up to date lazily, by the read that needs it)."""
     rb = RingBuffer(keep=keep, n_channels=2, slack=slack, mirror=mirror)
     k = 0
     popped: list[float] = []
-    for n in chunks:
+    for i, n in enumerate(chunks):
         if use_slot:
             left = n
             while left:
@@ -136,7 +145,9 @@ def test_ring_matches_reference_for_any_chunking(keep, slack, chunks, use_slot, 
             k += n
         if n % 3 == 0:
             popped.extend(rb.pop_new()[0][:, 0].tolist())
-        for want in (1, keep // 2, keep, keep + 5):
+        if i % read_every and i != len(chunks) - 1:
+            continue
+        for want in (keep + 5, keep, keep // 2, 1):
             d, t = rb.last(want)
             exp = list(range(max(0, k - min(want, keep)), k))
             assert d[:, 0].tolist() == exp
@@ -199,6 +210,94 @@ def test_pop_new_from_reader_thread_sees_every_sample_once(lsl_name):
         seen.append(sw.pop_new()[0][:, 0])
     got = np.concatenate(seen)
     assert np.array_equal(got, np.arange(k)), "pop_new lost, duplicated or reordered samples"
+
+
+def test_polling_reader_pulls_what_liblsl_holds_without_the_thread(lsl_name):
+    """A read moves what liblsl already holds into the ring itself (no wait for the thread)."""
+    out = make_outlet(lsl_name, n_ch=3)
+    with StreamWatcher(lsl_name, 2.0, background=True, pull_timeout_s=0.01, read_idle_s=60.0) as sw:
+        sw.connect_to_stream()
+        assert sw.window(samples=1)[0].shape == (0, 3)  # a read: the thread steps aside
+        assert poll_until(lambda: sw._reader_mode, 5)
+        t0 = pylsl.local_clock()
+        out.push_chunk(counter_chunk(0, 20, 3), [t0 + i / 1000 for i in range(20)])
+        assert poll_until(lambda: sw.inlet.samples_available() >= 20, 5)
+        assert sw.ring_buffer.total == 0  # in liblsl, not in the ring: nobody has pulled yet
+        assert sw.n_new == 20  # this read pulled it
+        out.push_chunk(counter_chunk(20, 10, 3), [t0 + (20 + i) / 1000 for i in range(10)])
+        assert poll_until(lambda: sw.inlet.samples_available() >= 10, 5)
+        d, t = sw.pop_new()
+        assert d[:, 0].tolist() == list(range(30))
+        assert np.array_equal(d[:, 2], 3 * np.arange(30))
+        assert np.all(np.diff(t) > 0)
+        assert sw.window(samples=5)[0][:, 0].tolist() == [25, 26, 27, 28, 29]
+        assert sw._reader_mode  # the thread never had to wake up for any of it
+
+
+def test_idle_reader_hands_pulling_back_to_the_thread(lsl_name):
+    out = make_outlet(lsl_name, n_ch=2)
+    with StreamWatcher(lsl_name, 2.0, background=True, read_idle_s=0.05) as sw:
+        sw.connect_to_stream()
+        sw.window(samples=1)  # one read, then the reader goes idle
+        out.push_chunk(counter_chunk(0, 50, 2))
+        # ring_buffer.total never pulls: only the thread can have moved these samples.
+        assert poll_until(lambda: sw.ring_buffer.total == 50, 5)
+        assert poll_until(lambda: not sw._reader_mode, 5)
+        out.push_chunk(counter_chunk(50, 50, 2))
+        assert poll_until(lambda: sw.ring_buffer.total == 100, 5)
+        assert sw.ring_buffer.last()[0][:, 0].tolist() == list(range(100))
+
+
+def test_pull_on_read_off_leaves_pulling_to_the_thread(lsl_name):
+    out = make_outlet(lsl_name, n_ch=1)
+    with StreamWatcher(lsl_name, 2.0, background=True, pull_on_read=False) as sw:
+        sw.connect_to_stream()
+        assert sw.update() == 0
+        out.push_chunk(counter_chunk(0, 40, 1))
+        assert sw.wait_for_samples(40, 5)
+        assert sw.pop_new()[0][:, 0].tolist() == list(range(40))
+        assert not sw._reader_mode
+
+
+def test_readers_and_thread_pulling_together_keep_order(lsl_name):
+    """Several reading threads and the acquisition thread all pull: no sample is lost, doubled or
+    reordered, and every window is consecutive with increasing timestamps."""
+    out = make_outlet(lsl_name, n_ch=2, srate=5000.0)
+    popped: list[np.ndarray] = []
+    bad: list[str] = []
+    with StreamWatcher(lsl_name, 5.0, background=True, read_idle_s=0.002) as sw:
+        sw.connect_to_stream()
+        stop = threading.Event()
+
+        def popper() -> None:
+            while not stop.is_set():
+                popped.append(sw.pop_new()[0][:, 0].copy())
+                time.sleep(0.001)
+
+        def windower() -> None:
+            while not stop.is_set():
+                d, t = sw.window(samples=200, copy=True)
+                if len(t) > 1 and (np.any(np.diff(d[:, 0]) != 1) or np.any(np.diff(t) <= 0)):
+                    bad.append(f"window {d[:, 0].tolist()[:5]}...")
+                sw.n_new  # noqa: B018  (a pulling read too)
+                time.sleep(0.0003)
+
+        ths = [threading.Thread(target=popper), threading.Thread(target=windower)]
+        for th in ths:
+            th.start()
+        k, t0 = 0, pylsl.local_clock()
+        for i in range(300):
+            out.push_chunk(counter_chunk(k, 25, 2), [t0 + (k + j) / 5000 for j in range(25)])
+            k += 25
+            if i % 3 == 0:
+                time.sleep(0.004)  # pauses: the thread takes over, then the readers again
+        assert sw.wait_for_samples(k, timeout_s=10)
+        stop.set()
+        for th in ths:
+            th.join()
+        popped.append(sw.pop_new()[0][:, 0])
+    assert not bad, bad[:3]
+    assert np.array_equal(np.concatenate(popped), np.arange(k))
 
 
 def test_connect_by_predicate_and_list_streams(lsl_name):
