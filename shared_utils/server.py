@@ -171,8 +171,10 @@ class DefaultServer:
         token: str | None = None,
         logger: Any = None,
         require_auth: bool | None = None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.port = port
+        self.max_connections = max_connections
         self.ip = ip
         self.name = name
         self.version = version or __version__
@@ -420,12 +422,12 @@ class DefaultServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c = _Connection(conn, peer, authed=not self.requires_auth)
             with self._conns_lock:
-                full = len(self._conns) >= MAX_CONNECTIONS
+                full = len(self._conns) >= self.max_connections
                 if not full:
                     self._conns.add(c)
             if full:
                 self.log.warning("too many connections, refusing one", peer=str(peer))
-                msg = f"server full: {MAX_CONNECTIONS} connections open; close one and retry"
+                msg = f"server full: {self.max_connections} connections open; close one and retry"
                 try:
                     _send_all(conn, encode_reply("?", False, error=msg), timeout_s=0.5)
                 except OSError:

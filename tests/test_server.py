@@ -496,14 +496,9 @@ def test_close_stops_tasks_of_the_process(
     wait_for(lambda: pid_gone(grandchild) and pid_gone(child), "the task's process group to end")
 
 
-def test_connection_cap_refuses_politely(
-    make_server: Callable[..., DefaultServer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Beyond MAX_CONNECTIONS a new connection gets an error line and is closed; others go on."""
-    import shared_utils.server as server_mod
-
-    monkeypatch.setattr(server_mod, "MAX_CONNECTIONS", 3)
-    s = make_server()
+def test_connection_cap_refuses_politely(make_server: Callable[..., DefaultServer]) -> None:
+    """Beyond max_connections a new connection gets an error line and is closed; others go on."""
+    s = make_server(max_connections=3)
     wires = [Wire(s.port) for _ in range(3)]
     for w in wires:
         assert w.cmd("UP")["result"] is True
