@@ -22,6 +22,7 @@ from control_room.config import ModuleSpec
 from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
 from shared_utils.client import ModuleClient
+from shared_utils.commands import unknown_command_message
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,9 +228,7 @@ class ModuleHandle:
     def check_command(self, cmd: str) -> None:
         """Refuse a command the module did not list (matched case-insensitively)."""
         if self.commands and cmd.upper() not in {c.upper() for c in self.commands}:
-            raise CommandFailed(
-                cmd, f"{self.name} has no command {cmd!r}; it has: {', '.join(self.commands)}"
-            )
+            raise CommandFailed(cmd, f"{self.name}: {unknown_command_message(cmd, self.commands)}")
 
     # -- commands --------------------------------------------------------------------------------
     def command(self, cmd: str, kwargs: dict[str, Any], timeout: float = 30.0) -> Any:

@@ -474,7 +474,8 @@ kwargs = { hi = 1 }
     assert "FAIL always fails" in bad.stderr
     nope = _cli("send", "raw", "NOPE", port=port)  # a Dareplane module would silently ignore it
     assert nope.returncode == 1
-    assert "raw has no command 'NOPE'; it has: EMIT" in nope.stderr
+    assert "raw: unknown command 'NOPE'" in nope.stderr
+    assert "Valid commands: EMIT" in nope.stderr
     unknown = _cli("send", "nobody", "UP", port=port)
     assert unknown.returncode == 1
     assert "unknown module 'nobody'" in unknown.stderr
