@@ -104,14 +104,16 @@ def read_xdf(path: str | None) -> dict[str, Any] | None:
         streams, _ = pyxdf.load_xdf(str(p), dejitter_timestamps=False)
     except Exception as exc:
         return {"error": f"pyxdf could not read it: {exc}"}
-    out = {
-        st["info"]["name"][0]: {
+    names = [st["info"]["name"][0] for st in streams]
+    out = {}
+    for name, st in zip(names, streams, strict=True):
+        # two streams may share a name (two boxes, two rigs): keep both, told apart by source_id
+        key = name if names.count(name) == 1 else f"{name} [{st['info']['source_id'][0]}]"
+        out[key] = {
             "samples": len(st["time_stamps"]),
             "type": st["info"]["type"][0],
             "srate": float(st["info"]["nominal_srate"][0]),
         }
-        for st in streams
-    }
     return {"bytes": p.stat().st_size, "streams": out}
 
 

@@ -6,6 +6,7 @@ that change state, because the server runs each connection on its own thread.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import replace
@@ -240,7 +241,12 @@ class DecoderService:
         pylsl: Any, name: str, labels: list[str], model: DecoderModel, positive: str, mode: str
     ) -> Any:
         info = pylsl.StreamInfo(
-            name, "Control", len(labels), pylsl.IRREGULAR_RATE, pylsl.cf_float32, f"decoder:{name}"
+            name,
+            "Control",
+            len(labels),
+            pylsl.IRREGULAR_RATE,
+            pylsl.cf_float32,
+            f"decoder:{name}:{os.getpid()}",
         )
         chans = info.desc().append_child("channels")
         for lab in labels:

@@ -9,6 +9,7 @@ timestamp is exactly its due time.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -56,10 +57,12 @@ class SyntheticStream:
         self.synth = synth
         self.schedule: StateSchedule = synth.schedule
         self.outlet = pylsl.StreamOutlet(
-            eeg_info(name, channel_names, srate, f"mockup-{name}"), chunk_size=chunk
+            eeg_info(name, channel_names, srate, f"mockup-{name}-{os.getpid()}"), chunk_size=chunk
         )
         self.marker_outlet = (
-            pylsl.StreamOutlet(marker_info(f"{name}_markers", f"mockup-{name}-markers"))
+            pylsl.StreamOutlet(
+                marker_info(f"{name}_markers", f"mockup-{name}-markers-{os.getpid()}")
+            )
             if markers
             else None
         )

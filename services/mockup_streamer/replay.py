@@ -7,6 +7,7 @@ each wake-up, every sample whose original offset is due, stamped ``t0 + (t_orig 
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ class ReplayStream:
         self.t_origin = t_origin
         fmt = _FORMATS.get(spec["format"], pylsl.cf_float32)
         info = pylsl.StreamInfo(
-            name, spec["type"], spec["channels"], spec["srate"], fmt, f"replay-{name}"
+            name, spec["type"], spec["channels"], spec["srate"], fmt, f"replay-{name}-{os.getpid()}"
         )
         if spec["labels"]:
             info.set_channel_labels(spec["labels"])
@@ -95,7 +96,9 @@ class ReplayStream:
         self.loops = 0
         self.t0: float | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"replay-{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"replay-{name}-{os.getpid()}", daemon=True
+        )
 
     def start(self, t0: float, span: float) -> None:
         self.t0, self.span = t0, span

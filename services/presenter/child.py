@@ -77,7 +77,7 @@ class PresenterChild:
         self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self.clock = pylsl.local_clock
         info = pylsl.StreamInfo(
-            marker_stream, "Markers", 1, 0.0, "string", f"presenter:{marker_stream}"
+            marker_stream, "Markers", 1, 0.0, "string", f"presenter:{marker_stream}:{os.getpid()}"
         )
         self.outlet = pylsl.StreamOutlet(info)
         self.marker_stream = marker_stream

@@ -60,6 +60,7 @@ class Recording:
         self._on_finished = on_finished
         self._readers: dict[str, StreamReader] = {}
         self._retired: list[StreamReader] = []
+        self._warned_uids: set[str] = set()
         self._lock = threading.Lock()
         self._ids = 0
         self._stop = threading.Event()
@@ -134,6 +135,8 @@ class Recording:
             with self._lock:
                 old = self._readers.get(key)
                 if self._stop.is_set() or (old is not None and not old.replaceable_by(info)):
+                    if old is not None and old.info.uid() != info.uid():
+                        self._warn_shared_source(old.info, info)
                     continue
                 if old is not None:  # the same source is back after it was lost: new stream id
                     self._retired.append(old)
@@ -148,6 +151,21 @@ class Recording:
                 )
                 self._readers[key] = reader
             reader.start()
+
+    def _warn_shared_source(self, recorded: pylsl.StreamInfo, other: pylsl.StreamInfo) -> None:
+        """Two live outlets claim one source_id: LSL treats them as one source, so only the first
+        is recorded. Say so once per outlet instead of silently dropping it."""
+        if other.uid() in self._warned_uids:
+            return
+        self._warned_uids.add(other.uid())
+        log.warning(
+            "another live stream has the same name and source_id; only the first is recorded "
+            "(give each source its own source_id)",
+            name=other.name(),
+            source_id=other.source_id(),
+            recorded_uid=recorded.uid(),
+            skipped_uid=other.uid(),
+        )
 
     def _write_failed(self, err: XdfWriteError) -> None:
         """Called from any reader thread: remember the first error and let housekeeping finish."""
