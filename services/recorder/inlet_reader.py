@@ -222,13 +222,14 @@ class StreamReader:
             if inlet is None:
                 return
             self._inlet = inlet
+            del inlet  # self._inlet is the only reference, so releasing it frees liblsl's inlet
             if not self.local:
                 self._clock_thread = threading.Thread(
                     target=self._clock_loop, name=f"rec-clock-{self.name}", daemon=True
                 )
                 self._clock_thread.start()
             log.info("recording stream", stream=self.name, id=self.stream_id)
-            self._pull_loop(inlet)
+            self._pull_loop(self._inlet)
             if self.local:
                 self._write_offset(0.0)
             elif self._clock_thread is not None:
@@ -240,7 +241,22 @@ class StreamReader:
             self.stats.note = f"reader failed: {e!r}"
             log.exception("stream reader failed", stream=self.name)
         finally:
+            self._release_inlet()
             self.connected.set()
+
+    def _release_inlet(self) -> None:
+        """Give the inlet's sockets, ports and threads back to liblsl once this stream is done.
+
+        pylsl destroys the liblsl inlet when the last reference goes; a recorder that kept them
+        would hold LSL's 32 service ports after a few recordings and hide new streams machine-wide.
+        """
+        inlet, self._inlet = self._inlet, None
+        if inlet is None:
+            return
+        try:
+            inlet.close_stream()
+        except Exception:  # closing a lost stream may raise; it is released either way
+            pass
 
     def _pull_loop(self, inlet: pylsl.StreamInlet) -> None:
         """Pull into a ring of buffers; a writer thread writes them, so a write that waits for
