@@ -37,7 +37,15 @@ class Mode(enum.Enum):
 
 
 class ProtocolError(ValueError):
-    """A line that cannot be turned into a request; the text is sent back as the error."""
+    """A line that cannot be turned into a request; the text is sent back as the error.
+
+    ``request`` carries what could be read (the id and command of a JSON request) so that the
+    error reply still matches the request it answers.
+    """
+
+    def __init__(self, message: str, request: Request | None = None) -> None:
+        super().__init__(message)
+        self.request = request
 
 
 class LineTooLong(ProtocolError):
@@ -191,17 +199,25 @@ def _parse_envelope(text: str) -> Request:
             "a JSON request must be an object with 'cmd' and optional 'id', 'kwargs'"
         )
     cmd = obj.get("cmd")
-    if not isinstance(cmd, str) or not cmd.strip():
-        raise ProtocolError("a JSON request needs a non-empty string 'cmd'")
+    seen = Request(
+        cmd=cmd.strip() if isinstance(cmd, str) and cmd.strip() else "?",
+        id=obj.get("id"),
+        has_id="id" in obj,
+    )
+    if seen.cmd == "?":
+        raise ProtocolError("a JSON request needs a non-empty string 'cmd'", seen)
     kwargs = obj.get("kwargs", {})
     if kwargs is None:
         kwargs = {}
     if not isinstance(kwargs, dict):
-        raise ProtocolError(f"'kwargs' must be a JSON object, got {type(kwargs).__name__}")
+        raise ProtocolError(f"'kwargs' must be a JSON object, got {type(kwargs).__name__}", seen)
     unknown = set(obj) - {"cmd", "kwargs", "id"}
     if unknown:
-        raise ProtocolError(f"unknown request keys {sorted(unknown)}; allowed: cmd, kwargs, id")
-    return Request(cmd=cmd.strip(), kwargs=kwargs, id=obj.get("id"), has_id="id" in obj)
+        raise ProtocolError(
+            f"unknown request keys {sorted(unknown)}; allowed: cmd, kwargs, id", seen
+        )
+    seen.kwargs = kwargs
+    return seen
 
 
 def _json_default(obj: Any) -> Any:

@@ -583,7 +583,8 @@ class DefaultServer:
             req = parse_request(line)
         except ProtocolError as exc:
             self.log.warning("bad request", error=str(exc), peer=str(c.peer))
-            self._reply(c, Request(cmd=_guess_cmd(line)), ok=False, error=str(exc))
+            req = exc.request or Request(cmd=_guess_cmd(line))
+            self._reply(c, req, ok=False, error=str(exc))
             return
         ok, result, error = self.dispatch(req, c)
         self._reply(c, req, ok, result, error)
@@ -682,6 +683,10 @@ class DefaultServer:
 
     def _cmd_close(self, **kwargs: Any) -> dict[str, Any]:
         """Stop all tasks, release resources, then exit the process cleanly."""
+        if "CLOSE" in self._commands:
+            self._commands["CLOSE"].validate(kwargs)  # a typo must not shut the module down
+        elif kwargs:
+            raise CommandError(f"CLOSE: unknown argument {', '.join(kwargs)}; CLOSE takes none")
         self._run_close_hook(kwargs)
         stopped = self.tasks.stop_all()
         return {"closing": self.name, "stopped_tasks": stopped}
