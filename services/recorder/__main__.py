@@ -14,9 +14,10 @@ from shared_utils.module_cli import module_options, run_module
 @module_options(default_port=8103)
 @click.option(
     "--data-dir",
-    default=None,
+    default="data",
+    show_default=True,
     type=click.Path(file_okay=False),
-    help="Folder for relative file names in START (default: the working directory).",
+    help="Folder for relative file names in START (created when needed).",
 )
 @click.option(
     "--flush-ms",
