@@ -371,3 +371,10 @@ def test_pipeline_picks_model_channels_from_a_wider_reordered_input(fitted: tupl
     assert len(outs) == 11
     for a, b in outs:
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("on", "off"), [(5.0, 0.4), (0.6, -0.1)])
+def test_thresholds_outside_probability_range_are_refused(on: float, off: float) -> None:
+    """A threshold the probability can never cross would silently disable the controller."""
+    with pytest.raises(ValueError, match="0 <= off_threshold < on_threshold <= 1"):
+        ControlParams(on_threshold=on, off_threshold=off).validated()

@@ -28,6 +28,11 @@ class ControlParams:
             raise ValueError(
                 f"off_threshold ({self.off_threshold}) must be below on_threshold ({self.on_threshold})"
             )
+        if not (0.0 <= self.off_threshold and self.on_threshold <= 1.0):
+            raise ValueError(
+                "thresholds apply to the positive class's probability: use "
+                f"0 <= off_threshold < on_threshold <= 1 (got {self.off_threshold}, {self.on_threshold})"
+            )
         if self.smoothing_s < 0 or self.min_dwell_s < 0:
             raise ValueError("smoothing_s and min_dwell_s must be >= 0")
         return self
