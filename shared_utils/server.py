@@ -673,6 +673,11 @@ class DefaultServer:
             raise CommandError(
                 f"STOP: unknown argument {', '.join(map(repr, kwargs))}; valid arguments: task"
             )
+        if "STOP" in self._commands:
+            try:
+                self._commands["STOP"].validate(kwargs)  # before anything is stopped
+            except CommandError as exc:
+                raise CommandError(f"{exc} (STOP also takes task: one task id)") from None
         own = self._call("STOP", kwargs) if "STOP" in self._commands else None
         stopped = self.tasks.stop_all()
         if isinstance(own, dict):
