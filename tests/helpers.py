@@ -23,6 +23,21 @@ import pyxdf
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def wait_for(pred: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.02) -> Any:
+    """Poll ``pred`` until it returns something truthy and return that; fail naming ``what``.
+
+    The timeout only guards against hangs; it is not a timing check.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
 def poll_until(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.02) -> bool:
     """Poll ``cond`` until true or the timeout (bounded; no fixed sleeps in tests); its last value."""
     deadline = time.monotonic() + timeout

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
+from functools import partial
 
+import helpers
 import pytest
 from helpers import start_bpod_emulator
 from hypothesis import given, settings
@@ -54,11 +55,7 @@ def poke_sm() -> StateMachine:
     )
 
 
-def wait_for(pred, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.005)
+wait_for = partial(helpers.wait_for, timeout=10.0, every=0.005)
 
 
 @pytest.mark.parametrize(("mt", "fw"), [(3, 23), (4, 23), (3, 22)])

@@ -9,6 +9,7 @@ import time
 
 import pylsl
 import pytest
+from helpers import wait_for
 
 from shared_utils.client import ModuleClient
 from shared_utils.errors import CommandFailed
@@ -25,16 +26,6 @@ POKE = {
         {"name": "Reward", "timer": 0.1, "transitions": {"Tup": "exit"}, "actions": {"Valve1": 1}},
     ],
 }
-
-
-def wait_for(pred, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
 
 
 def open_inlet(name: str) -> pylsl.StreamInlet:

@@ -13,10 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
+import helpers
 import pytest
 from conftest import ROOT, free_port
 
@@ -31,16 +32,7 @@ ECHO = "tests.cr_modules.echo"
 RAW = ["python3", "tests/cr_modules/raw_dareplane.py", "--port", "{port}"]
 
 
-def wait_for(pred: Callable[[], object], what: str, timeout: float = 30.0) -> object:
-    """Poll ``pred`` until truthy (readiness wait; the timeout only guards against hangs)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+wait_for = partial(helpers.wait_for, timeout=30.0)
 
 
 def pid_alive(pid: int) -> bool:

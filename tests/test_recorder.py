@@ -9,10 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import helpers
 import numpy as np
 import pylsl
 import pytest
@@ -40,15 +41,7 @@ def load_strict(path: Path, only: list[str] | None = None, **kwargs: Any) -> dic
     return {s["info"]["name"][0]: s for s in load_xdf_strict(path, **kwargs)}
 
 
-def wait_for(pred: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll ``pred`` until it returns something truthy (a hang guard, not a timing check)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
+wait_for = partial(helpers.wait_for, every=0.05)
 
 
 def client(port: int) -> ModuleClient:

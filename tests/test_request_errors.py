@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from wire_helpers import Wire
 
 from shared_utils.server import DefaultServer
-from tests.wire_helpers import Wire
 
 
 @pytest.mark.parametrize(

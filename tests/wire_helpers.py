@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
-from collections.abc import Callable
+from functools import partial
 from typing import Any
+
+import helpers
 
 # Generous per-read timeout: a hung server fails the test instead of hanging it. Nothing is
 # asserted against wall-clock time.
@@ -78,13 +79,7 @@ class Wire:
         return bytes(out)
 
 
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Poll ``cond`` until it holds; fail naming ``what`` if it never does."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+wait_for = partial(helpers.wait_for, every=0.01)
 
 
 def pid_gone(pid: int) -> bool:
