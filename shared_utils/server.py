@@ -622,9 +622,15 @@ class DefaultServer:
                 f"{name} raised {type(exc).__name__}: {exc} (traceback in the module log)",
             )
 
-    def _call(self, name: str, kwargs: dict[str, Any]) -> Any:
+    def _call(self, name: str, kwargs: dict[str, Any], arg_hint: str = "") -> Any:
+        """Validate and run a module command; ``arg_hint`` is added to argument errors."""
         cmd = self._commands[name]
-        cmd.validate(kwargs)
+        try:
+            cmd.validate(kwargs)
+        except CommandError as exc:
+            if not arg_hint:
+                raise
+            raise CommandError(f"{exc} ({arg_hint})") from None
         if _ROOT_LOG.isEnabledFor(logging.DEBUG):  # a structlog call costs µs even when filtered
             self.log.debug("command", cmd=name, kwargs=kwargs)
         return self._track(name, cmd.func(**kwargs))
@@ -673,12 +679,11 @@ class DefaultServer:
             raise CommandError(
                 f"STOP: unknown argument {', '.join(map(repr, kwargs))}; valid arguments: task"
             )
-        if "STOP" in self._commands:
-            try:
-                self._commands["STOP"].validate(kwargs)  # before anything is stopped
-            except CommandError as exc:
-                raise CommandError(f"{exc} (STOP also takes task: one task id)") from None
-        own = self._call("STOP", kwargs) if "STOP" in self._commands else None
+        own = (  # the module's STOP runs (and checks its arguments) before any task is stopped
+            self._call("STOP", kwargs, arg_hint="STOP also takes task: one task id")
+            if "STOP" in self._commands
+            else None
+        )
         stopped = self.tasks.stop_all()
         if isinstance(own, dict):
             return {**own, "stopped_tasks": stopped}
