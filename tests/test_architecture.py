@@ -87,8 +87,7 @@ def test_every_service_has_a_thin_server_and_an_entry_point() -> None:
     """services/<name>/ holds server.py and a click __main__.py."""
     for svc in sorted(p for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists()):
         assert (svc / "__main__.py").exists(), svc.name
-        if svc.name != "bpod" or (svc / "server.py").exists():
-            assert (svc / "server.py").exists(), svc.name
+        assert (svc / "server.py").exists(), svc.name
         assert "click" in (svc / "__main__.py").read_text(), svc.name
 
 
