@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _common import ROOT
 
-from shared_utils.lsl_config import use_loopback  # noqa: E402
+from shared_utils.streams.lsl import use_loopback  # noqa: E402
 
 use_loopback()
 

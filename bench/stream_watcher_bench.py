@@ -32,7 +32,7 @@ from typing import Any
 
 import _common  # noqa: F401  (puts the repo root on sys.path)
 
-from shared_utils.lsl_config import use_loopback  # noqa: E402
+from shared_utils.streams.lsl import use_loopback  # noqa: E402
 
 use_loopback()  # before pylsl is imported anywhere (children inherit LSLAPICFG)
 
@@ -339,7 +339,7 @@ def arm_b3(name: str, ch: int, srate: int) -> dict[str, Any]:
     """Window-read cost; mne needs a connected StreamLSL (to an idle source) for its buffer."""
     from dareplane_utils.general.ringbuffer import RingBuffer as DpRing
 
-    from shared_utils.ring_buffer import RingBuffer
+    from shared_utils.streams.ring_buffer import RingBuffer
 
     n_keep, n_win = 10 * srate, srate
     rng = np.random.default_rng(0)

@@ -55,7 +55,7 @@ def _json_arg(text: str | None, what: str) -> dict[str, Any]:
 
 
 def _client(ctx: click.Context, timeout: float = 10.0) -> Any:
-    from shared_utils.client import ModuleClient
+    from shared_utils.protocol.client import ModuleClient
 
     return ModuleClient(ctx.obj["host"], ctx.obj["port"], timeout=timeout, protocol="json")
 
@@ -264,7 +264,7 @@ def macro(ctx: click.Context, name: str, payload: str | None, no_wait: bool) -> 
 @click.pass_context
 def logs(ctx: click.Context, follow: bool, module: str | None, n: int) -> None:
     """Print recent log records (module output included)."""
-    from shared_utils.log_receiver import format_line
+    from shared_utils.logging.receiver import format_line
 
     res = _call(ctx, "LOGS", module=module, n=n)
     for rec in res["records"]:
@@ -287,7 +287,7 @@ def logs(ctx: click.Context, follow: bool, module: str | None, n: int) -> None:
 @click.option("--timeout", default=2.0, show_default=True)
 def check(target: str, timeout: float) -> None:
     """Check the module at HOST:PORT against the protocol rules."""
-    from shared_utils.conformance import run_checks
+    from shared_utils.protocol.conformance import run_checks
 
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():

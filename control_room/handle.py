@@ -8,7 +8,6 @@ even when it dies during start-up.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import subprocess
@@ -21,9 +20,10 @@ from typing import Any
 from control_room.config import ModuleSpec
 from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
-from shared_utils.client import ModuleClient
-from shared_utils.commands import unknown_command_message
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
+from shared_utils.protocol import dareplane
+from shared_utils.protocol.client import ModuleClient
+from shared_utils.protocol.commands import unknown_command_message
 
 ROOT = Path(__file__).resolve().parent.parent
 LineSink = Callable[[str, str, str], None]  # (module, "stdout"|"stderr", line)
@@ -236,18 +236,12 @@ class ModuleHandle:
         if self.protocol == "dareplane" and self.link is not None and cmd != "GET_PCOMMS":
             if cmd == "UP":
                 return self.link.up(timeout)
-            payload = json.dumps(kwargs) if kwargs else ""
-            if any(ch in payload for ch in ";|") or not (cmd + payload).isascii():
-                # dareplane-utils splits on every ';' and '|' and decodes ASCII: it would drop
-                # or cut the command without a word, so refuse it here with a reason
-                raise CommandFailed(
-                    cmd,
-                    f"{self.name} speaks the Dareplane dialect, which cannot carry ';', '|' or "
-                    f"non-ASCII text; not sent: {payload[:80]}",
-                )
-            msg = f"{cmd}|{payload}" if payload else cmd
             try:
-                self.link.write(msg.encode() + b";")
+                line = dareplane.encode_command(cmd, kwargs, who=self.name)
+            except dareplane.DialectError as exc:
+                raise CommandFailed(cmd, str(exc)) from None
+            try:
+                self.link.write(line)
             except OSError as exc:
                 raise ModuleUnreachable(f"{self.name}: {exc}") from exc
             return None  # Dareplane modules do not answer commands

@@ -25,7 +25,7 @@ from control_room.router import CallbackRouter
 from control_room.supervisor import Supervisor
 from control_room.xvfb import Xvfb
 from shared_utils.errors import CommandFailed, ModuleError
-from shared_utils.lsl_config import use_loopback
+from shared_utils.streams.lsl import use_loopback
 
 QUIET_CMDS = {"UP", "STATUS", "HELP", "GET_PCOMMS"}  # read-only: not worth an LSL marker
 
@@ -88,8 +88,8 @@ class ControlRoom:
         return self.startup_s
 
     def _start_services(self) -> None:
-        from shared_utils.log_receiver import LogReceiver
         from shared_utils.logging import LogShipper, configure_logging
+        from shared_utils.logging.receiver import LogReceiver
 
         c = self.cfg.control
         self.receiver = LogReceiver(c.host, c.log_port, c.log_dir, on_record=self._on_log)
@@ -127,7 +127,7 @@ class ControlRoom:
 
     def _start_server(self) -> None:
         from control_room.server import build_commands
-        from shared_utils.server import DefaultServer
+        from shared_utils.protocol.server import DefaultServer
 
         c = self.cfg.control
         self.server = DefaultServer(c.port, ip=c.host, name="control_room")

@@ -17,51 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from control_room.handle import ModuleHandle
+from shared_utils.protocol import dareplane
 
 Route = Callable[[str, str, str, dict[str, Any]], None]  # (source, target, cmd, kwargs)
 _DECODER = json.JSONDecoder()
-
-
-def parse_dareplane_callbacks(
-    buf: str, pending_acks: int = 0
-) -> tuple[list[tuple[str, str, dict[str, Any]]], str, int]:
-    """Split ``buf`` into complete ``target|CMD|payload`` callbacks.
-
-    A leading ``1`` is taken as an ``UP`` acknowledgement only while one is expected
-    (``pending_acks``), so callbacks that start with a digit are not eaten.
-    Returns (callbacks, unparsed rest, acknowledgements consumed).
-    """
-    out: list[tuple[str, str, dict[str, Any]]] = []
-    acks = 0
-    while True:
-        buf = buf.lstrip(" \r\n\t;")
-        if buf.startswith("1") and acks < pending_acks:
-            buf = buf[1:]
-            acks += 1
-            continue
-        parts = buf.split("|", 2)
-        if len(parts) < 3:
-            return out, buf, acks
-        target, cmd, rest = parts[0].strip(), parts[1].strip(), parts[2]
-        body = rest.lstrip()
-        if body.startswith("{"):
-            try:
-                kwargs, end = _DECODER.raw_decode(body)
-            except json.JSONDecodeError:
-                cuts = [i for i in (body.find("\n"), body.find(";")) if i >= 0]
-                if cuts:  # malformed and terminated: drop it up to the terminator
-                    buf = body[min(cuts) + 1 :]
-                    continue
-                return out, buf, acks  # incomplete: wait for more bytes
-            buf = body[end:]
-            out.append((target, cmd, kwargs if isinstance(kwargs, dict) else {"value": kwargs}))
-            continue
-        # empty payload: ends at a terminator or at the end of what arrived
-        cuts = [i for i in (body.find(";"), body.find("\n")) if i >= 0]
-        out.append((target, cmd, {}))
-        if not cuts:
-            return out, "", acks
-        buf = body[min(cuts) + 1 :]
 
 
 class DareplaneLink:
@@ -168,7 +127,7 @@ class CallbackRouter:
                 text = text.partition("\n")[2]
             sock.settimeout(None)
             while not self._stop.is_set():
-                callbacks, text, acks = parse_dareplane_callbacks(text, link.pending_acks)
+                callbacks, text, acks = dareplane.parse_callbacks(text, link.pending_acks)
                 link.acked(acks)
                 for target, cmd, kwargs in callbacks:
                     self._route(name, target, cmd, kwargs)

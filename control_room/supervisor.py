@@ -15,8 +15,8 @@ from typing import Any
 
 from control_room.config import MeshConfig
 from control_room.handle import LineSink, ModuleHandle, StartError
-from shared_utils.client import ModuleClient
 from shared_utils.errors import ModuleError
+from shared_utils.protocol.client import ModuleClient
 
 Publish = Callable[..., None]
 UNRESPONSIVE_AFTER = 3  # missed UPs in a row before a live process is reported unresponsive

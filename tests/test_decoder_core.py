@@ -221,7 +221,7 @@ def write_xdf(
     path: Path, data: np.ndarray, switches: list[tuple[int, str]], name: str, t0: float = 50.0
 ) -> None:
     """Write signal + marker streams with the project's native XDF writer."""
-    from shared_utils.xdf_writer import XdfWriter
+    from shared_utils.streams.xdf_writer import XdfWriter
 
     times = t0 + np.arange(len(data)) / SRATE
     labels = [f"C{i}" for i in range(data.shape[1])]

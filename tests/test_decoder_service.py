@@ -267,7 +267,7 @@ def test_control_mode_notifies_another_module_and_set_changes_thresholds(
 
 def record_xdf(path: Path, infos: dict[str, pylsl.StreamInfo], seconds: float) -> None:
     """Record the given streams into an XDF file with the project's writer (a mini recorder)."""
-    from shared_utils.xdf_writer import XdfWriter
+    from shared_utils.streams.xdf_writer import XdfWriter
 
     inlets = {}
     for name, info in infos.items():

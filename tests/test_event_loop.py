@@ -15,8 +15,8 @@ import pytest
 import structlog
 from dareplane_utils.general.event_loop import EventLoop as DareplaneEventLoop
 
-from shared_utils.event_loop import EventLoop
-from shared_utils.timing import sleep_s
+from shared_utils.streams.event_loop import EventLoop
+from shared_utils.streams.timing import sleep_s
 
 DT = 0.010
 WORK = 0.006

@@ -379,7 +379,7 @@ def test_import_has_no_side_effects() -> None:
     """Importing the logging, receiver and event-loop modules starts no thread and configures nothing."""
     code = (
         "import threading, structlog\n"
-        "import shared_utils.logging, shared_utils.log_receiver, shared_utils.event_loop, shared_utils.timing\n"
+        "import shared_utils.logging, shared_utils.log_receiver, shared_utils.streams.event_loop, shared_utils.streams.timing\n"
         "shared_utils.logging.get_logger('x')\n"
         "assert threading.active_count() == 1, threading.enumerate()\n"
         "assert not structlog.is_configured()\n"

@@ -11,7 +11,7 @@ from services.mockup_streamer.synth import StateSchedule, SyntheticEEG
 from shared_utils.client import ModuleClient
 from shared_utils.errors import CommandFailed
 from shared_utils.stream_watcher import StreamWatcher
-from shared_utils.xdf_writer import XdfWriter
+from shared_utils.streams.xdf_writer import XdfWriter
 
 MODULE = "services.mockup_streamer"
 

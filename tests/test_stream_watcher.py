@@ -12,8 +12,8 @@ from helpers import poll_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared_utils.ring_buffer import RingBuffer
 from shared_utils.stream_watcher import StreamNotFoundError, StreamWatcher, list_streams
+from shared_utils.streams.ring_buffer import RingBuffer
 
 
 def counter_chunk(k0: int, n: int, n_ch: int, dtype=np.float32) -> np.ndarray:

@@ -14,14 +14,13 @@ from helpers import load_xdf_strict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared_utils.xdf_writer import (
+from shared_utils.streams.xdf_format import (
     BOUNDARY_UUID,
     CHANNEL_FORMATS,
-    XdfWriteError,
-    XdfWriter,
     stream_info_xml,
     varlen_int,
 )
+from shared_utils.streams.xdf_writer import XdfWriteError, XdfWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,7 +172,7 @@ def test_write_error_is_raised_and_the_file_rolled_back(tmp_path: Path) -> None:
     path = tmp_path / "full.xdf"
     code = f"""
 import resource, numpy as np, sys
-from shared_utils.xdf_writer import XdfWriter, XdfWriteError
+from shared_utils.streams.xdf_writer import XdfWriter, XdfWriteError
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 w = XdfWriter({str(path)!r})
 w.add_stream(1, dict(name="eeg", channel_count=8, nominal_srate=1000.0))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from shared_utils.module_cli import module_options, run_module
+from shared_utils.protocol.module import module_options, run_module
 
 
 @click.command()
@@ -52,7 +52,7 @@ def main(
     """Bpod state machine service: load state machines, run trials, stream events to LSL."""
     if bool(serial_dev) == emulator:
         raise click.UsageError("give exactly one of --serial DEVICE or --emulator")
-    from shared_utils.lsl_config import use_loopback
+    from shared_utils.streams.lsl import use_loopback
 
     use_loopback()  # before the service creates its LSL outlet
     from services.bpod.emulator_process import EmulatorProcess

@@ -77,7 +77,7 @@ class Notifier:
             self.dropped += 1
 
     def _run(self) -> None:
-        from shared_utils.client import ModuleClient
+        from shared_utils.protocol.client import ModuleClient
 
         client = ModuleClient(self.cfg.host, self.cfg.port, timeout=self.cfg.timeout_s)
         while True:

@@ -142,7 +142,7 @@ class DecoderService:
         """Decode the live ``input`` stream and push predictions to the LSL outlet ``output``."""
         import pylsl
 
-        from shared_utils.stream_watcher import StreamNotFoundError, channel_labels, resolve
+        from shared_utils.streams.lsl import StreamNotFoundError, channel_labels, resolve
 
         with self._lock:
             if self.loop is not None and self.loop.running:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from shared_utils.lsl_config import use_loopback
-from shared_utils.module_cli import module_options, run_module
+from shared_utils.protocol.module import module_options, run_module
+from shared_utils.streams.lsl import use_loopback
 
 
 @click.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shared_utils.module_cli import module_options, run_module
+from shared_utils.protocol.module import module_options, run_module
 
 
 @click.command()
@@ -65,7 +65,7 @@ def main(
     **common: object,
 ) -> None:
     """Recorder: every LSL stream (or the ones named) into one crash-safe XDF file."""
-    from shared_utils.lsl_config import use_loopback
+    from shared_utils.streams.lsl import use_loopback
 
     cfg = use_loopback()  # before the recorder's resolver makes the first LSL call
     if inlet_reserve_ms > 0:

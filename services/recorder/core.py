@@ -18,7 +18,7 @@ from services.recorder.paths import check_target, expand_template, resolve_path
 from services.recorder.recording import Recording, RecordingOptions
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
-from shared_utils.xdf_writer import XdfWriter
+from shared_utils.streams.xdf_writer import XdfWriter
 
 log = get_logger("recorder")
 

@@ -4,7 +4,7 @@ Each reader owns its pylsl inlet (buffer sized to the stream's byte rate, not li
 default, which reserves gigabytes at high rates) and pulls into a small ring of preallocated
 arrays, so the hot path allocates nothing per chunk. Every pull ends after at most
 ``pull_timeout_s``; a per-stream writer thread hands each pulled chunk to the kernel through the
-:class:`~shared_utils.xdf_writer.XdfWriter` while the next pull runs (a write that waits for the
+:class:`~shared_utils.streams.xdf_writer.XdfWriter` while the next pull runs (a write that waits for the
 disk no longer stalls the inlet). A ``kill -9`` therefore loses at most the pull interval plus the
 at most two chunks queued behind a slow disk.
 
@@ -31,8 +31,8 @@ from pylsl.util import LostError
 from pylsl.util import TimeoutError as LslTimeout
 
 from shared_utils.logging import get_logger
-from shared_utils.stream_watcher import FORMAT_NAMES
-from shared_utils.xdf_writer import CHANNEL_FORMATS, XdfWriteError, XdfWriter
+from shared_utils.streams.lsl import FORMAT_NAMES
+from shared_utils.streams.xdf_writer import CHANNEL_FORMATS, XdfWriteError, XdfWriter
 
 log = get_logger("recorder.reader")
 

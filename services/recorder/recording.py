@@ -19,7 +19,7 @@ import pylsl
 
 from services.recorder.inlet_reader import StreamReader, stream_key
 from shared_utils.logging import get_logger
-from shared_utils.xdf_writer import XdfWriteError, XdfWriter
+from shared_utils.streams.xdf_writer import XdfWriteError, XdfWriter
 
 log = get_logger("recorder.recording")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from shared_utils.module_cli import module_options, run_module
+from shared_utils.protocol.module import module_options, run_module
 
 
 @click.command()

@@ -19,7 +19,8 @@ import pylsl
 
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
-from shared_utils.stream_watcher import StreamNotFoundError, StreamWatcher, describe_all
+from shared_utils.streams.lsl import StreamNotFoundError, describe_all
+from shared_utils.streams.watcher import StreamWatcher
 
 log = get_logger("stream_watcher_service")
 

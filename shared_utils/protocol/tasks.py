@@ -20,7 +20,7 @@ from typing import Any
 
 from shared_utils.logging import get_logger
 
-log = get_logger("shared_utils.tasks")
+log = get_logger("shared_utils.protocol.tasks")
 
 
 @dataclass

@@ -6,7 +6,6 @@ call, so a wrong name or type is answered with a message naming the field, and i
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import types
 import typing
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared_utils.checks import did_you_mean
 from shared_utils.errors import CommandError
 
 _SIMPLE_TYPES: dict[type, str] = {
@@ -70,8 +70,8 @@ class Command:
                 valid = list(self.params) or ["(none)"]
                 hints = []
                 for k in unknown:
-                    close = difflib.get_close_matches(k, list(self.params), n=1)
-                    hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                    close = did_you_mean(k, self.params)
+                    hints.append(f"{k!r}" + (f" (did you mean {close!r}?)" if close else ""))
                 raise CommandError(
                     f"{self.name}: unknown argument {', '.join(hints)}; valid arguments: "
                     f"{', '.join(valid)}"
@@ -182,15 +182,8 @@ def _first_doc_line(func: Callable[..., Any]) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-def resolve_name(name: str, names: list[str]) -> str | None:
-    """Exact match first, then a unique case-insensitive match (``start`` finds ``START``)."""
-    if name in names:
-        return name
-    folded = [n for n in names if n.lower() == name.lower()]
-    return folded[0] if len(folded) == 1 else None
-
-
 def unknown_command_message(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]}?" if close else ""
+    """The reply to a command name the module does not have (did-you-mean, then every command)."""
+    close = did_you_mean(name, names, cutoff=0.5)
+    hint = f" Did you mean {close}?" if close else ""
     return f"unknown command {name!r}.{hint} Valid commands: {', '.join(names)} (send HELP for details)"

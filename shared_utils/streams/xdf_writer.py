@@ -33,8 +33,7 @@ import datetime as _dt
 import os
 import struct
 import threading
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,90 +41,25 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-MAGIC = b"XDF:"
-TAG_FILE_HEADER = 1
-TAG_STREAM_HEADER = 2
-TAG_SAMPLES = 3
-TAG_CLOCK_OFFSET = 4
-TAG_BOUNDARY = 5
-TAG_STREAM_FOOTER = 6
-BOUNDARY_UUID = bytes.fromhex("43A546DCCBF5410FB30ED5467383CBE4")
-
-#: LSL channel_format -> little-endian numpy dtype (None: variable-length strings)
-CHANNEL_FORMATS: dict[str, str | None] = {
-    "float32": "<f4",
-    "double64": "<f8",
-    "int8": "i1",
-    "int16": "<i2",
-    "int32": "<i4",
-    "int64": "<i8",
-    "string": None,
-}
+from shared_utils.streams.xdf_format import (
+    BOUNDARY_UUID,
+    CHANNEL_FORMATS,
+    MAGIC,
+    TAG_BOUNDARY,
+    TAG_CLOCK_OFFSET,
+    TAG_FILE_HEADER,
+    TAG_SAMPLES,
+    TAG_STREAM_FOOTER,
+    TAG_STREAM_HEADER,
+    chunk_header,
+    encode_string_samples,
+    parse_info,
+    varlen_int,
+)
 
 
 class XdfWriteError(OSError):
     """Writing to the XDF file failed; the file was cut back to its last complete chunk."""
-
-
-def varlen_int(n: int) -> bytes:
-    """XDF variable-length integer: a 1-byte width (1, 4 or 8) then the value, little-endian."""
-    if n < 0:
-        raise ValueError(f"negative length {n}")
-    if n < 256:
-        return struct.pack("<BB", 1, n)
-    if n < 2**32:
-        return struct.pack("<BI", 4, n)
-    return struct.pack("<BQ", 8, n)
-
-
-def chunk_header(tag: int, content_len: int, stream_id: int | None = None) -> bytes:
-    """Length prefix + tag (+ stream id) for a chunk whose content is ``content_len`` bytes."""
-    sid = b"" if stream_id is None else struct.pack("<I", stream_id)
-    return varlen_int(2 + len(sid) + content_len) + struct.pack("<H", tag) + sid
-
-
-def stream_info_xml(
-    name: str,
-    type: str = "",
-    channel_count: int = 1,
-    nominal_srate: float = 0.0,
-    channel_format: str = "float32",
-    source_id: str = "",
-    hostname: str = "",
-    uid: str = "",
-    created_at: float = 0.0,
-    channel_labels: Sequence[str] | None = None,
-    desc_xml: str = "",
-) -> str:
-    """Build the ``<info>`` XML that LSL's ``StreamInfo.as_xml()`` would give for these fields.
-
-    ``desc_xml`` is inserted verbatim inside ``<desc>`` (e.g. ``<synchronization>...``).
-    """
-    if channel_format not in CHANNEL_FORMATS:
-        raise ValueError(
-            f"unknown channel_format {channel_format!r}; use one of {list(CHANNEL_FORMATS)}"
-        )
-    desc = desc_xml
-    if channel_labels:
-        chans = "".join(
-            f"<channel><label>{escape(str(lb))}</label></channel>" for lb in channel_labels
-        )
-        desc = f"<channels>{chans}</channels>{desc}"
-    fields = [
-        ("name", name),
-        ("type", type),
-        ("channel_count", str(int(channel_count))),
-        ("channel_format", channel_format),
-        ("source_id", source_id),
-        ("nominal_srate", repr(float(nominal_srate))),
-        ("version", "1.1000000000000001"),
-        ("created_at", repr(float(created_at))),
-        ("uid", uid),
-        ("session_id", "default"),
-        ("hostname", hostname),
-    ]
-    body = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in fields)
-    return f'<?xml version="1.0"?><info>{body}<desc>{desc}</desc></info>'
 
 
 @dataclass
@@ -161,48 +95,6 @@ class StreamState:
             self._scratch = np.empty(size, dtype=self.record_dtype())
             self._scratch["tsb"] = 8
         return self._scratch
-
-
-def _parse_info(info: Any) -> tuple[str, dict[str, str]]:
-    """Accept XML text, an object with ``as_xml()`` (pylsl StreamInfo) or a mapping of fields."""
-    if hasattr(info, "as_xml"):
-        info = info.as_xml()
-    if isinstance(info, Mapping):
-        info = stream_info_xml(**info)
-    if not isinstance(info, str):
-        raise TypeError(
-            f"stream info must be XML text, a mapping or a StreamInfo, not {type(info)}"
-        )
-    try:
-        root = ET.fromstring(info)
-    except ET.ParseError as e:
-        raise ValueError(f"stream info is not valid XML: {e}") from None
-    if root.tag != "info":
-        raise ValueError(f"stream info root element must be <info>, not <{root.tag}>")
-    values = {c.tag: (c.text or "").strip() for c in root}
-    for key in ("name", "channel_count", "nominal_srate", "channel_format"):
-        if key not in values:
-            raise ValueError(f"stream info lacks <{key}>")
-    if "stream_id" in values:
-        raise ValueError("stream info must not contain <stream_id> (pyxdf warns about it)")
-    if values["channel_format"] not in CHANNEL_FORMATS:
-        raise ValueError(f"unsupported channel_format {values['channel_format']!r}")
-    if not info.lstrip().startswith("<?xml"):
-        info = '<?xml version="1.0"?>' + info
-    return info, values
-
-
-def encode_string_samples(timestamps: np.ndarray, samples: Sequence[Sequence[Any]]) -> bytes:
-    """Samples chunk body (after NumSamples) for a string stream; values are str (UTF-8) or bytes."""
-    parts: list[bytes] = []
-    pack_ts = struct.Struct("<Bd").pack
-    for ts, row in zip(timestamps, samples, strict=True):
-        parts.append(pack_ts(8, float(ts)))
-        for v in row:
-            b = v if isinstance(v, bytes | bytearray) else str(v).encode("utf-8")
-            parts.append(varlen_int(len(b)))
-            parts.append(bytes(b))
-    return b"".join(parts)
 
 
 class XdfWriter:
@@ -294,7 +186,7 @@ class XdfWriter:
             raise ValueError(f"stream_id must fit in 32 bits, got {stream_id}")
         if stream_id in self._streams:
             raise ValueError(f"stream {stream_id} already added")
-        xml, values = _parse_info(info)
+        xml, values = parse_info(info)
         fmt = values["channel_format"]
         dt = CHANNEL_FORMATS[fmt]
         state = StreamState(

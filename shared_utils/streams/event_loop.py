@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared_utils.logging import get_logger
-from shared_utils.timing import sleep_s, sleep_until
+from shared_utils.streams.timing import sleep_s, sleep_until
 
 __all__ = ["DelayedCallback", "EventLoop", "sleep_s"]
 
-log = get_logger("shared_utils.event_loop")
+log = get_logger("shared_utils.streams.event_loop")
 
 
 def _wants_ctx(fn: Callable[..., Any]) -> bool:

@@ -1,0 +1,162 @@
+"""The built-in commands every module answers, whatever its own command map holds.
+
+Dareplane's four (``UP``, ``GET_PCOMMS``, ``STOP``, ``CLOSE``) and ours (``HELP``, ``STATUS``,
+``AUTH``, ``SUBSCRIBE``). ``STOP``, ``STATUS`` and ``CLOSE`` wrap a module command of the same name
+instead of being replaced by it: the module's part runs inside the built-in.
+
+A bare ``UP`` line on an authenticated connection is answered by the transport itself, without a
+trip through dispatch (health checks are most of a module's traffic, see
+``shared_utils.protocol.server``); :meth:`Builtins.up` answers the other forms (``UP|{}``, a JSON
+request with an id) and defines what the fast path must send.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from shared_utils.checks import resolve_name
+from shared_utils.errors import CommandError
+from shared_utils.protocol.commands import Command, make_command, unknown_command_message
+
+if TYPE_CHECKING:
+    from shared_utils.protocol.dispatch import Dispatcher
+
+OUR_BUILTINS = ["HELP", "STATUS", "AUTH", "SUBSCRIBE"]
+#: Built-ins that wrap a module's own command of the same name instead of being replaced by it.
+MERGED = ("STOP", "STATUS", "CLOSE")
+
+
+class Builtins:
+    """The built-in commands of one dispatcher (they read its tasks, commands and session)."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.d = dispatcher
+        funcs: dict[str, Callable[..., Any]] = {
+            "UP": self.up,
+            "GET_PCOMMS": self.get_pcomms,
+            "STOP": self.stop,
+            "CLOSE": self.close,
+            "HELP": self.help,
+            "STATUS": self.status,
+            "AUTH": self.auth,
+            "SUBSCRIBE": self.subscribe,
+        }
+        self.table: dict[str, Command] = {k: make_command(k, f) for k, f in funcs.items()}
+
+    def up(self) -> bool:
+        """Health check: true while the server answers."""
+        return True
+
+    def get_pcomms(self) -> list[str]:
+        """Names of all commands (Dareplane's discovery)."""
+        return self.d.pcommands
+
+    def stop(self, task: int | None = None, **kwargs: Any) -> Any:
+        """Stop all running tasks (and the module's own STOP), or one task by id."""
+        d = self.d
+        if task is not None:
+            if not isinstance(task, int) or isinstance(task, bool):
+                raise CommandError(
+                    f"STOP: argument 'task' must be an integer task id, got {task!r}"
+                )
+            try:
+                return d.tasks.stop(task)
+            except KeyError:
+                running = [t["id"] for t in d.tasks.list()]
+                raise CommandError(
+                    f"STOP: no task {task}; running tasks: {running or 'none'}"
+                ) from None
+        if kwargs and "STOP" not in d.commands:
+            raise CommandError(
+                f"STOP: unknown argument {', '.join(map(repr, kwargs))}; valid arguments: task"
+            )
+        own = (  # the module's STOP runs (and checks its arguments) before any task is stopped
+            d.call("STOP", kwargs, arg_hint="STOP also takes task: one task id")
+            if "STOP" in d.commands
+            else None
+        )
+        stopped = d.tasks.stop_all()
+        if isinstance(own, dict):
+            return {**own, "stopped_tasks": stopped}
+        return (
+            {"stopped_tasks": stopped} if own is None else {"result": own, "stopped_tasks": stopped}
+        )
+
+    def close(self, **kwargs: Any) -> dict[str, Any]:
+        """Stop all tasks, release resources, then exit the process cleanly."""
+        d = self.d
+        if "CLOSE" in d.commands:
+            d.commands["CLOSE"].validate(kwargs)  # a typo must not shut the module down
+        elif kwargs:
+            raise CommandError(f"CLOSE: unknown argument {', '.join(kwargs)}; CLOSE takes none")
+        d.run_close_hook(kwargs)
+        stopped = d.tasks.stop_all()
+        return {"closing": d.name, "stopped_tasks": stopped}
+
+    def help(self, command: str | None = None) -> dict[str, Any]:
+        """Each command with its arguments, defaults and first docstring line."""
+        names = self.d.pcommands
+        entries = [self._help_entry(n) for n in names]
+        if command is not None:
+            found = [e for e in entries if e["name"] == resolve_name(command, names)]
+            if not found:
+                raise CommandError(unknown_command_message(command, names))
+            return found[0]
+        return {"module": self.d.name, "commands": entries}
+
+    def _help_entry(self, name: str) -> dict[str, Any]:
+        own = self.d.commands.get(name)
+        if own is not None and name not in MERGED:
+            return own.help()
+        entry = self.table[name].help()
+        if own is not None:
+            mine = own.help()
+            entry["kwargs"] = entry["kwargs"] + mine["kwargs"]
+            entry["doc"] = mine["doc"] or entry["doc"]
+        entry["kwargs"] = [k for k in entry["kwargs"] if k["name"] != "kwargs"]
+        return entry
+
+    def status(self, **kwargs: Any) -> dict[str, Any]:
+        """Module name, version, uptime, running tasks (plus the module's own status)."""
+        d = self.d
+        status: dict[str, Any] = {
+            "module": d.name,
+            "version": d.version,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - d.started, 3),
+            "tasks": d.tasks.list(),
+            "connections": d.connections(),
+        }
+        if "STATUS" in d.commands:
+            own = d.call("STATUS", kwargs)
+            if isinstance(own, dict):
+                status.update({k: v for k, v in own.items() if k not in ("module", "version")})
+            elif own is not None:
+                status["state"] = own
+        elif kwargs:
+            raise CommandError(f"STATUS: unknown argument {', '.join(kwargs)}; STATUS takes none")
+        return status
+
+    def auth(self, token: str) -> bool:
+        """Authenticate this connection (needed when the server binds beyond loopback)."""
+        if not isinstance(token, str):
+            raise CommandError("AUTH: argument 'token' must be a string")
+        if self.d.token is None:
+            return True
+        if not hmac.compare_digest(token.encode(), self.d.token.encode()):
+            raise CommandError("AUTH: wrong token")
+        session = self.d.session
+        if session is not None:
+            session.authed = True
+        return True
+
+    def subscribe(self, enable: bool = True) -> bool:
+        """Receive unsolicited ``{"event": ...}`` lines (status changes, callbacks) on this connection."""
+        session = self.d.session
+        if session is not None:
+            session.subscribed = bool(enable)
+        return bool(enable)
