@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from control_room.toml_lines import LineIndex
+from shared_utils.checks import did_you_mean
 
 
 class Checker:
@@ -35,7 +36,11 @@ class Checker:
     def unknown(self, table: dict[str, Any], keys: tuple[Any, ...], allowed: set[str]) -> None:
         for k in table:
             if k not in allowed:
-                self.error((*keys, k), f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+                close = did_you_mean(k, allowed)
+                hint = f" (did you mean {close!r}?)" if close else ""
+                self.error(
+                    (*keys, k), f"unknown key{hint}; allowed here: {', '.join(sorted(allowed))}"
+                )
 
     def get(
         self, table: dict[str, Any], keys: tuple[Any, ...], key: str, types: Any, default: Any

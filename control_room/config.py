@@ -32,6 +32,7 @@ from control_room.schema import (
     Ready,
     Step,
 )
+from shared_utils.checks import unknown_message
 
 __all__ = [
     "ConfigError",
@@ -87,7 +88,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> MeshConfig:
     if control.run_macro and control.run_macro not in macros:
         ck.error(
             ("control_room", "run_macro"),
-            f"no macro named {control.run_macro!r}; macros: {', '.join(macros) or 'none'}",
+            unknown_message("macro", control.run_macro, macros),
         )
     if ck.problems:
         raise ConfigError(ck.problems)
@@ -185,9 +186,62 @@ def _module(
     line = ck.index.line(keys)
     host = ck.get(t, keys, "host", str, None) or ck.get(t, keys, "ip", str, "127.0.0.1")
     port = ck.port(t, keys, "port", 0)
+    started = _how_to_start(ck, keys, name, t, base, root, legacy)
+    if started is None:
+        return None
+    mkind, argv, cwd = started
+    if mkind == "attach" and port == 0:
+        ck.error(
+            (*keys, "port"),
+            "an attached module needs its real port (port 0 only works for modules we start)",
+        )
+    restart = ck.get(t, keys, "restart", str, "no" if mkind == "attach" else "on-failure")
+    if restart not in RESTART_POLICIES:
+        ck.error(
+            (*keys, "restart"), f"must be one of {', '.join(RESTART_POLICIES)}, got {restart!r}"
+        )
+    # our python modules never greet, so skip the auto-detect wait for them
+    protocol = ck.get(t, keys, "protocol", str, "json" if "module" in t else "auto")
+    if protocol not in PROTOCOLS:
+        ck.error((*keys, "protocol"), f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    env = ck.get(t, keys, "env", dict, {})
+    bad_env = [k for k, v in env.items() if not isinstance(v, str | int | float)]
+    if bad_env:
+        ck.error((*keys, "env"), f"values must be strings or numbers: {', '.join(bad_env)}")
+    pcomms = ck.get(t, keys, "pcomms", dict, {})
+    return ModuleSpec(
+        name=name,
+        kind=mkind,
+        argv=argv,
+        host=host,
+        port=port,
+        cwd=_resolve_dir(cwd, base) if cwd else None,
+        env={k: str(v) for k, v in env.items()},
+        after=ck.str_list(t, keys, "after"),
+        ready=_ready(ck, t, keys),
+        restart=restart,
+        max_restarts=int(ck.number(t, keys, "max_restarts", 3)),
+        restart_delay_s=ck.number(t, keys, "restart_delay_s", 0.5),
+        stop_timeout_s=ck.number(t, keys, "stop_timeout_s", 3.0),
+        display=ck.get(t, keys, "display", bool, False),
+        protocol=protocol,
+        pcomms={k: str(v) for k, v in pcomms.items()},
+        line=line,
+    )
+
+
+def _how_to_start(
+    ck: Checker,
+    keys: tuple[Any, ...],
+    name: str,
+    t: dict[str, Any],
+    base: Path,
+    root: str | None,
+    legacy: str | None,
+) -> tuple[str, list[str], str | None] | None:
+    """(kind, argv, cwd) from the one starter key the table gives (module / cmd / attach / kind)."""
     args = ck.str_list(t, keys, "args")
-    kwargs = ck.get(t, keys, "kwargs", dict, {})
-    flags = [f"--{k}={v}" for k, v in kwargs.items()]
+    flags = [f"--{k}={v}" for k, v in ck.get(t, keys, "kwargs", dict, {}).items()]
     cwd = ck.get(t, keys, "cwd", str, None)
     kind = ck.get(t, keys, "kind", str, None)
     starters = [k for k in ("module", "cmd", "attach", "kind") if k in t]
@@ -241,44 +295,7 @@ def _module(
             "cmd = ['./prog', '--port', '{port}'] (any executable) or attach = true",
         )
         return None
-    if mkind == "attach" and port == 0:
-        ck.error(
-            (*keys, "port"),
-            "an attached module needs its real port (port 0 only works for modules we start)",
-        )
-    restart = ck.get(t, keys, "restart", str, "no" if mkind == "attach" else "on-failure")
-    if restart not in RESTART_POLICIES:
-        ck.error(
-            (*keys, "restart"), f"must be one of {', '.join(RESTART_POLICIES)}, got {restart!r}"
-        )
-    # our python modules never greet, so skip the auto-detect wait for them
-    protocol = ck.get(t, keys, "protocol", str, "json" if "module" in t else "auto")
-    if protocol not in PROTOCOLS:
-        ck.error((*keys, "protocol"), f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    env = ck.get(t, keys, "env", dict, {})
-    bad_env = [k for k, v in env.items() if not isinstance(v, str | int | float)]
-    if bad_env:
-        ck.error((*keys, "env"), f"values must be strings or numbers: {', '.join(bad_env)}")
-    pcomms = ck.get(t, keys, "pcomms", dict, {})
-    return ModuleSpec(
-        name=name,
-        kind=mkind,
-        argv=argv,
-        host=host,
-        port=port,
-        cwd=_resolve_dir(cwd, base) if cwd else None,
-        env={k: str(v) for k, v in env.items()},
-        after=ck.str_list(t, keys, "after"),
-        ready=_ready(ck, t, keys),
-        restart=restart,
-        max_restarts=int(ck.number(t, keys, "max_restarts", 3)),
-        restart_delay_s=ck.number(t, keys, "restart_delay_s", 0.5),
-        stop_timeout_s=ck.number(t, keys, "stop_timeout_s", 3.0),
-        display=ck.get(t, keys, "display", bool, False),
-        protocol=protocol,
-        pcomms={k: str(v) for k, v in pcomms.items()},
-        line=line,
-    )
+    return mkind, argv, cwd
 
 
 def _ready(ck: Checker, t: dict[str, Any], keys: tuple[Any, ...]) -> Ready:
@@ -305,8 +322,8 @@ def _check_graph(ck: Checker, modules: dict[str, ModuleSpec]) -> None:
         for dep in m.after:
             if dep not in modules:
                 ck.problems.append(
-                    f"{ck.path}:{m.line}: modules.{m.name}.after: unknown module {dep!r}; "
-                    f"modules: {', '.join(modules)}"
+                    f"{ck.path}:{m.line}: modules.{m.name}.after: "
+                    + unknown_message("module", dep, modules)
                 )
     # cycle detection (DFS)
     state: dict[str, int] = {}

@@ -6,6 +6,7 @@ from typing import Any
 
 from control_room.checker import Checker
 from control_room.schema import MacroSpec, ModuleSpec, Step
+from shared_utils.checks import unknown_message
 
 _MACRO_KEYS = {"name", "description", "default_json", "delay_s", "cmds", "steps"}
 _STEP_KEYS = {
@@ -69,7 +70,7 @@ def _check_target(
     ck: Checker, keys: tuple[Any, ...], module: str, modules: dict[str, ModuleSpec]
 ) -> None:
     if module not in modules and module != "control_room":
-        ck.error(keys, f"unknown module {module!r}; modules: {', '.join(modules) or 'none'}")
+        ck.error(keys, unknown_message("module", module, modules))
 
 
 def _dareplane_cmd(
@@ -141,5 +142,5 @@ def _step(
     else:
         step.module = ck.get(s, keys, "macro", str, "")
         if step.module not in macros:
-            ck.error((*keys, "macro"), f"unknown macro {step.module!r}")
+            ck.error((*keys, "macro"), unknown_message("macro", step.module, macros))
     return step

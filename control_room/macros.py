@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control_room.config import MacroSpec, Step
+from shared_utils.checks import unknown_message
 
 _FULL = re.compile(r"^\$(?:\{([A-Za-z_][\w.\-]*)\}|([A-Za-z_]\w*))$")
 _PART = re.compile(r"\$(?:\{([A-Za-z_][\w.\-]*)\}|([A-Za-z_]\w*))")
@@ -151,7 +152,7 @@ class MacroRunner:
     def run(self, name: str, kwargs: dict[str, Any] | None = None, _depth: int = 0) -> MacroReport:
         """Run macro ``name``; raises :class:`MacroError` (with the report attached) on failure."""
         if name not in self.macros:
-            raise MacroError(f"no macro named {name!r}; macros: {', '.join(self.macros) or 'none'}")
+            raise MacroError(unknown_message("macro", name, self.macros))
         if _depth > MAX_DEPTH:
             raise MacroError(
                 f"macro {name!r}: nesting deeper than {MAX_DEPTH} (a macro calls itself?)"

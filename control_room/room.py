@@ -24,6 +24,7 @@ from control_room.ports import port_holder
 from control_room.router import CallbackRouter
 from control_room.supervisor import Supervisor
 from control_room.xvfb import Xvfb
+from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandFailed, ModuleError
 from shared_utils.streams.lsl import use_loopback
 
@@ -126,22 +127,10 @@ class ControlRoom:
         self._start_server()
 
     def _start_server(self) -> None:
-        from control_room.server import build_commands
-        from shared_utils.protocol.server import DefaultServer
+        from control_room.server import start_command_server
 
+        self.server = start_command_server(self)
         c = self.cfg.control
-        self.server = DefaultServer(c.port, ip=c.host, name="control_room")
-        self.server.set_commands(build_commands(self))
-        try:
-            self.server.init_server()
-        except OSError as exc:
-            who = port_holder(c.port) or str(exc)
-            self.server = None
-            raise StartError(
-                f"control room: cannot listen on {c.host}:{c.port}: {who}. Is another control "
-                "room running (`control-room down`)? Or set [control_room] port."
-            ) from None
-        self.server.start_in_thread()
         self.console.note(
             f"control room on {c.host}:{self.server.port}, events on {self.bus.address if self.bus else '-'}, "
             f"logs in {self.receiver.path}"
@@ -202,8 +191,7 @@ class ControlRoom:
     # -- commands --------------------------------------------------------------------------------
     def handle(self, module: str) -> ModuleHandle:
         if self.supervisor is None or module not in self.supervisor.handles:
-            known = ", ".join(self.cfg.modules) or "none"
-            raise KeyError(f"unknown module {module!r}; modules: {known}")
+            raise KeyError(unknown_message("module", module, self.cfg.modules))
         return self.supervisor.handles[module]
 
     def send(

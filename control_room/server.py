@@ -2,32 +2,75 @@
 
 So the CLI, a script or ``nc`` drive a running session the same way they drive any module:
 ``STATUS``, ``MODULES``, ``SEND``, ``MACRO``, ``MACROS``, ``LOGS``, ``DOWN``.
+
+This module does not import the room: it serves anything that offers :class:`Room` (the control
+room passes itself), so the dependency points one way, room -> server.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from control_room.handle import StartError
+from control_room.ports import port_holder
+from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandError, CommandFailed, ModuleError
+from shared_utils.protocol.server import DefaultServer
 
-if TYPE_CHECKING:
-    from control_room.room import ControlRoom
+LOG_SOURCES = ("control_room", "log_receiver")
 
 
-def build_commands(room: ControlRoom) -> dict[str, Callable[..., Any]]:
-    """Command map for the control room's DefaultServer."""
+class Room(Protocol):
+    """What the command server needs from a control room."""
 
-    def status() -> dict[str, Any]:
+    cfg: Any
+    running_macro: str | None
+    stop_event: threading.Event
+    down_requested: threading.Event
+
+    def status(self) -> dict[str, Any]: ...
+    def module_info(self) -> dict[str, dict[str, Any]]: ...
+    def send(
+        self, module: str, cmd: str, kwargs: dict[str, Any], *, source: str, timeout: float
+    ) -> Any: ...
+    def run_macro(self, name: str, kwargs: dict[str, Any] | None = None) -> Any: ...
+    def get_logs(self, module: str | None, since: int, n: int) -> dict[str, Any]: ...
+
+
+def start_command_server(room: Room) -> DefaultServer:
+    """Bind the control room's command port and serve :func:`build_commands` from a thread."""
+    c = room.cfg.control
+    server = DefaultServer(c.port, ip=c.host, name="control_room")
+    server.set_commands(build_commands(room))
+    try:
+        server.init_server()
+    except OSError as exc:
+        who = port_holder(c.port) or str(exc)
+        raise StartError(
+            f"control room: cannot listen on {c.host}:{c.port}: {who}. Is another control "
+            "room running (`control-room down`)? Or set [control_room] port."
+        ) from None
+    server.start_in_thread()
+    return server
+
+
+class RoomCommands:
+    """The control room's command functions (their docstrings are what HELP shows)."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+
+    def status(self) -> dict[str, Any]:
         """Modules with their state, ports and pids; macros; log file; PUB address."""
-        return room.status()
+        return self.room.status()
 
-    def modules() -> list[dict[str, Any]]:
+    def modules(self) -> list[dict[str, Any]]:
         """One entry per module: name, state, kind, host, port, pid, restarts."""
-        return list(room.module_info().values())
+        return list(self.room.module_info().values())
 
     def send(
+        self,
         module: str,
         command: str | None = None,
         kwargs: dict | None = None,
@@ -39,7 +82,7 @@ def build_commands(room: ControlRoom) -> dict[str, Callable[..., Any]]:
         if not cmd:
             raise CommandError('SEND needs the command name: SEND|{"module": "m", "cmd": "STATUS"}')
         try:
-            return room.send(module, cmd, kwargs or {}, source="cli", timeout=timeout_s)
+            return self.room.send(module, cmd, kwargs or {}, source="cli", timeout=timeout_s)
         except KeyError as exc:
             raise CommandError(str(exc.args[0])) from None
         except CommandFailed as exc:
@@ -47,14 +90,13 @@ def build_commands(room: ControlRoom) -> dict[str, Callable[..., Any]]:
         except ModuleError as exc:
             raise CommandError(f"{module}: {exc}") from None
 
-    def macro(name: str, kwargs: dict | None = None, wait: bool = True) -> dict[str, Any]:
+    def macro(self, name: str, kwargs: dict | None = None, wait: bool = True) -> dict[str, Any]:
         """Run a macro; with wait=true reply when done with every step's reply."""
         from control_room.macros import MacroError
 
+        room = self.room
         if name not in room.cfg.macros:
-            raise CommandError(
-                f"no macro named {name!r}; macros: {', '.join(room.cfg.macros) or 'none'}"
-            )
+            raise CommandError(unknown_message("macro", name, room.cfg.macros))
         if room.running_macro is not None:
             raise CommandError(f"macro {room.running_macro!r} is still running; wait for it")
         if not wait:
@@ -65,7 +107,7 @@ def build_commands(room: ControlRoom) -> dict[str, Callable[..., Any]]:
         except MacroError as exc:
             raise CommandError(_failure_text(exc)) from None
 
-    def macros() -> list[dict[str, Any]]:
+    def macros(self) -> list[dict[str, Any]]:
         """Macros with description, default arguments and number of steps."""
         return [
             {
@@ -74,37 +116,38 @@ def build_commands(room: ControlRoom) -> dict[str, Callable[..., Any]]:
                 "defaults": m.defaults,
                 "steps": len(m.steps),
             }
-            for m in room.cfg.macros.values()
+            for m in self.room.cfg.macros.values()
         ]
 
-    def logs(module: str | None = None, since: int = 0, n: int = 200) -> dict[str, Any]:
+    def logs(self, module: str | None = None, since: int = 0, n: int = 200) -> dict[str, Any]:
         """Recent log records (all modules or one); pass 'next' back as 'since' to follow."""
-        if (
-            module
-            and module not in room.cfg.modules
-            and module not in ("control_room", "log_receiver")
-        ):
-            raise CommandError(f"unknown module {module!r}; modules: {', '.join(room.cfg.modules)}")
-        return room.get_logs(module, since, n)
+        known = [*self.room.cfg.modules, *LOG_SOURCES]
+        if module and module not in known:
+            raise CommandError(unknown_message("module", module, known))
+        return self.room.get_logs(module, since, n)
 
-    def down() -> dict[str, Any]:
+    def down(self) -> dict[str, Any]:
         """Shut the whole mesh down (STOP, CLOSE, signals) and exit the control room."""
-        room.down_requested.set()
-        room.stop_event.set()  # cancel a running macro
+        self.room.down_requested.set()
+        self.room.stop_event.set()  # cancel a running macro
         return {"shutting_down": True}
 
+
+def build_commands(room: Room) -> dict[str, Any]:
+    """Command map for the control room's DefaultServer."""
+    c = RoomCommands(room)
     return {
-        "STATUS": status,
-        "MODULES": modules,
-        "SEND": send,
-        "MACRO": macro,
-        "MACROS": macros,
-        "LOGS": logs,
-        "DOWN": down,
+        "STATUS": c.status,
+        "MODULES": c.modules,
+        "SEND": c.send,
+        "MACRO": c.macro,
+        "MACROS": c.macros,
+        "LOGS": c.logs,
+        "DOWN": c.down,
     }
 
 
-def _quiet_macro(room: ControlRoom, name: str, kwargs: dict | None) -> None:
+def _quiet_macro(room: Room, name: str, kwargs: dict | None) -> None:
     from control_room.macros import MacroError
 
     try:

@@ -90,31 +90,23 @@ def collect_summary(room: Any, report: MacroReport | None, macro_s: float) -> di
 
 
 def read_xdf(path: str | None) -> dict[str, Any] | None:
-    """Streams and sample counts as pyxdf reads them back (the file is the ground truth)."""
+    """Streams and sample counts as the file reads back (the file is the ground truth)."""
     if not path:
         return None
+    from shared_utils.streams.xdf_reader import XdfReadError
+    from shared_utils.streams.xdf_reader import read_xdf as load
+
     try:
-        import pyxdf
-    except ImportError:
-        return {"error": "pyxdf not installed (pip install pyxdf)"}
-    p = Path(path)
-    if not p.exists():
-        return {"error": f"{path} does not exist"}
-    try:
-        streams, _ = pyxdf.load_xdf(str(p), dejitter_timestamps=False)
-    except Exception as exc:
-        return {"error": f"pyxdf could not read it: {exc}"}
-    names = [st["info"]["name"][0] for st in streams]
+        streams = load(path, dejitter=False)
+    except XdfReadError as exc:
+        return {"error": str(exc)}
+    names = [st.name for st in streams]
     out = {}
-    for name, st in zip(names, streams, strict=True):
+    for st in streams:
         # two streams may share a name (two boxes, two rigs): keep both, told apart by source_id
-        key = name if names.count(name) == 1 else f"{name} [{st['info']['source_id'][0]}]"
-        out[key] = {
-            "samples": len(st["time_stamps"]),
-            "type": st["info"]["type"][0],
-            "srate": float(st["info"]["nominal_srate"][0]),
-        }
-    return {"bytes": p.stat().st_size, "streams": out}
+        key = st.name if names.count(st.name) == 1 else f"{st.name} [{st.source_id}]"
+        out[key] = {"samples": st.n_samples, "type": st.type, "srate": st.srate}
+    return {"bytes": Path(path).stat().st_size, "streams": out}
 
 
 def print_summary(s: dict[str, Any], error: str | None) -> None:

@@ -19,7 +19,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("shared_utils", "services", "control_room")
-TRANSPORT = {"socket", "socketserver", "zmq", "shared_utils.server", "shared_utils.module_cli"}
+TRANSPORT = {
+    "socket",
+    "socketserver",
+    "zmq",
+    "shared_utils.server",
+    "shared_utils.module_cli",
+    "shared_utils.protocol.server",
+    "shared_utils.protocol.module",
+    "shared_utils.protocol.io_loop",
+    "shared_utils.protocol.connection",
+}
 # Files whose job is to be a network endpoint (besides each service's server.py/__main__.py).
 ENDPOINT_FILES = {"services/recorder/rcs.py"}
 

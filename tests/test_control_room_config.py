@@ -295,7 +295,7 @@ def test_step_needs_exactly_one_action(tmp_path: Path) -> None:
 
 
 def test_run_macro_must_exist() -> None:
-    with pytest.raises(ConfigError, match="run_macro: no macro named 'experiment'"):
+    with pytest.raises(ConfigError, match="run_macro: unknown macro 'experiment'"):
         parse_config(OURS.replace("log_port = 0", 'log_port = 0\nrun_macro = "experiment"'))
 
 
