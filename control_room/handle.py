@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ from control_room.config import ModuleSpec
 from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
+from shared_utils.platform.processes import signal_group
 from shared_utils.protocol import dareplane
 from shared_utils.protocol.client import ModuleClient
 from shared_utils.protocol.commands import unknown_command_message
@@ -286,13 +286,11 @@ class ModuleHandle:
         self.drop_client()
         if not self.owned or self.proc is None:
             return steps
-        for sig, wait in ((None, timeout), (signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((None, timeout), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
             if sig is not None:
-                try:
-                    os.killpg(self.proc.pid, sig)
-                    steps.append(sig.name)
-                except ProcessLookupError:
+                if not signal_group(self.proc, kill=sig == "SIGKILL"):
                     break
+                steps.append(sig)
             try:
                 self.proc.wait(wait)
                 break
@@ -307,8 +305,5 @@ class ModuleHandle:
             return
         if self.proc.poll() is not None:
             self.exit_code = self.proc.returncode
-        try:  # helpers the module started in its group (e.g. a GUI child)
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_group(self.proc.pid, kill=True)  # helpers it started in its group (a GUI child)
         self.flush_output(2.0)

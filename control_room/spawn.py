@@ -13,33 +13,24 @@ All children are therefore forked from one long-lived spawner thread.
 
 from __future__ import annotations
 
-import ctypes
-import signal
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-_PR_SET_PDEATHSIG = 1
+from shared_utils.platform.processes import POSIX, die_with_parent, new_group_kwargs
+
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
-
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-except (OSError, AttributeError):
-    _prctl = None
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec: keep it tiny
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen:
-    """``subprocess.Popen(argv, start_new_session=True, ...)`` from the spawner thread (no shell)."""
-    kwargs.setdefault("start_new_session", True)
+    """``subprocess.Popen(argv, ...)`` in a new process group, from the spawner thread (no shell)."""
+    for key, value in new_group_kwargs().items():
+        kwargs.setdefault(key, value)
     kwargs.setdefault("stdin", subprocess.DEVNULL)
+    if POSIX:
+        kwargs.setdefault("preexec_fn", die_with_parent)
 
     def run() -> subprocess.Popen:
-        return subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)  # noqa: PLW1509
+        return subprocess.Popen(argv, **kwargs)  # noqa: PLW1509
 
     return _executor.submit(run).result()

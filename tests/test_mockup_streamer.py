@@ -139,13 +139,14 @@ def test_pacing_tracks_rate_without_drift(streamer, lsl_name):
         last = streamer.send("STATUS")["streams"][lsl_name]
         _, ts = sw.window(copy=True)
     for s in (first, last):
-        # The count lags the ideal by less than one chunk plus scheduling slack, never more.
-        assert -1 <= s["expected_samples"] - s["samples"] < chunk + 0.2 * srate, s
+        # The count lags the ideal by less than one chunk plus scheduling slack (0.5 s: a loaded
+        # 2-core CI machine), never more.
+        assert -1 <= s["expected_samples"] - s["samples"] < chunk + 0.5 * srate, s
         assert s["samples"] % chunk == 0
     # No drift: the deficit does not grow between the two readings.
     assert (last["expected_samples"] - last["samples"]) - (
         first["expected_samples"] - first["samples"]
-    ) < chunk + 0.2 * srate
+    ) < chunk + 0.5 * srate
     # Timestamps are the ideal schedule: exactly 1/srate apart.
     assert np.allclose(np.diff(ts), 1 / srate, atol=1e-7)
     assert sw.gaps == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from shared_utils.protocol.dispatch import Dispatcher
 
 OUR_BUILTINS = ["HELP", "STATUS", "AUTH", "SUBSCRIBE"]
+AUTH_FAIL_DELAY_S = 0.25  # each wrong token waits this long, one at a time per server
+AUTH_MAX_FAILURES = 3  # then the connection is closed
 #: Built-ins that wrap a module's own command of the same name instead of being replaced by it.
 MERGED = ("STOP", "STATUS", "CLOSE")
 
@@ -46,6 +49,7 @@ class Builtins:
             "SUBSCRIBE": self.subscribe,
         }
         self.table: dict[str, Command] = {k: make_command(k, f) for k, f in funcs.items()}
+        self._fail_lock = threading.Lock()
 
     def up(self) -> bool:
         """Health check: true while the server answers."""
@@ -147,12 +151,30 @@ class Builtins:
             raise CommandError("AUTH: argument 'token' must be a string")
         if self.d.token is None:
             return True
-        if not hmac.compare_digest(token.encode(), self.d.token.encode()):
-            raise CommandError("AUTH: wrong token")
         session = self.d.session
+        if not hmac.compare_digest(token.encode(), self.d.token.encode()):
+            self._refuse(session)
+        if session is not None:
+            session.auth_failures = 0
         if session is not None:
             session.authed = True
         return True
+
+    def _refuse(self, session: Any) -> None:
+        """A wrong token: logged (never the token itself), answered late, and the connection
+        closed after ``AUTH_MAX_FAILURES``. Wrong answers are serialised server-wide, so guessing
+        runs at ``1 / AUTH_FAIL_DELAY_S`` tries per second whatever the number of connections."""
+        peer = str(getattr(session, "peer", "?"))
+        with self._fail_lock:
+            time.sleep(AUTH_FAIL_DELAY_S)
+        failures = getattr(session, "auth_failures", 0) + 1
+        if session is not None:
+            session.auth_failures = failures
+        self.d.log.warning("wrong AUTH token", peer=peer, failures=failures)
+        if failures >= AUTH_MAX_FAILURES and session is not None:
+            session.closing = True
+            raise CommandError(f"AUTH: wrong token; connection closed after {failures} failures")
+        raise CommandError("AUTH: wrong token")
 
     def subscribe(self, enable: bool = True) -> bool:
         """Receive unsolicited ``{"event": ...}`` lines (status changes, callbacks) on this connection."""

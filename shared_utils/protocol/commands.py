@@ -7,6 +7,7 @@ call, so a wrong name or type is answered with a message naming the field, and i
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -62,8 +63,23 @@ class Command:
             "accepts_extra": self.accepts_any,
         }
 
+    def check_values(self, kwargs: dict[str, Any]) -> None:
+        """The checks every argument gets, whatever the signature (see :meth:`validate`)."""
+        for k, v in kwargs.items():
+            if k in _RESERVED:
+                raise CommandError(f"{self.name}: {k!r} cannot be an argument name")
+            problem = _unusable(v)
+            if problem:
+                raise CommandError(f"{self.name}: argument {k!r} {problem}")
+
     def validate(self, kwargs: dict[str, Any]) -> None:
-        """Raise :class:`CommandError` naming any unknown, missing or mistyped argument."""
+        """Raise :class:`CommandError` naming any unknown, missing or mistyped argument.
+
+        Whatever the annotations say, numbers must be finite and fit in 64 bits and strings must
+        not hold NUL bytes, at any depth: such values cannot mean anything to a module and would
+        otherwise explode later (an overflow in STATUS, a NUL in a path).
+        """
+        self.check_values(kwargs)
         if not self.accepts_any:
             unknown = [k for k in kwargs if k not in self.params]
             if unknown:
@@ -90,6 +106,39 @@ class Command:
                     f"{self.name}: argument {k!r} must be {p.type_name}, got "
                     f"{_json_type(v)} {_short(v)}"
                 )
+
+
+_RESERVED = frozenset({"self", "cls"})
+_INT_LIMIT = 2**63
+
+
+def _unusable(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` (a decoded JSON value) cannot be passed to a command, or None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"must be a finite number, got {value}"
+    if isinstance(value, int):
+        return (
+            None
+            if -_INT_LIMIT <= value < _INT_LIMIT
+            else "is out of range (numbers must fit in 64 bits)"
+        )
+    if isinstance(value, str):
+        return "contains a NUL byte" if "\x00" in value else None
+    if depth > 32:
+        return "is nested too deeply (32 levels at most)"
+    if isinstance(value, list):
+        for item in value:
+            if (problem := _unusable(item, depth + 1)) is not None:
+                return problem
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return "contains a NUL byte in a key"
+            if (problem := _unusable(item, depth + 1)) is not None:
+                return problem
+    return None
 
 
 def _type_ok(value: Any, allowed: tuple[type, ...]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import select
 import selectors
 import socket
@@ -12,6 +13,7 @@ from typing import Any
 from shared_utils.protocol.framing import Framer
 
 RECV_BYTES = 65536  # reads by a connection's own thread
+OUTBOX_BYTES = 8 << 20  # unsent event bytes one slow client may hold before it is disconnected
 
 
 class Connection:
@@ -26,16 +28,81 @@ class Connection:
         self.framer = Framer()
         self.authed = authed
         self.subscribed = False
+        self.auth_failures = 0
+        self.closing = False  # close after the reply being written (e.g. too many wrong tokens)
         self.write_lock = threading.Lock()
         # UP's reply bytes while this connection may take the I/O thread's shortest path
         # (authenticated, reply mode known, nothing half-received); None otherwise.
         self.up: bytes | None = None
         self.recv = sock.recv
         self.send_nowait = sock.send
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._outbox_cond = threading.Condition()
+        self._outbox_dead = False
+        self._unsent = 0  # bytes pushed and not yet handed to the kernel
+        self._writer: threading.Thread | None = None
 
     def send(self, data: bytes) -> None:
+        """Write ``data`` (a reply) after any events queued before it, so order is kept."""
         with self.write_lock:
+            queued = 0
+            if self._outbox:
+                with self._outbox_cond:
+                    queued = sum(map(len, self._outbox))
+                    data = b"".join(self._outbox) + data
+                    self._outbox.clear()
             send_all(self.sock, data)
+            if queued:
+                with self._outbox_cond:
+                    self._unsent -= queued
+
+    def push(self, data: bytes) -> bool:
+        """Queue an unsolicited line (event, callback) without waiting; False if it was dropped.
+
+        Each receiving connection has its own writer thread and a bounded queue, so a client that
+        stops reading costs nobody else anything: the sender never blocks, and a client more than
+        ``OUTBOX_BYTES`` behind (queued or stuck in the socket) is disconnected: it has lost events
+        and must reconnect and resync.
+        """
+        with self._outbox_cond:
+            if self._outbox_dead:
+                return False
+            if self._unsent + len(data) > OUTBOX_BYTES:
+                self._outbox_dead = True
+                self._outbox_cond.notify()
+                _shut(self.sock)
+                return False
+            self._outbox.append(data)
+            self._unsent += len(data)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._pump, name=f"events-{self.peer}", daemon=True
+                )
+                self._writer.start()
+            self._outbox_cond.notify()
+        return True
+
+    def _pump(self) -> None:
+        """The writer thread: sends queued lines in order until the connection goes away."""
+        while True:
+            with self._outbox_cond:
+                while not self._outbox and not self._outbox_dead:
+                    self._outbox_cond.wait()
+                if self._outbox_dead:
+                    return
+            try:
+                self.send(b"")  # takes the write lock, then whatever is queued by then
+            except (OSError, ValueError):  # timeout of a client that never reads; closed socket
+                self.stop_pushing()
+                _shut(self.sock)
+                return
+
+    def stop_pushing(self) -> None:
+        """End the writer thread (the connection is closing)."""
+        with self._outbox_cond:
+            self._outbox_dead = True
+            self._outbox.clear()
+            self._outbox_cond.notify()
 
 
 GONE = object()  # an event for a socket unregistered earlier in the same batch
@@ -116,5 +183,13 @@ def linger_close(sock: socket.socket, max_s: float = 2.0) -> None:
             sock.settimeout(min(left, 0.5))
             if not sock.recv(RECV_BYTES):
                 break
+    except OSError:
+        pass
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut a socket down in both directions so its reader and writer threads wake and end."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass

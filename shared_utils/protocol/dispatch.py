@@ -108,7 +108,9 @@ class Dispatcher:
         try:
             if name in builtins and (name not in self.commands or name in MERGED):
                 builtin = builtins[name]
-                if not builtin.accepts_any:
+                if builtin.accepts_any:  # STOP, STATUS, CLOSE check their own names later
+                    builtin.check_values(req.kwargs)
+                else:
                     builtin.validate(req.kwargs)
                 result = builtin.func(**req.kwargs)
             else:

@@ -181,6 +181,8 @@ def parse_request(line: bytes) -> Request:
                 f"payload of {cmd} is not valid JSON ({exc.msg} at column {exc.colno}); "
                 'send CMD|{"key": value} with double-quoted keys'
             ) from exc
+        except (ValueError, RecursionError) as exc:  # 4,300-digit ints, nesting ~1,000 deep
+            raise ProtocolError(f"payload of {cmd} cannot be read: {_json_limit(exc)}") from exc
         if not isinstance(kwargs, dict):
             raise ProtocolError(
                 f"payload of {cmd} must be a JSON object, got {type(kwargs).__name__}; "
@@ -194,6 +196,8 @@ def _parse_envelope(text: str) -> Request:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"request is not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    except (ValueError, RecursionError) as exc:  # 4,300-digit ints, nesting ~1,000 deep
+        raise ProtocolError(f"request cannot be read: {_json_limit(exc)}") from exc
     if not isinstance(obj, dict):
         raise ProtocolError(
             "a JSON request must be an object with 'cmd' and optional 'id', 'kwargs'"
@@ -218,6 +222,40 @@ def _parse_envelope(text: str) -> Request:
         )
     seen.kwargs = kwargs
     return seen
+
+
+def _json_limit(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply; send flat objects"
+    if "digits" in str(exc):
+        return "an integer has more than 4,300 digits; numbers must fit in 64 bits"
+    return str(exc)
+
+
+_HTTP_METHODS = (
+    b"GET",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"HEAD",
+    b"OPTIONS",
+    b"PATCH",
+    b"CONNECT",
+    b"TRACE",
+)
+_HTTP_LINE = re.compile(rb"^(?:%b) +(?:/|\*|https?:)" % b"|".join(_HTTP_METHODS), re.IGNORECASE)
+_HEADER_LINE = re.compile(rb"^[A-Za-z][A-Za-z0-9-]*: ")
+
+
+def looks_like_http(data: bytes) -> bool:
+    """True for an HTTP request line (``GET /...``, ``POST http://...``) or a header (``Host: x``).
+
+    Browsers can be made to send such requests to any port on the lab PC; a module must close the
+    connection without running anything (as Redis does), or any web page could send ``CLOSE``.
+    No command of ours starts like either (a command is ``NAME`` or ``NAME|{json}``).
+    """
+    head = data.lstrip()[:256]
+    return bool(_HTTP_LINE.match(head) or _HEADER_LINE.match(head))
 
 
 def _json_default(obj: Any) -> Any:

@@ -67,6 +67,7 @@ class IoLoop:
                             self._accept_ready(sel)
                         elif c is wake:
                             wake.recv(4096)
+                            self._after_signal()
                     except Exception:  # never let one connection's trouble stop the loop
                         self.log.exception("I/O loop error", peer=str(getattr(c, "peer", "")))
         finally:

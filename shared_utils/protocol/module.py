@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -47,7 +48,16 @@ def module_options(default_port: int) -> Callable[[Callable[..., Any]], Callable
                 "--token",
                 default=None,
                 envvar="MESH_TOKEN",
-                help="Shared secret clients send with AUTH (required off loopback).",
+                help="Shared secret clients send with AUTH (required off loopback; once given, "
+                "required on loopback too). Prefer $MESH_TOKEN or --token-file: a command-line "
+                "value shows in `ps`.",
+            ),
+            click.option(
+                "--token-file",
+                default=None,
+                envvar="MESH_TOKEN_FILE",
+                type=click.Path(dir_okay=False),
+                help="Read the token from the first line of this file.",
             ),
             click.option(
                 "--name", "module_name", default=None, help="Module name in logs and STATUS."
@@ -72,6 +82,7 @@ def run_module(
     log_level: str = "INFO",
     log_server: str | None = None,
     token: str | None = None,
+    token_file: str | None = None,
     module_name: str | None = None,
     inlet_reserve_ms: int = 0,
     on_ready: Callable[[Any], None] | None = None,
@@ -93,6 +104,7 @@ def run_module(
     configure_logging(name, level=log_level, log_server=log_server, console=console)
     setup_lsl(inlet_reserve_ms)
     log = get_logger(name)
+    token = _resolve_token(token, token_file, log)
     server = DefaultServer(port, ip=ip, name=name, token=token)
     try:
         server.set_commands(build(server) if callable(build) else build)
@@ -112,14 +124,46 @@ def run_module(
     server.start_listening()
 
 
+def _resolve_token(token: str | None, token_file: str | None, log: Any) -> str | None:
+    """The token from ``--token-file`` or ``--token``/``$MESH_TOKEN``; warn when it is on argv."""
+    if token_file:
+        try:
+            first = Path(token_file).read_text().splitlines()
+        except OSError as exc:
+            log.error("cannot read --token-file", path=token_file, error=exc.strerror)
+            raise SystemExit(2) from exc
+        token = first[0].strip() if first else ""
+        if not token:
+            log.error("--token-file is empty", path=token_file)
+            raise SystemExit(2)
+        return token
+    ctx = click.get_current_context(silent=True)
+    if token and ctx is not None:
+        source = ctx.get_parameter_source("token")
+        if source is click.core.ParameterSource.COMMANDLINE:
+            log.warning(
+                "--token on the command line is visible to every user in `ps`; "
+                "use $MESH_TOKEN or --token-file"
+            )
+    return token or None
+
+
+PARENT_GRACE_S = 2.5  # a clean shutdown after the parent died may take this long, then exit hard
+
+
 def _exit_with_parent(server: Any) -> None:
-    """When a supervisor set ``MESH_PARENT_PID``, shut down cleanly if that process goes away.
+    """When a supervisor set ``MESH_PARENT_PID``, shut down if that process goes away.
 
     This is how modules avoid becoming orphans that hold their ports after a control room is
-    killed with SIGKILL.
+    killed with SIGKILL. The watch thread polls with plain sleeps (no lock another thread could
+    hold), asks for a clean shutdown, and if that has not finished after ``PARENT_GRACE_S``
+    leaves with ``os._exit`` (what is written to disk stays written), so the module is gone
+    within 3 s of its parent, whatever state it is in.
     """
     import threading
     import time
+
+    from shared_utils.platform.processes import parent_alive
 
     parent = os.environ.get("MESH_PARENT_PID")
     if not parent or not parent.isdigit():
@@ -127,10 +171,15 @@ def _exit_with_parent(server: Any) -> None:
     pid = int(parent)
 
     def watch() -> None:
-        while not server.wait_closed(0.5):
-            if os.getppid() != pid:
+        while not server.closed:
+            if not parent_alive(pid):
                 server.request_stop()
+                deadline = time.monotonic() + PARENT_GRACE_S
+                while not server.closed and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if not server.closed:
+                    os._exit(3)
                 return
-            time.sleep(0)
+            time.sleep(0.25)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -28,16 +28,21 @@ from collections.abc import Callable
 from typing import Any
 
 from shared_utils.logging import get_logger
+from shared_utils.platform.processes import install_stop_signals
 from shared_utils.protocol import dareplane
 from shared_utils.protocol.connection import RECV_BYTES, Connection, linger_close
 from shared_utils.protocol.dispatch import Dispatcher
-from shared_utils.protocol.framing import LineTooLong, Mode, Request, encode_reply
+from shared_utils.protocol.framing import LineTooLong, Mode, Request, encode_reply, looks_like_http
 from shared_utils.protocol.io_loop import IoLoop
 
 log = get_logger("shared_utils.server")
 
 TOKEN_ENV = "MESH_TOKEN"
 MAX_CONNECTIONS = 512  # one thread each; beyond this a connection is told so and closed
+
+
+class CloseConnection(OSError):
+    """This connection ends here (the peer spoke HTTP, or failed AUTH too often)."""
 
 
 def is_loopback(ip: str) -> bool:
@@ -80,6 +85,7 @@ class DefaultServer(IoLoop):
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._up_reply = encode_reply("UP", True, True)
+        self._signalled: int | None = None  # set by the signal handler, read by the threads
         self.dispatcher = Dispatcher(
             name,
             version=version,
@@ -126,10 +132,11 @@ class DefaultServer(IoLoop):
 
     @property
     def requires_auth(self) -> bool:
-        """True when every connection must send ``AUTH`` first (bound beyond loopback)."""
+        """True when every connection must send ``AUTH`` first: bound beyond loopback, or a token
+        was given (a token that is not enforced would be a false sense of safety)."""
         if self._require_auth is not None:
             return self._require_auth
-        return not is_loopback(self.ip)
+        return not is_loopback(self.ip) or self.token is not None
 
     def init_server(self) -> None:
         """Bind and listen. Port 0 picks a free port (read it back from ``.port``)."""
@@ -166,13 +173,13 @@ class DefaultServer(IoLoop):
         if self._sock is None:
             self.init_server()
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._on_signal)
+            install_stop_signals(self._on_signal)
             self._io_thread = threading.Thread(target=self._io_loop, name="io", daemon=True)
             self._io_thread.start()
             try:
-                self.tasks.serve_main_thread(self._stop)
+                self.tasks.serve_main_thread(self._stop, also=self._signal_seen)
             finally:
+                self._after_signal()
                 self.shutdown()
         else:
             self._io_thread = threading.current_thread()
@@ -201,6 +208,11 @@ class DefaultServer(IoLoop):
                 self._wake_w.send(b"x")
             except OSError:
                 pass
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` finished (a plain read: safe from any thread, any time)."""
+        return self._closed.is_set()
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         return self._closed.wait(timeout)
@@ -249,11 +261,23 @@ class DefaultServer(IoLoop):
         return n + self.send_event("callback", target=target, cmd=cmd, kwargs=kwargs)
 
     # -- socket loops -------------------------------------------------------------------------
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        # Only set the event here: queue operations are not safe inside a signal handler (the
-        # main thread may hold the queue's lock); serve_main_thread polls the event.
-        self._stop.set()
-        self.log.info("signal received, shutting down", signal=signal.Signals(signum).name)
+    def _on_signal(self, signum: int) -> None:
+        # Inside a signal handler: only store the number and poke the I/O thread's wake-up
+        # socket. Setting an Event or logging takes locks, and a second signal arriving while the
+        # first handler holds one would deadlock the process (it then never exits).
+        self._signalled = signum
+        self._wake_io()
+
+    def _signal_seen(self) -> bool:
+        """True once a stop signal arrived; the I/O thread or the main thread then shuts down."""
+        return self._signalled is not None
+
+    def _after_signal(self) -> None:
+        """Called on a normal thread after a stop signal: log it and stop (safe to take locks)."""
+        if self._signalled is not None and not self._stop.is_set():
+            name = signal.Signals(self._signalled).name
+            self.log.info("signal received, shutting down", signal=name)
+            self.request_stop()
 
     def _hand_off(
         self,
@@ -309,6 +333,12 @@ class DefaultServer(IoLoop):
             if line == b"UP" and c.authed:  # the health check skips parsing and dispatch
                 c.send(self._up_bytes(c))
                 continue
+            if looks_like_http(line):
+                self.log.warning(
+                    "closed a connection that spoke HTTP (a web page or curl?); nothing was run",
+                    peer=str(c.peer),
+                )
+                raise CloseConnection(f"{c.peer} spoke HTTP")
             self._handle_line(c, line)
             if self._stop.is_set():
                 break
@@ -319,6 +349,7 @@ class DefaultServer(IoLoop):
         linger_close(c.sock)
 
     def _drop(self, c: Connection) -> None:
+        c.stop_pushing()
         with self._conns_lock:
             self._conns.discard(c)
         try:
@@ -346,6 +377,9 @@ class DefaultServer(IoLoop):
         self._reply(c, req, ok, result, error)
         if req.cmd == "CLOSE" and ok:
             self.request_stop()
+        if c.closing:
+            linger_close(c.sock)
+            raise CloseConnection(f"closed {c.peer} after its reply")
 
     def _up_bytes(self, c: Connection) -> bytes:
         """What a bare ``UP`` gets on ``c`` (the transport answers it without dispatch; the reply
@@ -353,13 +387,7 @@ class DefaultServer(IoLoop):
         return self._up_reply if c.framer.mode is Mode.NEWLINE else b"1"
 
     def _broadcast(self, data: bytes, pred: Callable[[Connection], bool]) -> int:
+        """Queue ``data`` for every connection matching ``pred``; never waits for any of them."""
         with self._conns_lock:
             targets = [c for c in self._conns if pred(c)]
-        n = 0
-        for c in targets:
-            try:
-                c.send(data)
-                n += 1
-            except OSError:
-                pass
-        return n
+        return sum(c.push(data) for c in targets)

@@ -8,9 +8,7 @@ SIGKILL of the child's whole process group, so a stuck task never hangs the serv
 from __future__ import annotations
 
 import itertools
-import os
 import queue
-import signal
 import subprocess
 import threading
 import time
@@ -19,6 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared_utils.logging import get_logger
+from shared_utils.platform.processes import (
+    end_group,
+    leads_own_group,
+    new_group_kwargs,
+    signal_group,
+)
 
 log = get_logger("shared_utils.protocol.tasks")
 
@@ -117,7 +121,8 @@ class TaskManager:
 
     def start_process(self, argv: list[str], name: str = "process", **popen_kwargs: Any) -> Task:
         """Start ``argv`` (never through a shell) in its own process group."""
-        popen_kwargs.setdefault("start_new_session", True)
+        for key, value in new_group_kwargs().items():
+            popen_kwargs.setdefault(key, value)
         proc = subprocess.Popen(argv, **popen_kwargs)  # noqa: S603 - argv list, no shell
         return self.adopt_process(proc, name)
 
@@ -127,7 +132,7 @@ class TaskManager:
         task.process = proc
         # Decide now, while the child surely exists: after it has been reaped its group id can
         # no longer be read, but its own children may still be running in that group.
-        task.own_group = _leads_own_group(proc.pid)
+        task.own_group = leads_own_group(proc.pid)
         return self._register(task)
 
     def run_on_main_thread(
@@ -139,9 +144,15 @@ class TaskManager:
         self._main_queue.put((task, fn, args, kwargs))
         return task
 
-    def serve_main_thread(self, stop: threading.Event, poll_s: float = 0.25) -> None:
-        """Run queued main-thread calls until ``stop`` is set (called by ``start_listening``)."""
-        while not stop.is_set():
+    def serve_main_thread(
+        self,
+        stop: threading.Event,
+        poll_s: float = 0.25,
+        also: Callable[[], bool] | None = None,
+    ) -> None:
+        """Run queued main-thread calls until ``stop`` is set or ``also()`` is true (called by
+        ``start_listening``; ``also`` sees a stop signal even if nothing else runs)."""
+        while not stop.is_set() and not (also is not None and also()):
             try:
                 item = self._main_queue.get(timeout=poll_s)
             except queue.Empty:
@@ -223,19 +234,19 @@ def _stop_process(proc: subprocess.Popen, timeout_s: float, own_group: bool | No
     so nothing the task started keeps running.
     """
     if own_group is None:
-        own_group = proc.poll() is None and _leads_own_group(proc.pid)
+        own_group = proc.poll() is None and leads_own_group(proc.pid)
     outcome = "did not exit"
     if proc.poll() is not None:
         outcome = f"exited ({proc.returncode})"
     else:
-        for sig, label in ((signal.SIGTERM, "terminated"), (signal.SIGKILL, "killed")):
-            try:
-                if own_group:
-                    os.killpg(proc.pid, sig)
-                else:
-                    proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
+        for kill, label in ((False, "terminated"), (True, "killed")):
+            if own_group:
+                signal_group(proc.pid, kill=kill)
+            else:
+                try:
+                    proc.kill() if kill else proc.terminate()
+                except ProcessLookupError:
+                    pass
             try:
                 proc.wait(timeout_s)
                 outcome = label
@@ -243,28 +254,5 @@ def _stop_process(proc: subprocess.Popen, timeout_s: float, own_group: bool | No
             except subprocess.TimeoutExpired:
                 continue
     if own_group:
-        _kill_group_leftovers(proc.pid, timeout_s)
+        end_group(proc.pid, timeout_s)
     return outcome
-
-
-def _kill_group_leftovers(pgid: int, timeout_s: float) -> None:
-    """SIGTERM, then SIGKILL, whatever is still in process group ``pgid``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return  # the group is empty
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
-            time.sleep(0.02)
-
-
-def _leads_own_group(pid: int) -> bool:
-    try:
-        return os.getpgid(pid) == pid and os.getpgid(pid) != os.getpgrp()
-    except ProcessLookupError:
-        return False
