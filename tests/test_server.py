@@ -110,6 +110,7 @@ def test_up_and_get_pcomms_in_newline_mode(server: DefaultServer) -> None:
     assert names == [
         *["START", "FIT", "BOOM", "BLOCK", "NAN", "LOOP"],
         *["STOP", "CLOSE", "GET_PCOMMS", "UP", "HELP", "STATUS", "AUTH", "SUBSCRIBE"],
+        *["EXPINFO", "EXPINIT", "EXPSTART", "EXPSTATUS", "EXPEND", "EXPINTERRUPT", "EXPCLEANUP"],
     ]
 
 

@@ -12,6 +12,7 @@ request with an id) and defines what the fast path must send.
 
 from __future__ import annotations
 
+import copy
 import hmac
 import os
 import threading
@@ -22,15 +23,16 @@ from typing import TYPE_CHECKING, Any
 from shared_utils.checks import resolve_name
 from shared_utils.errors import CommandError
 from shared_utils.protocol.commands import Command, make_command, unknown_command_message
+from shared_utils.protocol.session import EXP_COMMANDS, SessionState, module_identity
 
 if TYPE_CHECKING:
     from shared_utils.protocol.dispatch import Dispatcher
 
-OUR_BUILTINS = ["HELP", "STATUS", "AUTH", "SUBSCRIBE"]
+OUR_BUILTINS = ["HELP", "STATUS", "AUTH", "SUBSCRIBE", *EXP_COMMANDS]
 AUTH_FAIL_DELAY_S = 0.25  # each wrong token waits this long, one at a time per server
 AUTH_MAX_FAILURES = 3  # then the connection is closed
 #: Built-ins that wrap a module's own command of the same name instead of being replaced by it.
-MERGED = ("STOP", "STATUS", "CLOSE")
+MERGED = ("STOP", "STATUS", "CLOSE", *EXP_COMMANDS)
 
 
 class Builtins:
@@ -47,9 +49,17 @@ class Builtins:
             "STATUS": self.status,
             "AUTH": self.auth,
             "SUBSCRIBE": self.subscribe,
+            "EXPINFO": self.expinfo,
+            "EXPINIT": self.expinit,
+            "EXPSTART": self.expstart,
+            "EXPSTATUS": self.expstatus,
+            "EXPEND": self.expend,
+            "EXPINTERRUPT": self.expinterrupt,
+            "EXPCLEANUP": self.expcleanup,
         }
         self.table: dict[str, Command] = {k: make_command(k, f) for k, f in funcs.items()}
         self._fail_lock = threading.Lock()
+        self._exp_lock = threading.Lock()
 
     def up(self) -> bool:
         """Health check: true while the server answers."""
@@ -134,6 +144,7 @@ class Builtins:
             "uptime_s": round(time.time() - d.started, 3),
             "tasks": d.tasks.list(),
             "connections": d.connections(),
+            "session": d.experiment.describe(),
         }
         if "STATUS" in d.commands:
             own = d.call("STATUS", kwargs)
@@ -182,3 +193,65 @@ class Builtins:
         if session is not None:
             session.subscribed = bool(enable)
         return bool(enable)
+
+    # -- the experiment session (shared_utils.protocol.session) --------------------------------
+    def expinfo(self, **kwargs: Any) -> dict[str, Any]:
+        """Who this module is, its session status, whether it is the main sync, what it needs."""
+        reply = {**module_identity(self.d.name, self.d.version), "main_sync": False, "needs": []}
+        return self._exp_step("EXPINFO", None, kwargs, reply)
+
+    def expinit(self, exp_ref: str, **kwargs: Any) -> dict[str, Any]:
+        """Prepare for session exp_ref (a repeat for the same exp_ref changes nothing)."""
+        return self._exp_step("EXPINIT", lambda s: s.init(exp_ref), {"exp_ref": exp_ref, **kwargs})
+
+    def expstart(self, exp_ref: str, **kwargs: Any) -> dict[str, Any]:
+        """Start session exp_ref (after EXPINIT; a repeat changes nothing)."""
+        return self._exp_step(
+            "EXPSTART", lambda s: s.start(exp_ref), {"exp_ref": exp_ref, **kwargs}
+        )
+
+    def expstatus(self, **kwargs: Any) -> dict[str, Any]:
+        """The session status: connected, initialized, running or stopped."""
+        return self._exp_step("EXPSTATUS", None, kwargs)
+
+    def expend(self, **kwargs: Any) -> dict[str, Any]:
+        """End the running session cleanly (a repeat changes nothing)."""
+        return self._exp_step("EXPEND", lambda s: s.end(), kwargs)
+
+    def expinterrupt(self, **kwargs: Any) -> dict[str, Any]:
+        """Stop the session after an error elsewhere (error, message: why)."""
+        reason = {k: kwargs[k] for k in ("error", "message") if k in kwargs} or {
+            "error": "interrupted"
+        }
+        return self._exp_step("EXPINTERRUPT", lambda s: s.end(reason), kwargs)
+
+    def expcleanup(self, **kwargs: Any) -> dict[str, Any]:
+        """Forget the ended session (not while one runs)."""
+        return self._exp_step("EXPCLEANUP", lambda s: s.cleanup(), kwargs)
+
+    def _exp_step(
+        self,
+        name: str,
+        step: Callable[[SessionState], bool] | None,
+        kwargs: dict[str, Any],
+        base: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Check the transition on a copy, run the module's own handler, then commit.
+
+        A module refusing (CommandError) leaves the state as it was; a repeated message (the
+        transition says nothing changes) does not run the module's handler again.
+        """
+        d = self.d
+        with self._exp_lock:
+            new = copy.deepcopy(d.experiment)
+            changed = step(new) if step is not None else True
+            own = d.call(name, kwargs) if changed and name in d.commands else None
+            d.experiment = new
+            reply = {**(base or {}), **new.describe()}
+            if isinstance(own, dict):
+                reply.update(own)
+            elif own is not None:
+                reply["result"] = own
+            if step is not None and not changed:
+                reply["repeat"] = True
+            return reply

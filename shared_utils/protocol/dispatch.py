@@ -23,6 +23,7 @@ from shared_utils.protocol import dareplane
 from shared_utils.protocol.builtins import MERGED, OUR_BUILTINS, Builtins
 from shared_utils.protocol.commands import Command, make_command, unknown_command_message
 from shared_utils.protocol.framing import ProtocolError, Request, parse_request
+from shared_utils.protocol.session import SessionState
 from shared_utils.protocol.tasks import Task, TaskManager
 
 _ROOT_LOG = logging.getLogger()  # configure_logging sets its level for the whole process
@@ -59,6 +60,7 @@ class Dispatcher:
         self.connections = connections
         self.started = time.time()
         self.commands: dict[str, Command] = {}
+        self.experiment = SessionState()  # this module's part in an experiment session
         self.builtins = Builtins(self)
         self._local = threading.local()
         self._close_hook_done = False
