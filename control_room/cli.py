@@ -313,3 +313,8 @@ def down(ctx: click.Context) -> None:
     """Shut down the running control room and all its modules."""
     _call(ctx, "DOWN")
     click.echo("control room shutting down")
+
+
+from control_room.report_cmd import report  # noqa: E402 - subcommand kept in its own file
+
+main.add_command(report)
