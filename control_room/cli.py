@@ -188,6 +188,9 @@ def run(
     for n, info in room.module_info().items():  # how each module ended
         summary["modules"][n].update(state=info["state"], stop=steps.get(n))
     summary["xdf"] = read_xdf(summary["file"])
+    from control_room.report import report_after_run
+
+    summary["report"] = report_after_run(summary)  # {"html","skipped","seconds"} | {"error"} | None
     print_summary(summary, error)
     if error:
         raise SystemExit(1)

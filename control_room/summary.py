@@ -121,6 +121,9 @@ def print_summary(s: dict[str, Any], error: str | None) -> None:
         f"{s.get('steps_ok')}/{s.get('steps')} steps in {s.get('macro_s')} s"
     )
     w(f"  recording: {s.get('file')}")
+    rep = s.get("report")
+    if rep:
+        w(f"  session report: {rep.get('html') or 'not written: ' + str(rep.get('error'))}")
     xdf = s.get("xdf")
     if xdf and "streams" in xdf:
         w(f"  read back with pyxdf: {xdf['bytes']} bytes, {len(xdf['streams'])} streams")
