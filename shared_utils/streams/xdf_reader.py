@@ -10,11 +10,17 @@ present in the error.
 Clock handling is the caller's choice: ``synchronize_clocks`` puts every stream on the
 recording host's LSL clock (use it whenever streams are compared with each other), ``dejitter``
 replaces regular streams' timestamps by a linear fit (good for analysis, wrong for replay).
+
+Long recordings: pyxdf keeps every chunk and then concatenates them, so a numeric stream costs
+twice its size in memory while loading (an hour of 64 ch at 1 kHz: 1.8 GB). ``spool_dir`` writes
+each numeric chunk to a file there as pyxdf reads it; the stream's ``time_series`` is then a
+read-only ``numpy.memmap`` and :meth:`XdfStream.blocks` reads it in slices from the file, so memory
+holds the timestamps only. The caller owns (and removes) ``spool_dir``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,7 @@ import numpy as np
 from shared_utils.checks import unknown_message
 from shared_utils.streams.lsl import complete_labels
 
-__all__ = ["XdfReadError", "XdfStream", "find_stream", "read_xdf"]
+__all__ = ["XdfFile", "XdfReadError", "XdfStream", "find_stream", "load_xdf", "read_xdf"]
 
 
 class XdfReadError(ValueError):
@@ -47,6 +53,13 @@ class XdfStream:
     time_series: Any  # (n, channels) array for numeric streams, a list of lists for strings
     info: dict[str, Any] = field(repr=False)  # pyxdf's raw header (values are 1-element lists)
     footer: dict[str, Any] | None = field(default=None, repr=False)
+    raw_labels: list[str] = field(default_factory=list)  # as in the file ("" where none was given)
+    channel_types: list[str] = field(
+        default_factory=list
+    )  # desc/channels/channel/type ("" if none)
+    clock_offsets: np.ndarray = field(  # (k, 2): [collection time, offset] as recorded
+        default_factory=lambda: np.zeros((0, 2)), repr=False
+    )
 
     @property
     def channel_count(self) -> int:
@@ -68,6 +81,36 @@ class XdfStream:
         except (TypeError, ValueError):
             return 0.0
 
+    @property
+    def segments(self) -> list[tuple[int, int]]:
+        """pyxdf's runs of evenly spaced samples, as inclusive (first, last) sample indices.
+
+        More than one segment means the stream has gaps (dejitter found breaks).
+        """
+        segs = self.info.get("segments") or []
+        return [(int(a), int(b)) for a, b in segs]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` of a numeric stream as an in-memory array.
+
+        For a spooled stream (``time_series`` is a memmap) the rows are read from the file, so
+        walking an hour of data slice by slice does not keep all of it mapped in memory.
+        """
+        data = self.time_series
+        start, stop, _ = slice(start, stop).indices(len(data))
+        if isinstance(data, np.memmap) and data.filename and stop > start:
+            row_bytes = data.dtype.itemsize * self.channel_count
+            with open(data.filename, "rb") as f:
+                f.seek(data.offset + start * row_bytes)
+                block = np.fromfile(f, dtype=data.dtype, count=(stop - start) * self.channel_count)
+            return block.reshape(stop - start, self.channel_count)
+        return np.array(data[start:stop])
+
+    def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start_row, samples)`` in slices of at most ``rows`` samples (see :meth:`rows`)."""
+        for start in range(0, self.n_samples, rows):
+            yield start, self.rows(start, start + rows)
+
     def header(self, key: str, default: str = "") -> str:
         """A top-level header field as text (``desc`` excluded)."""
         return _first(self.info, key, default)
@@ -78,6 +121,15 @@ class XdfStream:
             str(v[0]) if isinstance(v, list | tuple | np.ndarray) and len(v) else str(v)
             for v in self.time_series
         ]
+
+
+@dataclass
+class XdfFile:
+    """A whole XDF file: its FileHeader fields (``datetime``, ``version``...) and its streams."""
+
+    path: Path
+    header: dict[str, str]
+    streams: list[XdfStream]
 
 
 def read_xdf(
@@ -93,6 +145,21 @@ def read_xdf(
     loads up to its last complete chunk (pyxdf's behaviour); streams without samples are kept,
     with empty arrays, so callers can report them.
     """
+    return load_xdf(
+        path, synchronize_clocks=synchronize_clocks, dejitter=dejitter, names=names
+    ).streams
+
+
+def load_xdf(
+    path: str | Path,
+    *,
+    synchronize_clocks: bool = True,
+    dejitter: bool = True,
+    names: Iterable[str] | None = None,
+    spool_dir: str | Path | None = None,
+) -> XdfFile:
+    """Like :func:`read_xdf`, plus the file header; ``spool_dir`` keeps samples out of memory
+    (see the module docstring)."""
     try:
         import pyxdf
     except ImportError as exc:  # pragma: no cover - a core dependency
@@ -100,15 +167,75 @@ def read_xdf(
     p = Path(path).expanduser()
     if not p.is_file():
         raise XdfReadError(f"XDF file not found: {p}")
+    spool = _Spool(Path(spool_dir)) if spool_dir is not None else None
     try:
-        raw, _header = pyxdf.load_xdf(
-            str(p), synchronize_clocks=synchronize_clocks, dejitter_timestamps=dejitter
+        raw, header = pyxdf.load_xdf(
+            str(p),
+            synchronize_clocks=synchronize_clocks,
+            dejitter_timestamps=dejitter,
+            on_chunk=spool.on_chunk if spool is not None else None,
         )
     except Exception as exc:  # pyxdf raises many types for a damaged or foreign file
         raise XdfReadError(f"cannot read {p} as XDF: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if spool is not None:
+            spool.close()
+    if spool is not None and spool.error is not None:
+        # pyxdf takes any error in on_chunk for file damage and skips ahead: never let a full
+        # disk pass for a short recording
+        raise XdfReadError(f"cannot spool samples of {p}: {spool.error}") from spool.error
     wanted = set(names) if names is not None else None
-    streams = [_stream(s) for s in raw]
-    return [s for s in streams if wanted is None or s.name in wanted]
+    streams = []
+    for s in raw:
+        if wanted is not None and _first(s["info"], "name") not in wanted:
+            continue
+        if spool is not None:
+            spool.attach(s)
+        streams.append(_stream(s))
+    info = header.get("info", {}) if isinstance(header, dict) else {}
+    fields = {k: _first(info, k) for k in info if isinstance(k, str)}
+    return XdfFile(path=p, header=fields, streams=streams)
+
+
+class _Spool:
+    """pyxdf ``on_chunk`` hook: numeric chunks go to one file per stream instead of memory."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.files: dict[int, Any] = {}
+        self.meta: dict[int, tuple[np.dtype, int]] = {}
+        self.error: Exception | None = None
+
+    def on_chunk(self, values: Any, stamps: Any, info: dict, stream_id: int) -> tuple:
+        if self.error is not None or not isinstance(values, np.ndarray):
+            return values, stamps, info  # strings stay in memory (markers are small)
+        try:
+            f = self.files.get(stream_id)
+            if f is None:
+                f = self.files[stream_id] = open(self.folder / f"stream{stream_id}.bin", "wb")  # noqa: SIM115
+                self.meta[stream_id] = (values.dtype.newbyteorder("="), values.shape[1])
+            f.write(np.ascontiguousarray(values, dtype=self.meta[stream_id][0]).tobytes())
+        except Exception as exc:  # noqa: BLE001 - reported after load_xdf returns
+            self.error = exc
+            return values, stamps, info
+        return np.empty((0, values.shape[1]), values.dtype), stamps, info  # no view: frees it
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def attach(self, s: dict[str, Any]) -> None:
+        """Replace the (empty) in-memory samples by a memmap of the spooled file."""
+        sid = s["info"].get("stream_id")
+        if sid not in self.meta:
+            return
+        dtype, n_ch = self.meta[sid]
+        n = len(s.get("time_stamps", []))  # pyxdf may drop trailing samples (pylsl#67 repair)
+        path = self.folder / f"stream{sid}.bin"
+        s["time_series"] = (
+            np.memmap(path, dtype=dtype, mode="r", shape=(n, n_ch)) if n else np.zeros((0, n_ch))
+        )
 
 
 def find_stream(streams: list[XdfStream], name: str, role: str = "stream") -> XdfStream:
@@ -144,12 +271,16 @@ def _stream(s: dict[str, Any]) -> XdfStream:
     info = s["info"]
     n_ch = int(float(_first(info, "channel_count", "1")))
     chans = _channels(info)
-    labels = complete_labels([_first(c, "label") for c in chans if isinstance(c, dict)], n_ch)
+    raw_labels = [_first(c, "label") for c in chans if isinstance(c, dict)][:n_ch]
+    raw_labels += [""] * (n_ch - len(raw_labels))
+    labels = complete_labels(raw_labels, n_ch)
+    types = [_first(c, "type") for c in chans if isinstance(c, dict)][:n_ch]
+    types += [""] * (n_ch - len(types))
     units = [_first(c, "unit") for c in chans if isinstance(c, dict)][:n_ch]
     units += [""] * (n_ch - len(units))
     fmt = _first(info, "channel_format", "float32")
     series = s.get("time_series")
-    if fmt != "string":
+    if fmt != "string" and not isinstance(series, np.memmap):
         series = np.asarray(series if series is not None else np.zeros((0, n_ch)))
         if series.ndim == 1:
             series = series.reshape(-1, n_ch) if series.size else np.zeros((0, n_ch))
@@ -168,4 +299,12 @@ def _stream(s: dict[str, Any]) -> XdfStream:
         time_series=series,
         info=info,
         footer=s.get("footer"),
+        raw_labels=raw_labels,
+        channel_types=types,
+        clock_offsets=np.column_stack(
+            [
+                np.asarray(s.get("clock_times", []), dtype=np.float64),
+                np.asarray(s.get("clock_values", []), dtype=np.float64),
+            ]
+        ).reshape(-1, 2),
     )
