@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from control_room import export_cmd
 from control_room.config import ConfigError, MeshConfig, load_config
 
 DEFAULT_PORT = 9010
@@ -188,6 +189,7 @@ def run(
     for n, info in room.module_info().items():  # how each module ended
         summary["modules"][n].update(state=info["state"], stop=steps.get(n))
     summary["xdf"] = read_xdf(summary["file"])
+    summary["export"] = export_cmd.export_after_run(summary["file"])  # BIDS + NWB beside the XDF
     print_summary(summary, error)
     if error:
         raise SystemExit(1)
@@ -313,3 +315,6 @@ def down(ctx: click.Context) -> None:
     """Shut down the running control room and all its modules."""
     _call(ctx, "DOWN")
     click.echo("control room shutting down")
+
+
+main.add_command(export_cmd.export)  # control-room export SESSION_OR_XDF --to bids|nwb

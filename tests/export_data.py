@@ -196,7 +196,7 @@ def make_session(folder: Path, seconds: float = 16.0, footer: bool = True) -> tu
                 "start": {"wall": "2026-12-04T10:15:00+01:00", "lsl": T0 - 1.0},
                 "end": {"wall": "2026-12-04T10:15:30+01:00", "lsl": T0 + 29.0},
                 "modules": {"bpod": {"port": 8105}},
-        "subject_info": {"species": "Mus musculus", "sex": "F", "age": "P90D"},
+                "subject_info": {"species": "Mus musculus", "sex": "F", "age": "P90D"},
             }
         )
     )

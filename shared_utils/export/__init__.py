@@ -52,7 +52,14 @@ Progress = Callable[[str], None]
 def missing_dependencies(formats: Sequence[str] = FORMATS) -> list[str]:
     """Python packages an export to ``formats`` needs and cannot import."""
     names = dict.fromkeys(m for f in formats for m in NEEDS.get(f, ()))
-    return [m for m in names if importlib.util.find_spec(m) is None]
+    return [m for m in names if not _importable(m)]
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a module blocked or half-installed
+        return False
 
 
 def plan_outputs(

@@ -121,7 +121,8 @@ def _write_signal(
     import mne_bids
 
     meas_date = rec.base.wall(sig.stream.time_stamps[0]).astimezone(_utc())
-    vhdr = write_brainvision(sig, work / bids_label(sig.name), meas_date)
+    # a prefix: mne-bids renames by replacing the base name in "DataFile=<base>.eeg" lines
+    vhdr = write_brainvision(sig, work / f"xdf_{bids_label(sig.name)}", meas_date)
     raw = mne.io.read_raw_brainvision(vhdr, preload=False, verbose="error")
     types = {c.name: c.kind for c in sig.channels if c.kind != "eeg"}
     if types:

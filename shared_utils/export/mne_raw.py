@@ -20,6 +20,7 @@ import numpy as np
 from shared_utils.checks import unknown_message
 from shared_utils.export.content import Plan, Signal, plan_streams
 from shared_utils.export.events import Event, all_events
+from shared_utils.export.recording import GAP_S, GAP_SAMPLES
 from shared_utils.export.report import ExportError, Findings
 from shared_utils.export.session import find_session
 from shared_utils.export.timebase import time_base
@@ -139,7 +140,7 @@ def read_raw_xdf(
 
     session = find_session(source)
     findings = Findings()
-    xdf = load_xdf(session.xdf)
+    xdf = load_xdf(session.xdf, gap_s=GAP_S, gap_samples=GAP_SAMPLES)
     plan = plan_streams(xdf.streams, findings)
     sig = choose_signal(plan, stream)
     base = time_base(session.meta, xdf.header, session.xdf, plan.time_span(), findings)

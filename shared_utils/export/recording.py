@@ -14,6 +14,10 @@ from shared_utils.export.timebase import TimeBase, time_base
 from shared_utils.export.trials import Trial, build_trials, is_bpod_stream
 from shared_utils.streams.xdf_reader import XdfFile, XdfReadError, load_xdf
 
+#: a jump in a regular stream's timestamps longer than both starts a new segment (a gap)
+GAP_S = 0.25
+GAP_SAMPLES = 50
+
 
 @dataclass
 class ExportOptions:
@@ -48,11 +52,16 @@ def open_recording(session: Session, spool_dir: Path | None) -> Recording:
     """Read the XDF (samples spooled to ``spool_dir`` when given) and what comes with it."""
     findings = Findings()
     try:
-        xdf = load_xdf(session.xdf, spool_dir=spool_dir)
+        xdf = load_xdf(session.xdf, spool_dir=spool_dir, gap_s=GAP_S, gap_samples=GAP_SAMPLES)
     except XdfReadError as exc:
         raise ExportError(str(exc)) from None
     if not xdf.streams:
         raise ExportError(f"{session.xdf} holds no streams; nothing to export")
+    if xdf.torn_bytes:
+        findings.skip(
+            f"last {xdf.torn_bytes} bytes of {session.xdf.name}",
+            "a chunk cut short (crash); everything before it was read",
+        )
     plan = plan_streams(xdf.streams, findings)
     span = plan.time_span()
     if span is None:

@@ -20,6 +20,7 @@ holds the timestamps only. The caller owns (and removes) ``spool_dir``.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 
 from shared_utils.checks import unknown_message
 from shared_utils.streams.lsl import complete_labels
+from shared_utils.streams.xdf_format import complete_prefix
 
 __all__ = ["XdfFile", "XdfReadError", "XdfStream", "find_stream", "load_xdf", "read_xdf"]
 
@@ -130,6 +132,7 @@ class XdfFile:
     path: Path
     header: dict[str, str]
     streams: list[XdfStream]
+    torn_bytes: int = 0  # bytes after the last complete chunk, ignored (a crash cut the file)
 
 
 def read_xdf(
@@ -157,9 +160,16 @@ def load_xdf(
     dejitter: bool = True,
     names: Iterable[str] | None = None,
     spool_dir: str | Path | None = None,
+    gap_s: float = 1.0,
+    gap_samples: int = 500,
 ) -> XdfFile:
     """Like :func:`read_xdf`, plus the file header; ``spool_dir`` keeps samples out of memory
-    (see the module docstring)."""
+    (see the module docstring).
+
+    ``gap_s``/``gap_samples``: dejitter starts a new segment where consecutive timestamps are
+    further apart than both (pyxdf's defaults, 1 s and 500 samples, let a 3 s gap at 100 Hz
+    pass and stretch the fitted rate over it; an export wants gaps found).
+    """
     try:
         import pyxdf
     except ImportError as exc:  # pragma: no cover - a core dependency
@@ -167,23 +177,30 @@ def load_xdf(
     p = Path(path).expanduser()
     if not p.is_file():
         raise XdfReadError(f"XDF file not found: {p}")
-    spool = _Spool(Path(spool_dir)) if spool_dir is not None else None
+    kwargs = {
+        "synchronize_clocks": synchronize_clocks,
+        "dejitter_timestamps": dejitter,
+        "jitter_break_threshold_seconds": gap_s,
+        "jitter_break_threshold_samples": gap_samples,
+    }
+    torn = 0
     try:
-        raw, header = pyxdf.load_xdf(
-            str(p),
-            synchronize_clocks=synchronize_clocks,
-            dejitter_timestamps=dejitter,
-            on_chunk=spool.on_chunk if spool is not None else None,
-        )
+        spool, raw, header = _load(pyxdf, p, spool_dir, kwargs, None)
+    except XdfReadError:
+        raise
     except Exception as exc:  # pyxdf raises many types for a damaged or foreign file
-        raise XdfReadError(f"cannot read {p} as XDF: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if spool is not None:
-            spool.close()
-    if spool is not None and spool.error is not None:
-        # pyxdf takes any error in on_chunk for file damage and skips ahead: never let a full
-        # disk pass for a short recording
-        raise XdfReadError(f"cannot spool samples of {p}: {spool.error}") from spool.error
+        # pyxdf survives a crash-cut Samples chunk but not a cut ClockOffset or footer chunk:
+        # read again up to the last complete chunk, as a crash-safe reader should
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            end = complete_prefix(f, size)
+        if not 4 < end < size:
+            raise XdfReadError(f"cannot read {p} as XDF: {type(exc).__name__}: {exc}") from exc
+        try:
+            spool, raw, header = _load(pyxdf, p, spool_dir, kwargs, end)
+        except Exception:
+            raise XdfReadError(f"cannot read {p} as XDF: {type(exc).__name__}: {exc}") from exc
+        torn = size - end
     wanted = set(names) if names is not None else None
     streams = []
     for s in raw:
@@ -194,7 +211,59 @@ def load_xdf(
         streams.append(_stream(s))
     info = header.get("info", {}) if isinstance(header, dict) else {}
     fields = {k: _first(info, k) for k in info if isinstance(k, str)}
-    return XdfFile(path=p, header=fields, streams=streams)
+    return XdfFile(path=p, header=fields, streams=streams, torn_bytes=torn)
+
+
+def _load(pyxdf: Any, p: Path, spool_dir: Any, kwargs: dict, limit: int | None) -> tuple:
+    """One pyxdf pass over ``p`` (only its first ``limit`` bytes when given)."""
+    spool = _Spool(Path(spool_dir)) if spool_dir is not None else None
+    source: Any = str(p)
+    if limit is not None:
+        source = io.BufferedReader(_Prefix(p, limit), buffer_size=1 << 16)
+    try:
+        raw, header = pyxdf.load_xdf(
+            source, on_chunk=spool.on_chunk if spool is not None else None, **kwargs
+        )
+    finally:
+        if spool is not None:
+            spool.close()
+        if limit is not None:
+            source.close()
+    if spool is not None and spool.error is not None:
+        # pyxdf takes any error in on_chunk for file damage and skips ahead: never let a full
+        # disk pass for a short recording
+        raise XdfReadError(f"cannot spool samples of {p}: {spool.error}") from spool.error
+    return spool, raw, header
+
+
+class _Prefix(io.RawIOBase):
+    """The first ``limit`` bytes of a file, as a seekable stream for pyxdf."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self._f = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self._limit = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            return self._f.seek(self._limit + offset)
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, b: Any) -> int:
+        left = max(0, self._limit - self._f.tell())
+        return self._f.readinto(memoryview(b)[:left])
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 class _Spool:
