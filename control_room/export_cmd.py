@@ -14,18 +14,6 @@ from typing import Any
 import click
 
 
-def _json_object(text: str | None, what: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{what} is not valid JSON ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise click.BadParameter(f'{what} must be a JSON object like {{"sex": "F"}}')
-    return value
-
-
 @click.command("export")
 @click.argument("source", type=click.Path(exists=True))
 @click.option(
@@ -89,6 +77,7 @@ def export(
     clock; what cannot be is listed with the reason. Nothing existing is replaced without
     --overwrite, and a failed export leaves no partial output.
     """
+    from control_room.cli import _json_arg  # cli registers this command: import at call time
     from shared_utils.export import ExportError, ExportOptions, export_many
 
     opts = ExportOptions(
@@ -97,7 +86,7 @@ def export(
         task=task,
         line_freq=line_freq,
         bids_format=bids_format,
-        subject_info=_json_object(subject_info, "--subject-info"),
+        subject_info=_json_arg(subject_info, "--subject-info"),
     )
     progress = None if as_json else (lambda stage: click.echo(f"... {stage}", err=True))
     try:
@@ -152,5 +141,7 @@ def export_after_run(xdf: str | None, echo: Any = None) -> dict[str, Any] | None
         say(f"  {r.format.upper():<4} {where}  ({len(r.skipped)} skipped, {r.seconds:.1f} s)")
         for s in r.skipped:
             say(f"       skipped {s}")
+        for n in r.notes:
+            say(f"       note: {n}")
         out[r.format] = str(where)
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,15 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     return folder, truth, {r.format: r for r in results}
 
 
+def read_bids(root: Path):
+    import mne_bids
+
+    path = mne_bids.BIDSPath(
+        subject="mouse01", session="20261204s1", task="closedloop", datatype="eeg", root=root
+    )
+    return mne_bids.read_raw_bids(path, verbose="error")
+
+
 def expected_events(truth) -> list[tuple[float, str]]:
     """Every marker and switch inside the EEG's samples, in seconds from the first sample."""
     end = truth.eeg_ts[-1]
@@ -39,19 +49,8 @@ def expected_events(truth) -> list[tuple[float, str]]:
 
 
 def test_bids_data_read_back_sample_for_sample(exported) -> None:
-    import mne_bids
-
     folder, truth, res = exported
-    raw = mne_bids.read_raw_bids(
-        mne_bids.BIDSPath(
-            subject="mouse01",
-            session="20261204s1",
-            task="closedloop",
-            datatype="eeg",
-            root=res["bids"].out,
-        ),
-        verbose="error",
-    )
+    raw = read_bids(res["bids"].out)
     assert raw.ch_names == LABELS
     assert raw.info["sfreq"] == SRATE
     assert raw.get_channel_types() == ["eeg"] * 6 + ["eog", "ecg"]
@@ -64,8 +63,6 @@ def test_bids_data_read_back_sample_for_sample(exported) -> None:
 
 
 def test_bids_events_from_every_marker_stream_within_one_sample(exported) -> None:
-    import mne_bids
-
     folder, truth, res = exported
     events = next(res["bids"].out.rglob("*_events.tsv"))
     rows = [line.split("\t") for line in events.read_text().splitlines()]
@@ -82,16 +79,7 @@ def test_bids_events_from_every_marker_stream_within_one_sample(exported) -> Non
     assert "stream" in head
     # the command marker from before the first EEG sample is reported, not silently lost
     assert any("control_room_commands" in s.item for s in res["bids"].skipped)
-    raw = mne_bids.read_raw_bids(
-        mne_bids.BIDSPath(
-            subject="mouse01",
-            session="20261204s1",
-            task="closedloop",
-            datatype="eeg",
-            root=res["bids"].out,
-        ),
-        verbose="error",
-    )
+    raw = read_bids(res["bids"].out)
     assert len(raw.annotations) == len(want)
 
 

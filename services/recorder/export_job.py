@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ class ExportJobs:
             self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
                 [sys.executable, "-m", "shared_utils.export", json.dumps(request)],
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.STDOUT,  # one pipe: a chatty library cannot fill a second one
                 text=True,
                 cwd=str(Path(__file__).resolve().parents[2]),
             )
@@ -124,10 +125,15 @@ class ExportJobs:
     def _follow(self, proc: subprocess.Popen, state: dict[str, Any]) -> None:
         """Read the child's JSON lines into ``state`` until it exits."""
         assert proc.stdout is not None
+        other: deque[str] = deque(maxlen=5)  # library warnings, a traceback's last lines
         for line in proc.stdout:
             try:
                 msg = json.loads(line)
             except json.JSONDecodeError:
+                msg = None
+            if not isinstance(msg, dict):
+                if line.strip():
+                    other.append(line.strip())
                 continue
             with self._lock:
                 if "stage" in msg:
@@ -137,14 +143,14 @@ class ExportJobs:
                 if "error" in msg:
                     state["error"] = msg["error"]
         rc = proc.wait()
-        err = proc.stderr.read() if proc.stderr else ""
+        err = other[-1] if other else f"exit {rc}"
         with self._lock:
             state["seconds"] = round(time.time() - state["started"], 2)
             if rc == 0 and "results" in state:
                 state["state"] = "done"
             else:
                 state["state"] = "cancelled" if state.get("cancelled") else "failed"
-                state.setdefault("error", (err.strip().splitlines() or [f"exit {rc}"])[-1])
+                state.setdefault("error", err)
         log.info("export ended", state=state["state"], error=state.get("error"))
 
     def status(self) -> dict[str, Any] | None:

@@ -24,9 +24,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from shared_utils.export.mne_raw import read_raw_xdf
-from shared_utils.export.recording import ExportOptions, open_recording
+from shared_utils.export.recording import ExportOptions, Recording, open_recording
 from shared_utils.export.report import ExportError, ExportResult, Findings, Skipped
 from shared_utils.export.session import Session, find_session
 
@@ -93,27 +94,12 @@ def plan_outputs(
 
 
 def export_session(
-    source: str | Path,
-    to: str,
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    *,
-    trials: Sequence[str | Path] | None = None,
-    options: ExportOptions | None = None,
-    validate: bool = False,
-    progress: Progress | None = None,
+    source: str | Path, to: str, out: str | Path | None = None, overwrite: bool = False, **kw: Any
 ) -> ExportResult:
-    """Export ``source`` (session folder or ``.xdf``) to ``to`` ("bids" or "nwb") in ``out``."""
-    return export_many(
-        source,
-        [to],
-        out,
-        overwrite,
-        trials=trials,
-        options=options,
-        validate=validate,
-        progress=progress,
-    )[0]
+    """Export ``source`` (session folder or ``.xdf``) to ``to`` ("bids" or "nwb") in ``out``;
+    keyword arguments as :func:`export_many` (``trials``, ``options``, ``validate``,
+    ``progress``)."""
+    return export_many(source, [to], out, overwrite, **kw)[0]
 
 
 def export_many(
@@ -170,7 +156,15 @@ def export_many(
     return results
 
 
-def _write_staged(rec, fmt, path, scratch, opts, findings, overwrite) -> list[Path]:  # noqa: ANN001
+def _write_staged(
+    rec: Recording,
+    fmt: str,
+    path: Path,
+    scratch: Path,
+    opts: ExportOptions,
+    findings: Findings,
+    overwrite: bool,
+) -> list[Path]:
     """Write into a staging folder beside ``path``; rename into place only when complete."""
     from shared_utils.export.bids import write_bids
     from shared_utils.export.nwb import write_nwb
@@ -203,7 +197,3 @@ def _validate(fmt: str, path: Path, files: list[Path]) -> dict:
         return validate_bids(path)
     nwbs = [f for f in files if f.suffix == ".nwb"]
     return inspect_nwb(nwbs[0]) if nwbs else {"tool": "nwbinspector", "errors": None}
-
-
-# keep the names importable for type checkers and docs
-_ = (Findings,)

@@ -13,6 +13,7 @@ the recording in memory.
 
 from __future__ import annotations
 
+import datetime as _dt
 import shutil
 import warnings
 from pathlib import Path
@@ -120,7 +121,7 @@ def _write_signal(
     import mne
     import mne_bids
 
-    meas_date = rec.base.wall(sig.stream.time_stamps[0]).astimezone(_utc())
+    meas_date = rec.base.wall(sig.stream.time_stamps[0]).astimezone(_dt.UTC)
     # a prefix: mne-bids renames by replacing the base name in "DataFile=<base>.eeg" lines
     vhdr = write_brainvision(sig, work / f"xdf_{bids_label(sig.name)}", meas_date)
     raw = mne.io.read_raw_brainvision(vhdr, preload=False, verbose="error")
@@ -188,9 +189,3 @@ def write_brainvision(sig: Signal, base: Path, meas_date: Any) -> Path:
                 shutil.copyfileobj(src, dst, 1 << 22)
     shutil.rmtree(part_dir, ignore_errors=True)
     return base.with_suffix(".vhdr")
-
-
-def _utc() -> Any:
-    import datetime as _dt
-
-    return _dt.UTC

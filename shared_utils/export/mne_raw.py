@@ -11,6 +11,7 @@ an analysis opened here and the exported dataset place every event on the same s
 
 from __future__ import annotations
 
+import datetime as _dt
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +28,6 @@ from shared_utils.export.timebase import time_base
 from shared_utils.streams.xdf_reader import load_xdf
 
 if TYPE_CHECKING:
-    import datetime as _dt
-
     import mne
 
 BOUNDARY = "boundary"  # EEGLAB's name for a discontinuity in the data
@@ -63,14 +62,8 @@ def signal_info(sig: Signal, meas_date: _dt.datetime | None, line_freq: float | 
     with info._unlock():
         info["line_freq"] = line_freq
         if meas_date is not None:
-            info["meas_date"] = meas_date.astimezone(_utc())
+            info["meas_date"] = meas_date.astimezone(_dt.UTC)
     return info
-
-
-def _utc() -> Any:
-    import datetime as _dt
-
-    return _dt.UTC
 
 
 def signal_annotations(

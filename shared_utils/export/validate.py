@@ -15,23 +15,28 @@ from typing import Any
 SERIOUS_NWB = ("ERROR", "PYNWB_VALIDATION", "CRITICAL")
 
 
+def _report(tool: str, errors: int | None, warnings: int | None, messages: list[str]) -> dict:
+    """The one shape of a validation result (errors None: the tool did not run)."""
+    return {"tool": tool, "errors": errors, "warnings": warnings, "messages": messages}
+
+
 def inspect_nwb(path: Path) -> dict[str, Any]:
     """nwbinspector's findings: errors = ERROR, PYNWB_VALIDATION and CRITICAL messages."""
     try:
         from nwbinspector import inspect_nwbfile
     except ImportError:
-        return {"tool": "nwbinspector", "errors": None, "warnings": None, "note": "not installed"}
+        return _report("nwbinspector", None, None, ["not installed (pip install nwbinspector)"])
     msgs = [m for m in inspect_nwbfile(nwbfile_path=path) if m is not None]
     bad = [m for m in msgs if m.importance.name in SERIOUS_NWB]
-    return {
-        "tool": "nwbinspector",
-        "errors": len(bad),
-        "warnings": len(msgs) - len(bad),
-        "messages": [
+    return _report(
+        "nwbinspector",
+        len(bad),
+        len(msgs) - len(bad),
+        [
             f"{m.importance.name} {m.check_function_name} {m.location or ''}: {m.message}"
             for m in msgs
         ],
-    }
+    )
 
 
 def bids_validator_command() -> list[str] | None:
@@ -47,33 +52,24 @@ def validate_bids(root: Path, timeout_s: float = 300.0) -> dict[str, Any]:
     """Run the BIDS validator on ``root`` (offline: the schema is bundled)."""
     cmd = bids_validator_command()
     if cmd is None:
-        return {
-            "tool": "bids-validator-deno",
-            "errors": None,
-            "warnings": None,
-            "note": "not installed (pip install bids-validator-deno)",
-        }
+        return _report("bids-validator-deno", None, None, ["not installed"])
     proc = subprocess.run(  # noqa: S603 - argv list, no shell
         [*cmd, "--json", str(root)], capture_output=True, text=True, timeout=timeout_s
     )
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        return {
-            "tool": "bids-validator-deno",
-            "errors": 1,
-            "warnings": 0,
-            "messages": [f"validator failed (exit {proc.returncode}): {proc.stderr[-500:]}"],
-        }
+        why = f"validator failed (exit {proc.returncode}): {proc.stderr[-500:]}"
+        return _report("bids-validator-deno", 1, 0, [why])
     issues = report.get("issues", {}).get("issues", [])
     errors = [i for i in issues if i.get("severity") == "error"]
-    return {
-        "tool": "bids-validator-deno",
-        "errors": len(errors),
-        "warnings": len(issues) - len(errors),
-        "messages": [
+    return _report(
+        "bids-validator-deno",
+        len(errors),
+        len(issues) - len(errors),
+        [
             f"{i.get('severity')} {i.get('code')} {i.get('location', '')}: "
             f"{(i.get('issueMessage') or '').strip()[:200]}"
             for i in errors
         ],
-    }
+    )
