@@ -234,3 +234,22 @@ def test_broken_trial_file_line_is_skipped_and_named(tmp_path: Path) -> None:
     # trial 2 comes from the Bpod markers instead of the file
     assert list(trials["trial"]) == [1, 2, 3]
     assert list(trials["source"]) == ["jsonl+xdf", "xdf", "jsonl+xdf"]
+
+
+def test_two_streams_with_one_name_are_both_kept(tmp_path: Path) -> None:
+    mk = {"name": "bpod_events", "type": "Markers", "channel_format": "string"}
+    path = write(
+        tmp_path / "two.xdf",
+        [
+            ({**mk, "source_id": "box1"}, np.array([1.0]), [["trial_start:1"]]),
+            ({**mk, "source_id": "box2"}, np.array([2.0]), [["trial_start:1"]]),
+        ],
+    )
+    res = export_session(path, "nwb")
+    assert any("'bpod_events#2'" in n for n in res.notes)
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(str(res.files[0]), "r") as io:
+        nwb = io.read()
+        assert sorted(nwb.events) == ["bpod_events", "bpod_events#2"]
+        assert list(nwb.trials["bpod_stream"][:]) == ["bpod_events", "bpod_events#2"]

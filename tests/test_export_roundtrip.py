@@ -166,3 +166,20 @@ def test_read_raw_xdf_places_markers_like_the_export(exported) -> None:
         "control_room_commands",
         "decoder_output",
     }
+
+
+def test_bids_as_edf_within_one_quantisation_step(exported, tmp_path: Path) -> None:
+    from shared_utils.export import ExportOptions, export_session
+
+    folder, truth, _ = exported
+    res = export_session(
+        folder, "bids", tmp_path / "edf", options=ExportOptions(bids_format="EDF", line_freq=50.0)
+    )
+    edf = next(res.out.rglob("*_eeg.edf"))
+    import mne_bids
+
+    raw = mne_bids.read_raw_bids(mne_bids.get_bids_path_from_fname(edf), verbose="error")
+    want = truth.eeg.T.astype(np.float64) * 1e-6
+    step = (want.max() - want.min()) / (2**16 - 1)  # EDF: 16 bits over the physical range
+    assert np.abs(raw.get_data() - want).max() <= step
+    assert len(raw.annotations) == len(expected_events(truth))

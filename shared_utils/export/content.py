@@ -132,7 +132,16 @@ class Plan:
 def plan_streams(streams: list[XdfStream], findings: Findings) -> Plan:
     """Sort ``streams`` (see the module docstring); empty ones are skipped with the reason."""
     plan = Plan()
+    seen: dict[str, int] = {}
     for s in streams:
+        seen[s.name] = seen.get(s.name, 0) + 1
+        if seen[s.name] > 1:  # two boxes, a restarted source: keep both, told apart
+            new = f"{s.name}#{seen[s.name]}"
+            findings.note(
+                f"several streams are named {s.name!r}; the one from source {s.source_id!r} "
+                f"is called {new!r} in the export"
+            )
+            s.name = new
         what = f"stream {s.name!r}"
         if s.footer is None:
             findings.note(
@@ -164,7 +173,9 @@ def _signal(s: XdfStream, findings: Findings) -> Signal:
     names = _names(s, findings)
     channels = []
     assumed: list[str] = []
-    for name, ctype, unit in zip(names, s.channel_types, s.units, strict=True):
+    n = s.channel_count
+    types = (list(s.channel_types) + [""] * n)[:n]
+    for name, ctype, unit in zip(names, types, s.units, strict=True):
         kind = EPHYS_TYPES.get(ctype.lower()) or OTHER_TYPES.get(ctype.lower())
         if kind is None:
             kind = stream_kind or "misc"
