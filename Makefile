@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH (Python >= 3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,bench,presenter,dev]'
+	$(BIN)/python -m pip install -q -e '.[test,bench,presenter,export,dev]'
 	@touch $(STAMP)
 
 # Xvfb is needed for the presenter when there is no display (installed once, Debian/Ubuntu).

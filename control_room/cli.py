@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from control_room import export_cmd
 from control_room.config import ConfigError, MeshConfig, load_config
 
 DEFAULT_PORT = 9010
@@ -191,6 +192,7 @@ def run(
     from control_room.report import report_after_run
 
     summary["report"] = report_after_run(summary)  # {"html","skipped","seconds"} | {"error"} | None
+    summary["export"] = export_cmd.export_after_run(summary["file"])  # BIDS + NWB beside the XDF
     print_summary(summary, error)
     if error:
         raise SystemExit(1)
@@ -321,3 +323,4 @@ def down(ctx: click.Context) -> None:
 from control_room.report_cmd import report  # noqa: E402 - subcommand kept in its own file
 
 main.add_command(report)
+main.add_command(export_cmd.export)  # control-room export SESSION_OR_XDF --to bids|nwb

@@ -124,6 +124,8 @@ def print_summary(s: dict[str, Any], error: str | None) -> None:
     rep = s.get("report")
     if rep:
         w(f"  session report: {rep.get('html') or 'not written: ' + str(rep.get('error'))}")
+    for fmt, where in (s.get("export") or {}).items():
+        w(f"  export {fmt}: {where}")
     xdf = s.get("xdf")
     if xdf and "streams" in xdf:
         w(f"  read back with pyxdf: {xdf['bytes']} bytes, {len(xdf['streams'])} streams")

@@ -1,4 +1,4 @@
-"""The recorder's commands (START, STOP, STATUS, LIST), importable without sockets.
+"""The recorder's commands (START, STOP, STATUS, LIST, EXPORT), importable without sockets.
 
 A warm ``ContinuousResolver`` is created with the recorder, so START finds the streams already
 known and replies at once; the resolver keeps learning about streams that appear later, which the
@@ -13,6 +13,7 @@ from typing import Any
 
 import pylsl
 
+from services.recorder.export_job import ExportJobs
 from services.recorder.inlet_reader import describe
 from services.recorder.paths import check_target, expand_template, resolve_path
 from services.recorder.recording import Recording, RecordingOptions
@@ -39,6 +40,7 @@ class Recorder:
         self._rec: Recording | None = None
         self._unreported: dict[str, Any] | None = None
         self.last_file: str | None = None
+        self._exports = ExportJobs(self.data_dir or Path.cwd())
 
     @property
     def recording_file(self) -> str | None:
@@ -109,7 +111,10 @@ class Recorder:
         return {"stopped": True, **res}
 
     def status(self) -> dict[str, Any]:
-        """Recording state: file, bytes, seconds, per-stream counts, gaps, errors."""
+        """Recording state: file, bytes, seconds, per-stream counts, gaps, errors (and the
+        last EXPORT's progress or result under "export")."""
+        exp = self._exports.status()
+        extra = {"export": exp} if exp is not None else {}
         with self._lock:
             rec = self._rec
             if rec is None or rec.finished.is_set():
@@ -117,8 +122,39 @@ class Recorder:
                 if self._unreported is not None:
                     base["last_recording"] = self._unreported
                     base["error"] = self._unreported.get("error")
-                return base
-        return {"recording": True, **rec.status()}
+                return {**base, **extra}
+        return {"recording": True, **rec.status(), **extra}
+
+    def export(
+        self,
+        file: str | None = None,
+        to: str | list | None = None,
+        out: str | None = None,
+        overwrite: bool = False,
+        subject: str | None = None,
+        session: str | None = None,
+        task: str | None = None,
+        line_freq: float | None = None,
+    ) -> dict[str, Any]:
+        """Export a finished recording (default: the last one) to BIDS and/or NWB, in the
+        background; replies with the folders it will write, STATUS shows progress and result.
+
+        "to": "bids", "nwb" or both (default). Paths are inside the data folder; an existing
+        output is refused unless "overwrite": true (docs/export.md).
+        """
+        source = file or self.last_file
+        if not source:
+            raise CommandError('no recording yet: pass "file" (an .xdf or a session folder)')
+        formats = ["bids", "nwb"] if to in (None, "both") else [to] if isinstance(to, str) else to
+        options = {"subject": subject, "session": session, "task": task, "line_freq": line_freq}
+        return self._exports.start(
+            source,
+            self.recording_file,
+            formats,
+            out,
+            overwrite,
+            {k: v for k, v in options.items() if v is not None},
+        )
 
     def list_streams(self) -> list[dict[str, Any]]:
         """LSL streams visible now (name, type, channels, rate, format, source, host, uid)."""
@@ -132,8 +168,9 @@ class Recorder:
         return out
 
     def close(self) -> dict[str, Any]:
-        """Stop any recording (footers written) before the process exits."""
+        """Stop any recording (footers written) and any export before the process exits."""
         res = self.stop()
+        self._exports.close()
         return res
 
     # -- internals -----------------------------------------------------------------------------

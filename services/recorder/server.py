@@ -1,4 +1,4 @@
-"""Thin command layer: START/STOP/STATUS/LIST/CLOSE bound to one :class:`Recorder`, plus the
+"""Thin command layer: START/STOP/STATUS/LIST/EXPORT/CLOSE bound to one :class:`Recorder`, plus the
 optional LabRecorder remote-control listener (its lifetime tied to CLOSE)."""
 
 from __future__ import annotations
@@ -36,5 +36,6 @@ def build_commands(
         "STOP": rec.stop,
         "STATUS": status,
         "LIST": rec.list_streams,
+        "EXPORT": rec.export,
         "CLOSE": close,
     }

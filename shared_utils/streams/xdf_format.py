@@ -1,6 +1,6 @@
 """XDF 1.0 at the byte level: chunk tags, variable-length integers, chunk headers, stream-header
 XML and string-sample encoding. Pure functions shared by the writer (and by tests that build odd
-files on purpose); no file handling here.
+files on purpose) and the chunk walk the reader uses to find where a crash cut a file.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -135,3 +135,25 @@ def encode_string_samples(timestamps: np.ndarray, samples: Sequence[Sequence[Any
             parts.append(varlen_int(len(b)))
             parts.append(bytes(b))
     return b"".join(parts)
+
+
+def complete_prefix(f: BinaryIO, size: int) -> int:
+    """Length of the part of an XDF file that ends on a chunk boundary (the file is ``size``
+    bytes). Walks chunk lengths only; stops at the first chunk that is cut or malformed."""
+    f.seek(0)
+    if f.read(4) != MAGIC:
+        return 0
+    pos = 4
+    while pos < size:
+        f.seek(pos)
+        width = f.read(1)
+        if not width or width[0] not in (1, 4, 8):
+            break
+        raw = f.read(width[0])
+        if len(raw) < width[0]:
+            break
+        end = pos + 1 + width[0] + int.from_bytes(raw, "little")
+        if end > size:
+            break
+        pos = end
+    return pos

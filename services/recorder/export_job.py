@@ -1,0 +1,173 @@
+"""EXPORT: turn a finished recording into BIDS and/or NWB, in a child process.
+
+Why a child process: an export reads the whole file and runs MNE/pynwb for tens of seconds; in
+the recorder's own process it would compete for the GIL and memory with a recording that may be
+running at the same time. The child (``python -m shared_utils.export``) reports JSON lines that
+STATUS shows; CLOSE stops it (SIGTERM: its staging folders are removed, nothing half-written).
+
+Everything is checked before the child starts, so a bad request is refused at once: the source
+and the outputs must stay inside the recorder's data folder, the recording must be finished, the
+outputs must not exist (unless ``overwrite``), and the export libraries must be installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from shared_utils.errors import CommandError
+from shared_utils.logging import get_logger
+
+log = get_logger("recorder.export")
+
+
+def inside(root: Path, name: str | os.PathLike[str], what: str) -> Path:
+    """``name`` (relative to ``root`` or absolute) resolved, refused if it leaves ``root``."""
+    p = Path(os.path.realpath(root / Path(name).expanduser()))
+    if p != root and root not in p.parents:
+        raise CommandError(f"{what} {name!r} is outside the recorder's data folder {root}")
+    return p
+
+
+class ExportJobs:
+    """At most one export at a time; the last one stays visible in STATUS."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.realpath(root))
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._state: dict[str, Any] | None = None
+        self._ids = 0
+
+    def start(
+        self,
+        source: str,
+        recording: str | None,
+        formats: list[str],
+        out: str | None,
+        overwrite: bool,
+        options: dict[str, Any],
+    ) -> dict[str, Any]:
+        from shared_utils.export import (
+            FORMATS,
+            ExportError,
+            find_session,
+            missing_dependencies,
+            plan_outputs,
+        )
+
+        bad = [f for f in formats if f not in FORMATS]
+        if bad or not formats:
+            raise CommandError(
+                f'"to" must be "bids", "nwb" or a list of them, got {bad or formats}'
+            )
+        src = inside(self.root, source, "file")
+        rec_path = Path(os.path.realpath(recording)) if recording else None
+        if rec_path is not None and (src == rec_path or src in rec_path.parents):
+            raise CommandError(f"{src} is still being recorded; send STOP first, then EXPORT")
+        out_path = inside(self.root, out, "out") if out is not None else None
+        missing = missing_dependencies(formats)
+        if missing:
+            raise CommandError(
+                f"EXPORT needs {', '.join(missing)} in the recorder's Python: "
+                "pip install 'closedloop-mesh[export]'"
+            )
+        try:
+            outs = plan_outputs(find_session(src), formats, out_path, overwrite)
+        except ExportError as exc:
+            raise CommandError(str(exc)) from None
+        for path in outs.values():
+            inside(self.root, path, "output")
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                raise CommandError(
+                    f"an export is running ({self._state and self._state['file']}); wait for it "
+                    "(STATUS shows its progress)"
+                )
+            self._ids += 1
+            request = {
+                "source": str(src),
+                "formats": formats,
+                "out": str(out_path) if out_path else None,
+                "overwrite": overwrite,
+                "options": options,
+            }
+            self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                [sys.executable, "-m", "shared_utils.export", json.dumps(request)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,  # one pipe: a chatty library cannot fill a second one
+                text=True,
+                cwd=str(Path(__file__).resolve().parents[2]),
+            )
+            self._state = {
+                "id": self._ids,
+                "state": "running",
+                "file": str(src),
+                "outputs": {f: str(p) for f, p in outs.items()},
+                "stage": "starting",
+                "started": time.time(),
+                "pid": self._proc.pid,
+            }
+            reply = {k: self._state[k] for k in ("id", "file", "outputs", "state")}
+            threading.Thread(
+                target=self._follow, args=(self._proc, self._state), name="export", daemon=True
+            ).start()
+        log.info("export started", file=str(src), outputs=reply["outputs"])
+        return {"export": reply["id"], **reply}
+
+    def _follow(self, proc: subprocess.Popen, state: dict[str, Any]) -> None:
+        """Read the child's JSON lines into ``state`` until it exits."""
+        assert proc.stdout is not None
+        other: deque[str] = deque(maxlen=5)  # library warnings, a traceback's last lines
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                msg = None
+            if not isinstance(msg, dict):
+                if line.strip():
+                    other.append(line.strip())
+                continue
+            with self._lock:
+                if "stage" in msg:
+                    state["stage"] = msg["stage"]
+                if "results" in msg:
+                    state["results"] = msg["results"]
+                if "error" in msg:
+                    state["error"] = msg["error"]
+        rc = proc.wait()
+        err = other[-1] if other else f"exit {rc}"
+        with self._lock:
+            state["seconds"] = round(time.time() - state["started"], 2)
+            if rc == 0 and "results" in state:
+                state["state"] = "done"
+            else:
+                state["state"] = "cancelled" if state.get("cancelled") else "failed"
+                state.setdefault("error", err)
+        log.info("export ended", state=state["state"], error=state.get("error"))
+
+    def status(self) -> dict[str, Any] | None:
+        with self._lock:
+            return None if self._state is None else dict(self._state)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop a running export (its staging folders are cleaned up by the child)."""
+        with self._lock:
+            proc, state = self._proc, self._state
+            if proc is None or proc.poll() is not None:
+                return
+            if state is not None:
+                state["cancelled"] = True
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
