@@ -2,7 +2,7 @@
 
 No sockets and no PsychoPy here: each method validates what it can cheaply (files exist, paths
 stay inside the experiments folder) and forwards the rest to the window-owning child through
-:class:`ChildLink`, which times out every wait. ``server.py`` maps command names onto these
+:class:`ChildLink`, which times out every wait. ``commands.py`` maps command names onto these
 methods unchanged.
 """
 
@@ -123,8 +123,8 @@ class Presenter:
         with self._lifecycle:
             return self.link.request("close_window", timeout=STIMULUS_TIMEOUT_S)
 
-    def shutdown(self) -> None:
-        """Stop the child process (module CLOSE)."""
+    def close(self) -> None:
+        """Stop the PsychoPy child before the module exits."""
         self.link.stop()
 
     # ---- stimuli ---------------------------------------------------------------------------

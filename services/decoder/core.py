@@ -1,6 +1,6 @@
 """The decoder's commands (FIT, SAVE, LOAD, START, STOP, STATUS, SET) as one stateful object.
 
-No sockets here: ``server.py`` maps command names onto these methods. A lock serialises commands
+No sockets here: ``commands.py`` maps command names onto these methods. A lock serialises commands
 that change state, because the server runs each connection on its own thread.
 """
 
@@ -37,7 +37,8 @@ log = get_logger("decoder")
 class DecoderService:
     """Holds the current model and at most one live decoding run."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_file: str | None = None) -> None:
+        """``model_file``: a model to LOAD at once (a missing or bad file raises CommandError)."""
         self._lock = threading.RLock()
         self.model: DecoderModel | None = None
         self.model_source: str | None = None  # "fit:<xdf>" or the file it was loaded from
@@ -46,6 +47,8 @@ class DecoderService:
         self.last_run: dict[str, Any] = {}
         self.controller = HysteresisController()
         self.notifier: Notifier | None = None
+        if model_file:
+            self.load(model_file)
 
     # -- calibration --------------------------------------------------------------------------
     def fit(
