@@ -9,10 +9,7 @@ the ``tasks`` given, the module server's when it runs as a module) so commands s
 
 from __future__ import annotations
 
-import json
-import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +21,12 @@ from services.bpod.emulator_process import EmulatorProcess
 from services.bpod.hardware import PHYSICAL_OUTPUTS, unknown_name_message
 from services.bpod.state_machine import StateMachine, StateMachineError
 from services.bpod.trial import Events, ProtocolError, TrialRecord, TrialReplay
+from services.bpod.trial_log import TrialLog
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.protocol.tasks import TaskManager
 
 log = get_logger("services.bpod")
-
-
-def default_trials_file() -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("data") / "bpod" / f"trials_{stamp}_{os.getpid()}.jsonl"
 
 
 class BpodService:
@@ -54,18 +47,8 @@ class BpodService:
         self.driver: BpodDriver | None = None
         self.compiled: CompiledStateMachine | None = None
         self.sm: StateMachine | None = None
-        self.trials_file = Path(trials_file) if trials_file else default_trials_file()
-        self.marker_stream = marker_stream
+        self.trial_log = TrialLog(marker_stream, trials_file)
         self.tasks = tasks if tasks is not None else TaskManager()
-        info = pylsl.StreamInfo(
-            marker_stream,
-            "Markers",
-            1,
-            pylsl.IRREGULAR_RATE,
-            pylsl.cf_string,
-            f"bpod-{marker_stream}-{os.getpid()}",
-        )
-        self.outlet = pylsl.StreamOutlet(info)
         self.lock = threading.RLock()
         self.run_thread: threading.Thread | None = None
         self.run_stop = threading.Event()
@@ -93,9 +76,6 @@ class BpodService:
     def running(self) -> bool:
         return self.run_thread is not None and self.run_thread.is_alive() and not self._run_failed
 
-    def _marker(self, text: str, ts: float | None = None) -> None:
-        self.outlet.push_sample([text], ts if ts is not None else pylsl.local_clock())
-
     # ---------------------------------------------------------------- commands
     def connect_at_start(self) -> None:
         """First connection when the module starts: a box that is not there yet is logged, not
@@ -106,11 +86,7 @@ class BpodService:
             log.warning("not connected at start", error=str(exc))
 
     def connect(self) -> dict:
-        """Connect (or reconnect) to the Bpod; restarts a dead emulator.
-
-        Handshakes and reads the hardware description; a loaded state machine is recompiled for
-        the (possibly different) device.
-        """
+        """Connect (or reconnect) to the Bpod; restarts a dead emulator."""
         with self.lock:
             if self.running:
                 raise CommandError("a run is in progress; STOP it before CONNECT")
@@ -251,29 +227,27 @@ class BpodService:
     def _on_start(self, n: int, compiled: CompiledStateMachine) -> None:
         self._lsl_t0 = pylsl.local_clock()
         self.current_state = compiled.state_names[0]
-        self._marker(f"trial_start:{n}", self._lsl_t0)
-        self._marker(f"state:{self.current_state}", self._lsl_t0)
+        self.trial_log.marker(f"trial_start:{n}", self._lsl_t0)
+        self.trial_log.marker(f"state:{self.current_state}", self._lsl_t0)
 
     def _on_events(
         self, replay: TrialReplay, pkt: Events, names: list[str], new_state: str | None
     ) -> None:
         ts = self._lsl_t0 + pkt.cycle * self._cycle_s
         for name in names:
-            self._marker(f"event:{name}", ts)
+            self.trial_log.marker(f"event:{name}", ts)
         if new_state is not None:
             self.current_state = None if new_state == "exit" else new_state
-            self._marker(f"state:{new_state}", ts)
+            self.trial_log.marker(f"state:{new_state}", ts)
 
     def _on_soft_code(self, code: int) -> None:
-        self._marker(f"softcode:{code}")
+        self.trial_log.marker(f"softcode:{code}")
 
     def _finish(self, rec: TrialRecord) -> None:
         d = rec.to_dict()
-        self._marker(f"trial_end:{rec.trial}", self._lsl_t0 + rec.n_cycles * self._cycle_s)
+        self.trial_log.marker(f"trial_end:{rec.trial}", self._lsl_t0 + rec.n_cycles * self._cycle_s)
         self.current_state = None
-        self.trials_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.trials_file.open("a") as f:
-            f.write(json.dumps(d) + "\n")
+        self.trial_log.write_trial(d)
         self.results.append(d)
         self.trials_done_in_run += 1
         log.info(
@@ -288,7 +262,7 @@ class BpodService:
         self._run_failed = True
         self.last_error = message
         self.current_state = None
-        self._marker(f"trial_error:{n}")
+        self.trial_log.marker(f"trial_error:{n}")
         log.error("trial failed", trial=n, error=message)
 
     def run_result(self) -> dict:
@@ -365,28 +339,20 @@ class BpodService:
         Uses the device's virtual input (``V``), which acts only while a trial runs.
         """
         drv = self._require_connected()
-        hw = drv.hw
-        names = hw.input_channel_names()
-        valid = []
-        for i, k in enumerate(hw.inputs):
-            if k in "FBWP":
-                hi, lo = ("In", "Out") if k == "P" else ("High", "Low")
-                valid += [names[i] + hi, names[i] + lo]
-        if event not in valid:
-            raise CommandError(unknown_name_message("input event", event, valid))
+        edges = drv.hw.input_edges()
+        if event not in edges:
+            raise CommandError(unknown_name_message("input event", event, list(edges)))
         if not self.running:
             raise CommandError(
                 "virtual inputs only act during a trial (the device ignores them when idle); RUN first"
             )
-        base = event.removesuffix("In").removesuffix("Out").removesuffix("High").removesuffix("Low")
-        ch = names.index(base)
-        logical = 1 if event.endswith(("In", "High")) else 0
-        raw = logical if hw.logic_high(ch) == 1 else 1 - logical
+        ch, logical = edges[event]
+        raw = logical if drv.hw.logic_high(ch) == 1 else 1 - logical
         try:
             drv.virtual_input(ch, raw)
         except BpodError as exc:
             raise CommandError(str(exc)) from None
-        return {"event": event, "channel": base, "raw_level": raw}
+        return {"event": event, "channel": drv.hw.input_channel_names()[ch], "raw_level": raw}
 
     def status(self) -> dict:
         """Connection, run progress, current state, last error."""
@@ -403,8 +369,8 @@ class BpodService:
             "state": self.current_state,
             "state_machine": self.compiled.name if self.compiled else None,
             "last_error": self.last_error,
-            "marker_stream": self.marker_stream,
-            "trials_file": str(self.trials_file),
+            "marker_stream": self.trial_log.marker_stream,
+            "trials_file": str(self.trial_log.trials_file),
         }
 
     def close(self) -> dict:
