@@ -9,11 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.bpod import encoding
-from services.bpod.hardware import (
-    VIRTUAL_OUTPUTS,
-    HardwareInfo,
-    unknown_name_message,
-)
+from services.bpod.hardware import VIRTUAL_OUTPUTS, HardwareInfo
 from services.bpod.state_machine import StateMachine, StateMachineError
 
 EXIT_NAMES = ("exit", ">exit")
@@ -21,7 +17,19 @@ BACK = ">back"
 
 
 @dataclass
-class CompiledStateMachine:
+class StateMatrices:
+    """Where each event leads from each state: the Tup column and the sparse event matrices."""
+
+    tup: list[int]
+    inputs: list[dict[int, int]]
+    gt_start: list[dict[int, int]]
+    gt_end: list[dict[int, int]]
+    gc: list[dict[int, int]]
+    cond: list[dict[int, int]]
+
+
+@dataclass(kw_only=True)
+class CompiledStateMachine(StateMatrices):
     """Encoded body plus the matrices needed to rebuild states from events."""
 
     name: str
@@ -29,12 +37,6 @@ class CompiledStateMachine:
     body: bytes
     use_back: bool
     event_names: list[str | None]
-    tup: list[int]
-    inputs: list[dict[int, int]]
-    gt_start: list[dict[int, int]]
-    gt_end: list[dict[int, int]]
-    gc: list[dict[int, int]]
-    cond: list[dict[int, int]]
     input_matrix_size: int
     n_gt_hw: int
     n_gc_hw: int
@@ -68,17 +70,11 @@ class CompiledStateMachine:
         return self.tup[state] if code == 0 else state
 
 
-@dataclass
-class _Tables:
-    """The state matrices, filled from the states' transitions and actions before encoding."""
+@dataclass(kw_only=True)
+class _Tables(StateMatrices):
+    """The matrices being filled from the states' transitions and actions, before encoding."""
 
     n: int
-    tup: list[int]
-    inputs: list[dict[int, int]]
-    gt_start: list[dict[int, int]]
-    gt_end: list[dict[int, int]]
-    gc: list[dict[int, int]]
-    cond: list[dict[int, int]]
     outputs: list[list[tuple[int, int]]] = field(default_factory=list)
     trig: list[int] = field(default_factory=list)
     cancel: list[int] = field(default_factory=list)
@@ -186,7 +182,7 @@ def _fill_transitions(sm: StateMachine, hw: HardwareInfo, t: _Tables) -> None:
         hw.n_conditions,
     )
     for si, st in enumerate(sm.states):
-        where = f" in state {st.name!r}"
+        where = f"state {st.name!r}"
         for ev, tgt in st.transitions.items():
             if tgt in EXIT_NAMES:
                 target = t.n
@@ -195,14 +191,10 @@ def _fill_transitions(sm: StateMachine, hw: HardwareInfo, t: _Tables) -> None:
             elif tgt in index:
                 target = index[tgt]
             else:
-                raise StateMachineError(
-                    unknown_name_message("target state", str(tgt), valid_targets, where)
-                )
+                raise encoding.unknown_name("target state", tgt, valid_targets, where)
             code = event_codes.get(ev)
             if code is None:
-                raise StateMachineError(
-                    unknown_name_message("event", str(ev), list(event_codes), where)
-                )
+                raise encoding.unknown_name("event", ev, list(event_codes), where)
             if code < ims:
                 t.inputs[si][code] = target
                 continue
@@ -264,9 +256,7 @@ def _fill_actions(sm: StateMachine, hw: HardwareInfo, t: _Tables) -> None:
                 )
             else:
                 valid = out_names + list(VIRTUAL_OUTPUTS)
-                raise StateMachineError(
-                    unknown_name_message("output channel", str(ch), valid, f" in state {st.name!r}")
-                )
+                raise encoding.unknown_name("output channel", ch, valid, f"state {st.name!r}")
         t.outputs.append(row)
 
 

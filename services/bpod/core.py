@@ -18,10 +18,11 @@ import pylsl
 from services.bpod.compiler import CompiledStateMachine, compile_state_machine
 from services.bpod.driver import BpodBusy, BpodDriver, BpodError, DeviceGone
 from services.bpod.emulator_process import EmulatorProcess
-from services.bpod.hardware import PHYSICAL_OUTPUTS, unknown_name_message
+from services.bpod.hardware import PHYSICAL_OUTPUTS
 from services.bpod.state_machine import StateMachine, StateMachineError
 from services.bpod.trial import Events, ProtocolError, TrialRecord, TrialReplay
 from services.bpod.trial_log import TrialLog
+from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.protocol.tasks import TaskManager
@@ -300,7 +301,7 @@ class BpodService:
         names = drv.hw.output_channel_names()
         valid = [n for n, k in zip(names, drv.hw.outputs, strict=True) if k in PHYSICAL_OUTPUTS]
         if channel not in valid:
-            raise CommandError(unknown_name_message("output channel", channel, valid))
+            raise CommandError(unknown_message("output channel", channel, valid))
         return names.index(channel)
 
     def override(self, channel: str, value: int) -> dict:
@@ -341,7 +342,7 @@ class BpodService:
         drv = self._require_connected()
         edges = drv.hw.input_edges()
         if event not in edges:
-            raise CommandError(unknown_name_message("input event", event, list(edges)))
+            raise CommandError(unknown_message("input event", event, list(edges)))
         if not self.running:
             raise CommandError(
                 "virtual inputs only act during a trial (the device ignores them when idle); RUN first"

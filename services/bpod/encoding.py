@@ -7,8 +7,14 @@ timer masks, durations in cycles) and names the state, timer or counter a bad on
 
 from __future__ import annotations
 
-from services.bpod.hardware import HardwareInfo, unknown_name_message
+from services.bpod.hardware import HardwareInfo
 from services.bpod.state_machine import GlobalTimer, StateMachine, StateMachineError
+from shared_utils.checks import unknown_message
+
+
+def unknown_name(kind: str, name: object, valid: list[str], where: str) -> StateMachineError:
+    """``<where>: unknown <kind> 'x' (did you mean 'y'?); valid: <every name>``."""
+    return StateMachineError(f"{where}: {unknown_message(kind, name, valid, limit=len(valid))}")
 
 
 def cycles(seconds: float, hw: HardwareInfo, what: str) -> int:
@@ -78,11 +84,7 @@ def global_timers(timers: list[GlobalTimer | None], hw: HardwareInfo) -> bytes:
             offs.append(0)
             continue
         if gt.channel not in out_index:
-            raise StateMachineError(
-                unknown_name_message(
-                    "output channel", gt.channel, out_names, f" in global timer {t + 1}"
-                )
-            )
+            raise unknown_name("output channel", gt.channel, out_names, f"global timer {t + 1}")
         ch = out_index[gt.channel]
         uart = hw.outputs[ch] == "U"
         chans.append(ch)
@@ -107,11 +109,7 @@ def counter_events(sm: StateMachine, used_gc: int, hw: HardwareInfo) -> bytes:
         if counter is None:
             out.append(254)
         elif counter.event not in event_codes or event_codes[counter.event] > 255:
-            raise StateMachineError(
-                unknown_name_message(
-                    "event", counter.event, list(event_codes), f" in global counter {c + 1}"
-                )
-            )
+            raise unknown_name("event", counter.event, list(event_codes), f"global counter {c + 1}")
         else:
             out.append(event_codes[counter.event])
     return bytes(out)
@@ -132,11 +130,7 @@ def conditions(sm: StateMachine, used_cond: int, hw: HardwareInfo) -> bytes:
             vals.append(0)
             continue
         if c.channel not in cond_channels:
-            raise StateMachineError(
-                unknown_name_message(
-                    "condition channel", c.channel, cond_channels, f" in condition {k + 1}"
-                )
-            )
+            raise unknown_name("condition channel", c.channel, cond_channels, f"condition {k + 1}")
         chans.append(cond_channels.index(c.channel))
         vals.append(u8(c.value, f"condition {k + 1} value", 1))
     return bytes(chans) + bytes(vals)

@@ -8,7 +8,6 @@ description rather than hard-coded per model.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -212,10 +211,3 @@ def compress_names(names: list[str]) -> list[str]:
             out.append(f"{names[i]}..{names[j]}")
         i = j + 1
     return out
-
-
-def unknown_name_message(kind: str, name: str, valid: list[str], where: str = "") -> str:
-    """ "unknown event 'Port1in' in state 'Wait' (did you mean 'Port1In'?); valid: ..."."""
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {kind} {name!r}{where}{hint}; valid: {', '.join(compress_names(valid))}"
