@@ -45,11 +45,6 @@ def mask(value: object, n_hw: int, what: str) -> int:
     return bits
 
 
-def _word(value: int, hw: HardwareInfo) -> bytes:
-    """An output channel or value: two bytes on machine type 4, one byte before."""
-    return value.to_bytes(2 if hw.wide_outputs else 1, "little")
-
-
 def pairs(table: list[dict[int, int]]) -> bytes:
     """A sparse state matrix: per state, the count and then (event, target) byte pairs."""
     out = bytearray()
@@ -61,12 +56,13 @@ def pairs(table: list[dict[int, int]]) -> bytes:
 
 
 def outputs(rows: list[list[tuple[int, int]]], hw: HardwareInfo) -> bytes:
-    """Per state, the count and then (channel, value) words."""
+    """Per state, the count and then (channel, value) words (2 bytes on machine type 4)."""
+    w = 2 if hw.wide_outputs else 1
     out = bytearray()
     for row in rows:
-        out += _word(len(row), hw)
+        out += len(row).to_bytes(w, "little")
         for ch, v in row:
-            out += _word(ch, hw) + _word(v, hw)
+            out += ch.to_bytes(w, "little") + v.to_bytes(w, "little")
     return bytes(out)
 
 
@@ -91,10 +87,10 @@ def global_timers(timers: list[GlobalTimer | None], hw: HardwareInfo) -> bytes:
         ons.append(255 if uart and gt.on_value == 0 else gt.on_value)
         offs.append(255 if uart and gt.off_value == 0 else gt.off_value)
     out = bytearray(chans)
-    limit = 65535 if hw.wide_outputs else 255
+    w = 2 if hw.wide_outputs else 1
     for vals in (ons, offs):
         for v in vals:
-            out += _word(u8(v, "global timer value", limit), hw)
+            out += u8(v, "global timer value", 65535 if w == 2 else 255).to_bytes(w, "little")
     out += bytes(u8(gt.loop if gt else 0, "global timer loop") for gt in timers)
     out += bytes(int(gt.send_events) if gt else 1 for gt in timers)
     return bytes(out)
