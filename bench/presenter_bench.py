@@ -28,8 +28,8 @@ loopback_env()
 import numpy as np  # noqa: E402
 import pylsl  # noqa: E402
 
-from services.presenter.xvfb import display_or_xvfb  # noqa: E402
 from shared_utils.client import ModuleClient  # noqa: E402
+from shared_utils.platform.xvfb import display_or_xvfb  # noqa: E402
 
 
 def wait_up(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:

@@ -22,10 +22,11 @@ from control_room.handle import ModuleHandle, StartError
 from control_room.macros import MacroError, MacroReport, MacroRunner, StepReport
 from control_room.ports import port_holder
 from control_room.router import CallbackRouter
+from control_room.spawn import spawn
 from control_room.supervisor import Supervisor
-from control_room.xvfb import Xvfb
 from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandFailed, ModuleError
+from shared_utils.platform.xvfb import Xvfb
 from shared_utils.streams.lsl import use_loopback
 
 QUIET_CMDS = {"UP", "STATUS", "HELP", "GET_PCOMMS"}  # read-only: not worth an LSL marker
@@ -120,7 +121,7 @@ class ControlRoom:
             and any(m.display for m in self.cfg.modules.values())
         ):
             try:
-                self.xvfb = Xvfb()
+                self.xvfb = Xvfb(spawn=spawn)  # dies with the control room, even on SIGKILL
             except RuntimeError as exc:
                 raise StartError(str(exc)) from None
             self.console.note(f"no DISPLAY: started Xvfb on {self.xvfb.display}")

@@ -28,15 +28,27 @@ def did_you_mean(name: str, valid: Iterable[str], cutoff: float = 0.6) -> str | 
     return folded[close[0]] if close else None
 
 
-def unknown_message(kind: str, name: Any, valid: Iterable[str], *, limit: int = 40) -> str:
-    """``unknown <kind> 'x' (did you mean 'y'?); valid: a, b, c`` (long lists cut at ``limit``)."""
+def unknown_message(
+    kind: str,
+    name: Any,
+    valid: Iterable[str],
+    *,
+    limit: int = 40,
+    shown: Iterable[str] | None = None,
+) -> str:
+    """``unknown <kind> 'x' (did you mean 'y'?); valid: a, b, c`` (long lists cut at ``limit``).
+
+    ``shown`` replaces the listed choices when the full list is long but has a compact form
+    (Bpod's ``Valve1..Valve8``); the suggestion is still made among all of ``valid``.
+    """
     choices = [str(v) for v in valid]
     close = did_you_mean(str(name), choices)
     hint = f" (did you mean {close!r}?)" if close else ""
-    shown = ", ".join(choices[:limit]) + (
-        f", ... ({len(choices)} in all)" if len(choices) > limit else ""
+    listed = [str(v) for v in shown] if shown is not None else choices
+    text = ", ".join(listed[:limit]) + (
+        f", ... ({len(listed)} in all)" if len(listed) > limit else ""
     )
-    return f"unknown {kind} {name!r}{hint}; valid: {shown or 'none'}"
+    return f"unknown {kind} {name!r}{hint}; valid: {text or 'none'}"
 
 
 def resolve_name(name: str, names: Iterable[str]) -> str | None:

@@ -1,8 +1,10 @@
 """The layering rules, checked on the source: who may import what, and what must not happen.
 
-- service core files are testable without sockets: only a service's ``server.py``, its
+- service core files are testable without sockets: only a service's ``commands.py``, its
   ``__main__.py`` and files that are themselves network endpoints may import socket/zmq or the
   server base;
+- every service has one shape: ``core.py``, ``commands.py`` with ``build_commands(core)``, and a
+  click ``__main__.py`` that leaves LSL and logging set-up to ``run_module``;
 - ``shared_utils`` imports neither ``services`` nor ``control_room``; the control room reaches
   services only over the protocol; services do not import each other;
 - no ``shell=True`` and no ``__del__`` in product code; importing a module starts no thread.
@@ -30,7 +32,7 @@ TRANSPORT = {
     "shared_utils.protocol.io_loop",
     "shared_utils.protocol.connection",
 }
-# Files whose job is to be a network endpoint (besides each service's server.py/__main__.py).
+# Files whose job is to be a network endpoint (besides each service's commands.py/__main__.py).
 ENDPOINT_FILES = {"services/recorder/rcs.py"}
 
 
@@ -58,7 +60,7 @@ def test_service_core_files_do_not_import_transport() -> None:
     """Core logic of every service imports without sockets or the server base."""
     offenders = []
     for path in _py_files("services"):
-        if path.name in ("server.py", "__main__.py") or _rel(path) in ENDPOINT_FILES:
+        if path.name in ("commands.py", "__main__.py") or _rel(path) in ENDPOINT_FILES:
             continue
         bad = {m for m in _imports(path) if m in TRANSPORT or m.split(".")[0] == "zmq"}
         if bad:
@@ -93,12 +95,28 @@ def test_services_do_not_import_each_other() -> None:
     assert not offenders, "\n".join(offenders)
 
 
-def test_every_service_has_a_thin_server_and_an_entry_point() -> None:
-    """services/<name>/ holds server.py and a click __main__.py."""
+def test_every_service_has_one_shape() -> None:
+    """services/<name>/ holds core.py, commands.py with build_commands(core) and a click
+    __main__.py; no service sets up LSL or logging itself (run_module is the one place)."""
+    setup_calls = {"use_loopback", "setup_lsl", "configure_logging"}
     for svc in sorted(p for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists()):
-        assert (svc / "__main__.py").exists(), svc.name
-        assert (svc / "server.py").exists(), svc.name
+        assert (svc / "core.py").exists(), svc.name
         assert "click" in (svc / "__main__.py").read_text(), svc.name
+        tree = ast.parse((svc / "commands.py").read_text())
+        build = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert [f.name for f in build] == ["build_commands"], svc.name
+        args = build[0].args
+        assert len(args.args) == 1, svc.name
+        assert args.vararg is None, svc.name
+        assert args.kwarg is None, svc.name
+        assert not args.kwonlyargs, svc.name
+        calls = {
+            n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "")
+            for path in svc.rglob("*.py")
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Call)
+        }
+        assert not calls & setup_calls, f"{svc.name} calls {sorted(calls & setup_calls)}"
 
 
 def test_no_shell_true_and_no_finalizers() -> None:

@@ -81,7 +81,7 @@ def test_reconnects_after_the_module_restarts(make_server: Callable[..., Default
     first.request_stop()
     assert first.wait_closed(10)
     second = make_server(port=first.port)
-    assert c.send("GET_PCOMMS")[-1] == "SUBSCRIBE"
+    assert "SUBSCRIBE" in c.send("GET_PCOMMS")
     assert second.port == first.port
     c.close()
 

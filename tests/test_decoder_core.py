@@ -24,7 +24,7 @@ from services.decoder.features import (
     window_log_power,
 )
 from services.decoder.online import DecodePipeline, choose_positive, output_labels
-from services.decoder.training import Recording, TrainingError, fit_recording, read_xdf
+from services.decoder.training import Recording, TrainingError, fit_recording, read_recording
 
 SRATE = 500.0
 SETTINGS = FeatureSettings([[4.0, 8.0], [8.0, 13.0], [13.0, 30.0]], 2, 1.0)
@@ -200,7 +200,7 @@ def test_fit_refuses_too_few_epochs_and_single_class() -> None:
         fit_recording(as_recording(data, switches), SETTINGS)
     with pytest.raises(TrainingError, match="two classes"):
         fit_recording(as_recording(data, switches[:1]), SETTINGS)
-    with pytest.raises(TrainingError, match="not in the signal"):
+    with pytest.raises(TrainingError, match="unknown channel 'Cz'"):
         fit_recording(as_recording(data, switches), SETTINGS, channels=["Cz"])
 
 
@@ -208,35 +208,41 @@ def test_read_xdf_lists_streams_when_one_is_missing(tmp_path: Path) -> None:
     data, _, switches = synth_eeg(seed=4, dur_s=2.0)
     path = tmp_path / "rec.xdf"
     write_xdf(path, data, switches, "eeg_x")
-    rec = read_xdf(str(path), "eeg_x", "eeg_x_markers")
+    rec = read_recording(str(path), "eeg_x", "eeg_x_markers")
     assert rec.data.shape == data.shape
     assert rec.srate == SRATE
     assert rec.channel_labels == [f"C{i}" for i in range(8)]
     assert rec.marker_labels == [lab for _, lab in switches]
-    with pytest.raises(TrainingError, match=r"'nope' is not in .*\['eeg_x', 'eeg_x_markers'\]"):
-        read_xdf(str(path), "nope", "eeg_x_markers")
+    with pytest.raises(
+        TrainingError, match=r"unknown signal stream 'nope'.*valid: eeg_x, eeg_x_markers"
+    ):
+        read_recording(str(path), "nope", "eeg_x_markers")
 
 
 def write_xdf(
-    path: Path, data: np.ndarray, switches: list[tuple[int, str]], name: str, t0: float = 50.0
+    path: Path,
+    data: np.ndarray,
+    switches: list[tuple[int, str]],
+    name: str,
+    t0: float = 50.0,
+    labelled: bool = True,
 ) -> None:
-    """Write signal + marker streams with the project's native XDF writer."""
+    """Write signal + marker streams with the project's native XDF writer (channels labelled
+    C0..C7 unless ``labelled`` is false)."""
     from shared_utils.streams.xdf_writer import XdfWriter
 
     times = t0 + np.arange(len(data)) / SRATE
-    labels = [f"C{i}" for i in range(data.shape[1])]
+    header = {
+        "name": name,
+        "type": "EEG",
+        "channel_count": data.shape[1],
+        "nominal_srate": SRATE,
+        "channel_format": "float32",
+    }
+    if labelled:
+        header["channel_labels"] = [f"C{i}" for i in range(data.shape[1])]
     with XdfWriter(str(path)) as w:
-        w.add_stream(
-            1,
-            {
-                "name": name,
-                "type": "EEG",
-                "channel_count": data.shape[1],
-                "nominal_srate": SRATE,
-                "channel_format": "float32",
-                "channel_labels": labels,
-            },
-        )
+        w.add_stream(1, header)
         w.add_stream(
             2,
             {
@@ -318,7 +324,7 @@ def test_output_layout_puts_the_positive_class_first(fitted: tuple) -> None:
     assert choose_positive(model, None) == "high"
     assert output_labels(model, "high", "proba") == ["p_high", "p_low"]
     assert output_labels(model, "low", "control") == ["control", "p_low", "p_high"]
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(ValueError, match=r"unknown positive_class 'medium'.*valid: high, low"):
         choose_positive(model, "medium")
     data, state, _ = synth_eeg(seed=7, dur_s=12.0)
     changes: list[bool] = []

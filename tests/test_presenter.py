@@ -28,9 +28,9 @@ from PIL import Image
 from services.presenter.block import Block, BlockSpec
 from services.presenter.feedback import Resolver
 from services.presenter.stats import FrameStats
-from services.presenter.xvfb import display_or_xvfb
 from shared_utils.client import ModuleClient
 from shared_utils.errors import CommandFailed
+from shared_utils.platform.xvfb import display_or_xvfb
 
 EXAMPLE = ROOT / "examples" / "psychopy_experiment"
 SIZE = (320, 240)

@@ -379,46 +379,50 @@ def test_pull_buffers_stay_cache_sized_and_cover_slow_streams() -> None:
 
 
 RESERVE_PROBE = r"""
-import sys
+import os, sys
 from pathlib import Path
+os.environ["LSLAPICFG"] = sys.argv[1]
+from shared_utils.streams.lsl import setup_lsl
 import pylsl
-from services.recorder.__main__ import tune_inlet_reserve
 
 def hwm_mb():
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 
-tuned = tune_inlet_reserve(Path(sys.argv[1]), 200)
+setup_lsl(int(sys.argv[3]))  # what run_module does for --inlet-reserve-ms
 name = sys.argv[2]
 out = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 64, 200_000.0, "float32", name))
 info = pylsl.resolve_byprop("name", name, timeout=5)[0]
 before = hwm_mb()
 inlet = pylsl.StreamInlet(info, max_buflen=1)
 inlet.open_stream(timeout=5)
-print(tuned, round(hwm_mb() - before, 1))
+print(round(hwm_mb() - before, 1))
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
-def test_inlet_reserve_is_bounded_unless_the_config_tunes_itself(
-    tmp_path: Path, lsl_name: str
-) -> None:
-    from services.recorder.__main__ import tune_inlet_reserve
-
-    own = tmp_path / "own.cfg"
-    own.write_text("[ports]\nIPv6 = disable\n\n[Tuning]\nInletBufferReserveMs = 2000\n")
-    assert tune_inlet_reserve(own, 500) is False  # a config with its own [tuning] wins
-    # liblsl's default reserve is 5 s of samples: ~290 MB for 64 ch x 200 kHz; tuned to 200 ms
-    cfg = os.environ.get("LSLAPICFG", str(ROOT / "config" / "lsl_loopback.cfg"))
+def _inlet_growth_mb(cfg: Path | str, name: str, reserve_ms: int) -> float:
     r = subprocess.run(
-        [sys.executable, "-c", RESERVE_PROBE, cfg, lsl_name],
+        [sys.executable, "-c", RESERVE_PROBE, str(cfg), name, str(reserve_ms)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    tuned, grew_mb = r.stdout.split()
-    assert tuned == "True"
-    assert float(grew_mb) < 100, f"opening the inlet grew the peak RSS by {grew_mb} MB"
+    return float(r.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_inlet_reserve_is_bounded_unless_the_config_tunes_itself(
+    tmp_path: Path, lsl_name: str
+) -> None:
+    # liblsl's default reserve is 5 s of samples: ~290 MB for 64 ch x 200 kHz; tuned to 200 ms
+    cfg = Path(os.environ.get("LSLAPICFG", str(ROOT / "config" / "lsl_loopback.cfg")))
+    grew_mb = _inlet_growth_mb(cfg, lsl_name, 200)
+    assert grew_mb < 100, f"opening the inlet grew the peak RSS by {grew_mb} MB"
+    # A config with its own [tuning] wins: 50 ms there, so asking for 3 s (~150 MB) changes nothing
+    own = tmp_path / "own.cfg"
+    own.write_text(f"{cfg.read_text()}\n[tuning]\nInletBufferReserveMs = 50\n")
+    grew_mb = _inlet_growth_mb(own, f"{lsl_name}_own", 3000)
+    assert grew_mb < 100, f"the config's own [tuning] was overridden: grew {grew_mb} MB"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -47,31 +49,28 @@ def main(
     script: str,
     stream_name: str,
     trials_file: Path | None,
-    **common,
+    **common: Any,
 ) -> None:
     """Bpod state machine service: load state machines, run trials, stream events to LSL."""
     if bool(serial_dev) == emulator:
         raise click.UsageError("give exactly one of --serial DEVICE or --emulator")
-    from shared_utils.streams.lsl import use_loopback
-
-    use_loopback()  # before the service creates its LSL outlet
+    from services.bpod.commands import build_commands
+    from services.bpod.core import BpodService
     from services.bpod.emulator_process import EmulatorProcess
-    from services.bpod.server import build_commands
-    from services.bpod.service import BpodService
-    from shared_utils.errors import CommandError
-    from shared_utils.logging import configure_logging, get_logger
 
-    emu = EmulatorProcess(int(machine_type), int(firmware), script) if emulator else None
-    service = BpodService(serial_dev, emu, stream_name, trials_file)
-    configure_logging("bpod", level=common.get("log_level", "INFO"))
-    try:
-        service.connect()
-    except CommandError as exc:  # keep serving: CONNECT can be retried once the device is there
-        get_logger("services.bpod").warning("not connected at start", error=str(exc))
-    try:
-        run_module("bpod", build_commands(service), **common)
-    finally:
-        service.close()
+    def factory(server: Any) -> dict[str, Callable[..., Any]]:
+        # Runs after logging and LSL are set up: the marker outlet, the emulator start and the
+        # first connect are logged to --log-server like everything after them.
+        emu = EmulatorProcess(int(machine_type), int(firmware), script) if emulator else None
+        core = BpodService(serial_dev, emu, stream_name, trials_file, tasks=server.tasks)
+        try:
+            core.connect_at_start()
+        except BaseException:  # the module will not run: stop the emulator child now
+            core.close()
+            raise
+        return build_commands(core)
+
+    run_module("bpod", factory, **common)
 
 
 if __name__ == "__main__":

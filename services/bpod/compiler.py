@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.bpod.hardware import (
-    VIRTUAL_OUTPUTS,
-    HardwareInfo,
-    unknown_name_message,
-)
+from services.bpod import encoding
+from services.bpod.hardware import VIRTUAL_OUTPUTS, HardwareInfo
 from services.bpod.state_machine import StateMachine, StateMachineError
 
 EXIT_NAMES = ("exit", ">exit")
@@ -20,7 +17,19 @@ BACK = ">back"
 
 
 @dataclass
-class CompiledStateMachine:
+class StateMatrices:
+    """Where each event leads from each state: the Tup column and the sparse event matrices."""
+
+    tup: list[int]
+    inputs: list[dict[int, int]]
+    gt_start: list[dict[int, int]]
+    gt_end: list[dict[int, int]]
+    gc: list[dict[int, int]]
+    cond: list[dict[int, int]]
+
+
+@dataclass(kw_only=True)
+class CompiledStateMachine(StateMatrices):
     """Encoded body plus the matrices needed to rebuild states from events."""
 
     name: str
@@ -28,12 +37,6 @@ class CompiledStateMachine:
     body: bytes
     use_back: bool
     event_names: list[str | None]
-    tup: list[int]
-    inputs: list[dict[int, int]]
-    gt_start: list[dict[int, int]]
-    gt_end: list[dict[int, int]]
-    gc: list[dict[int, int]]
-    cond: list[dict[int, int]]
     input_matrix_size: int
     n_gt_hw: int
     n_gc_hw: int
@@ -67,38 +70,94 @@ class CompiledStateMachine:
         return self.tup[state] if code == 0 else state
 
 
-def _cycles(seconds: float, hw: HardwareInfo, what: str) -> int:
-    if not isinstance(seconds, int | float) or seconds < 0:
-        raise StateMachineError(f"{what}: time must be a number >= 0 seconds, got {seconds!r}")
-    cycles = round(seconds * 1e6 / hw.timer_period_us)
-    if cycles >= 2**32:
-        raise StateMachineError(f"{what}: {seconds} s is longer than the device can count")
-    return cycles
+@dataclass(kw_only=True)
+class _Tables(StateMatrices):
+    """The matrices being filled from the states' transitions and actions, before encoding."""
 
+    n: int
+    outputs: list[list[tuple[int, int]]] = field(default_factory=list)
+    trig: list[int] = field(default_factory=list)
+    cancel: list[int] = field(default_factory=list)
+    reset: dict[int, int] = field(default_factory=dict)
+    used_gt: int = 0
+    used_gc: int = 0
+    used_cond: int = 0
 
-def _u8(value: int, what: str, limit: int = 255) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
-        raise StateMachineError(f"{what}: value must be an integer 0..{limit}, got {value!r}")
-    return int(value)
-
-
-def _mask(value: object, n_hw: int, what: str) -> int:
-    items = value if isinstance(value, list) else [value]
-    mask = 0
-    for v in items:
-        if not isinstance(v, int) or not 1 <= v <= n_hw:
-            raise StateMachineError(f"{what}: timer numbers must be 1..{n_hw}, got {v!r}")
-        mask |= 1 << (v - 1)
-    return mask
+    @classmethod
+    def empty(cls, sm: StateMachine) -> _Tables:
+        n = len(sm.states)
+        return cls(
+            n=n,
+            tup=list(range(n)),
+            inputs=[{} for _ in range(n)],
+            gt_start=[{} for _ in range(n)],
+            gt_end=[{} for _ in range(n)],
+            gc=[{} for _ in range(n)],
+            cond=[{} for _ in range(n)],
+            trig=[0] * n,
+            cancel=[0] * n,
+            used_gt=max([0, *sm.global_timers], default=0),
+            used_gc=max([0, *sm.global_counters], default=0),
+            used_cond=max([0, *sm.conditions], default=0),
+        )
 
 
 def compile_state_machine(sm: StateMachine, hw: HardwareInfo) -> CompiledStateMachine:
-    """Validate names against ``hw`` and encode; raises StateMachineError naming what is wrong."""
+    """Validate names against ``hw`` and encode; raises StateMachineError naming what is wrong.
+
+    The body is the firmware's ``C`` layout, one table after the other (reference 3.3); each
+    table has its own function in :mod:`services.bpod.encoding`, called here in wire order.
+    """
+    use_back = _check_size(sm, hw)
+    t = _Tables.empty(sm)
+    _fill_transitions(sm, hw, t)
+    _check_used(t, hw)
+    _fill_actions(sm, hw, t)
+    timers = [sm.global_timers.get(i + 1) for i in range(t.used_gt)]
+    body = bytearray([t.n, t.used_gt, t.used_gc, t.used_cond])
+    body += bytes(t.tup)
+    body += encoding.pairs(t.inputs)
+    body += encoding.outputs(t.outputs, hw)
+    for table in (t.gt_start, t.gt_end, t.gc, t.cond):
+        body += encoding.pairs(table)
+    body += encoding.global_timers(timers, hw)
+    body += encoding.counter_events(sm, t.used_gc, hw)
+    body += encoding.conditions(sm, t.used_cond, hw)
+    body += encoding.counter_resets(t.reset, t.n, hw)
+    if hw.machine_type == 4:
+        body += b"\x00\x00"  # no analog threshold enable/disable
+    body += encoding.timer_masks(t.trig, t.cancel, timers, hw)
+    body += encoding.durations(sm, timers, hw)
+    body += encoding.counter_thresholds(sm, t.used_gc)
+    if hw.fw_major >= 23:
+        body.append(0)  # no additional ops
+    if len(body) >= 50000:
+        raise StateMachineError(f"description is {len(body)} bytes; the device accepts < 50000")
+    return CompiledStateMachine(
+        name=sm.name,
+        state_names=[s.name for s in sm.states],
+        body=bytes(body),
+        use_back=use_back,
+        event_names=hw.event_names(),
+        tup=t.tup,
+        inputs=t.inputs,
+        gt_start=t.gt_start,
+        gt_end=t.gt_end,
+        gc=t.gc,
+        cond=t.cond,
+        input_matrix_size=hw.input_matrix_size,
+        n_gt_hw=hw.n_global_timers,
+        n_gc_hw=hw.n_global_counters,
+        n_cond_hw=hw.n_conditions,
+        timers_s=[s.timer for s in sm.states],
+    )
+
+
+def _check_size(sm: StateMachine, hw: HardwareInfo) -> bool:
+    """Refuse machines the device cannot hold; returns whether ``>back`` is used."""
     if not sm.states:
         raise StateMachineError("the state machine has no states")
-    names = [s.name for s in sm.states]
-    index = {n: i for i, n in enumerate(names)}
-    n = len(names)
+    n = len(sm.states)
     use_back = any(t == BACK for s in sm.states for t in s.transitions.values())
     # exit is encoded as state number n and >back as 255, both in one byte
     limit = min(hw.max_states, 255) - (1 if use_back else 0)
@@ -107,232 +166,98 @@ def compile_state_machine(sm: StateMachine, hw: HardwareInfo) -> CompiledStateMa
             f"{n} states, but this device holds at most {limit} (exit{' and >back' if use_back else ''} "
             "take a state number)"
         )
+    return use_back
+
+
+def _fill_transitions(sm: StateMachine, hw: HardwareInfo, t: _Tables) -> None:
+    """Each state's ``event: target`` into the input, timer, counter, condition and Tup tables."""
+    names = [s.name for s in sm.states]
+    index = {name: i for i, name in enumerate(names)}
+    valid_targets = [*names, "exit", BACK]
     event_codes = hw.event_codes()
-    out_names = hw.output_channel_names()
-    out_index = {name: i for i, name in enumerate(out_names)}
-    in_names = hw.input_channel_names()
     ims, ngt, ngc, ncond = (
         hw.input_matrix_size,
         hw.n_global_timers,
         hw.n_global_counters,
         hw.n_conditions,
     )
-    valid_targets = [*names, "exit", BACK]
-
-    used_gt = max([0, *sm.global_timers], default=0)
-    used_gc = max([0, *sm.global_counters], default=0)
-    used_cond = max([0, *sm.conditions], default=0)
-
-    tup = list(range(n))
-    inputs: list[dict[int, int]] = [{} for _ in range(n)]
-    gt_start: list[dict[int, int]] = [{} for _ in range(n)]
-    gt_end: list[dict[int, int]] = [{} for _ in range(n)]
-    gc: list[dict[int, int]] = [{} for _ in range(n)]
-    cond: list[dict[int, int]] = [{} for _ in range(n)]
     for si, st in enumerate(sm.states):
-        where = f" in state {st.name!r}"
+        where = f"state {st.name!r}"
         for ev, tgt in st.transitions.items():
             if tgt in EXIT_NAMES:
-                t = n
+                target = t.n
             elif tgt == BACK:
-                t = 255
+                target = 255
             elif tgt in index:
-                t = index[tgt]
+                target = index[tgt]
             else:
-                raise StateMachineError(
-                    unknown_name_message("target state", str(tgt), valid_targets, where)
-                )
+                raise encoding.unknown_name("target state", tgt, valid_targets, where)
             code = event_codes.get(ev)
             if code is None:
-                raise StateMachineError(
-                    unknown_name_message("event", str(ev), list(event_codes), where)
-                )
+                raise encoding.unknown_name("event", ev, list(event_codes), where)
             if code < ims:
-                inputs[si][code] = t
+                t.inputs[si][code] = target
                 continue
             rel = code - ims
             if rel < ngt:
-                gt_start[si][rel] = t
-                used_gt = max(used_gt, rel + 1)
+                t.gt_start[si][rel] = target
+                t.used_gt = max(t.used_gt, rel + 1)
             elif rel < 2 * ngt:
-                gt_end[si][rel - ngt] = t
-                used_gt = max(used_gt, rel - ngt + 1)
+                t.gt_end[si][rel - ngt] = target
+                t.used_gt = max(t.used_gt, rel - ngt + 1)
             elif rel < 2 * ngt + ngc:
-                gc[si][rel - 2 * ngt] = t
-                used_gc = max(used_gc, rel - 2 * ngt + 1)
+                t.gc[si][rel - 2 * ngt] = target
+                t.used_gc = max(t.used_gc, rel - 2 * ngt + 1)
             elif rel < 2 * ngt + ngc + ncond:
-                cond[si][rel - 2 * ngt - ngc] = t
-                used_cond = max(used_cond, rel - 2 * ngt - ngc + 1)
+                t.cond[si][rel - 2 * ngt - ngc] = target
+                t.used_cond = max(t.used_cond, rel - 2 * ngt - ngc + 1)
             else:
-                tup[si] = t
+                t.tup[si] = target
+
+
+def _check_used(t: _Tables, hw: HardwareInfo) -> None:
     for what, used, hw_n in (
-        ("global timers", used_gt, ngt),
-        ("global counters", used_gc, ngc),
-        ("conditions", used_cond, ncond),
+        ("global timers", t.used_gt, hw.n_global_timers),
+        ("global counters", t.used_gc, hw.n_global_counters),
+        ("conditions", t.used_cond, hw.n_conditions),
     ):
         if used > hw_n:
             raise StateMachineError(f"{what} up to {used} used, but this device has {hw_n}")
 
-    outputs: list[list[tuple[int, int]]] = []
-    trig, cancel, reset = [0] * n, [0] * n, {}
+
+def _fill_actions(sm: StateMachine, hw: HardwareInfo, t: _Tables) -> None:
+    """Each state's ``channel: value`` into the output rows and the timer/counter controls."""
+    out_names = hw.output_channel_names()
+    out_index = {name: i for i, name in enumerate(out_names)}
+    ngt = hw.n_global_timers
     for si, st in enumerate(sm.states):
         row = []
         for ch, value in st.actions.items():
             what = f"state {st.name!r} action {ch}"
             if ch == "GlobalTimerTrig":
-                trig[si] = _mask(value, ngt, what)
-                used_gt = max(used_gt, trig[si].bit_length())
+                t.trig[si] = encoding.mask(value, ngt, what)
+                t.used_gt = max(t.used_gt, t.trig[si].bit_length())
             elif ch == "GlobalTimerCancel":
-                cancel[si] = _mask(value, ngt, what)
-                used_gt = max(used_gt, cancel[si].bit_length())
+                t.cancel[si] = encoding.mask(value, ngt, what)
+                t.used_gt = max(t.used_gt, t.cancel[si].bit_length())
             elif ch == "GlobalCounterReset":
-                reset[si] = _u8(value, what, ngc)
-                used_gc = max(used_gc, reset[si])
+                t.reset[si] = encoding.u8(value, what, hw.n_global_counters)
+                t.used_gc = max(t.used_gc, t.reset[si])
             elif ch in out_index:
                 kind = hw.outputs[out_index[ch]]
                 limit_v = 65535 if hw.wide_outputs else 255
                 row.append(
                     (
                         out_index[ch],
-                        _u8(value, what, 1 if kind == "V" and hw.machine_type < 3 else limit_v),
+                        encoding.u8(
+                            value, what, 1 if kind == "V" and hw.machine_type < 3 else limit_v
+                        ),
                     )
                 )
             else:
                 valid = out_names + list(VIRTUAL_OUTPUTS)
-                raise StateMachineError(
-                    unknown_name_message("output channel", str(ch), valid, f" in state {st.name!r}")
-                )
-        outputs.append(row)
-
-    body = bytearray([n, used_gt, used_gc, used_cond])
-    body += bytes(tup)
-    for row in inputs:
-        body.append(len(row))
-        for code, t in row.items():
-            body += bytes([code, t])
-    w = 2 if hw.wide_outputs else 1
-    for row in outputs:
-        body += len(row).to_bytes(w, "little")
-        for ch, v in row:
-            body += ch.to_bytes(w, "little") + v.to_bytes(w, "little")
-    for table in (gt_start, gt_end, gc, cond):
-        for row in table:
-            body.append(len(row))
-            for k, t in row.items():
-                body += bytes([k, t])
-    timers = [sm.global_timers.get(t + 1) for t in range(used_gt)]
-    if used_gt:
-        chans, ons, offs = [], [], []
-        for t, gt in enumerate(timers):
-            if gt is None or gt.channel is None:
-                chans.append(255)
-                ons.append(0)
-                offs.append(0)
-                continue
-            if gt.channel not in out_index:
-                raise StateMachineError(
-                    unknown_name_message(
-                        "output channel", gt.channel, out_names, f" in global timer {t + 1}"
-                    )
-                )
-            ch = out_index[gt.channel]
-            uart = hw.outputs[ch] == "U"
-            chans.append(ch)
-            ons.append(255 if uart and gt.on_value == 0 else gt.on_value)
-            offs.append(255 if uart and gt.off_value == 0 else gt.off_value)
-        body += bytes(chans)
-        for vals in (ons, offs):
-            for v in vals:
-                body += _u8(v, "global timer value", 65535 if w == 2 else 255).to_bytes(w, "little")
-        body += bytes(_u8(gt.loop if gt else 0, "global timer loop") for gt in timers)
-        body += bytes(int(gt.send_events) if gt else 1 for gt in timers)
-    if used_gc:
-        for c in range(used_gc):
-            counter = sm.global_counters.get(c + 1)
-            if counter is None:
-                body.append(254)
-            elif counter.event not in event_codes or event_codes[counter.event] > 255:
-                raise StateMachineError(
-                    unknown_name_message(
-                        "event", counter.event, list(event_codes), f" in global counter {c + 1}"
-                    )
-                )
-            else:
-                body.append(event_codes[counter.event])
-    if used_cond:
-        cond_channels = in_names + [f"GlobalTimer{t + 1}" for t in range(ngt)]
-        chans, vals = [], []
-        for k in range(used_cond):
-            c = sm.conditions.get(k + 1)
-            if c is None:
-                chans.append(0)
-                vals.append(0)
-                continue
-            if c.channel not in cond_channels:
-                raise StateMachineError(
-                    unknown_name_message(
-                        "condition channel", c.channel, cond_channels, f" in condition {k + 1}"
-                    )
-                )
-            chans.append(cond_channels.index(c.channel))
-            vals.append(_u8(c.value, f"condition {k + 1} value", 1))
-        body += bytes(chans) + bytes(vals)
-    if hw.fw_major >= 23:
-        body.append(len(reset))
-        for si, c in reset.items():
-            body += bytes([si, c])
-    else:
-        body += bytes(reset.get(si, 0) for si in range(n))
-    if hw.machine_type == 4:
-        body += b"\x00\x00"  # no analog threshold enable/disable
-    mw = hw.mask_bytes
-    for m in (*trig, *cancel):
-        body += m.to_bytes(mw, "little")
-    for gt in timers:
-        body += (
-            _mask(gt.onset_triggers, ngt, "onset_triggers").to_bytes(mw, "little")
-            if gt and gt.onset_triggers
-            else bytes(mw)
-        )
-    for st in sm.states:
-        body += _cycles(st.timer, hw, f"state {st.name!r}").to_bytes(4, "little")
-    if used_gt:
-        for attr in ("duration", "onset_delay", "loop_interval"):
-            for t, gt in enumerate(timers):
-                body += _cycles(
-                    getattr(gt, attr) if gt else 0, hw, f"global timer {t + 1} {attr}"
-                ).to_bytes(4, "little")
-    if used_gc:
-        for c in range(used_gc):
-            counter = sm.global_counters.get(c + 1)
-            thr = counter.threshold if counter else 0
-            if not isinstance(thr, int) or thr < 0:
-                raise StateMachineError(
-                    f"global counter {c + 1}: threshold must be an integer >= 0"
-                )
-            body += thr.to_bytes(4, "little")
-    if hw.fw_major >= 23:
-        body.append(0)  # no additional ops
-    if len(body) >= 50000:
-        raise StateMachineError(f"description is {len(body)} bytes; the device accepts < 50000")
-    return CompiledStateMachine(
-        name=sm.name,
-        state_names=names,
-        body=bytes(body),
-        use_back=use_back,
-        event_names=hw.event_names(),
-        tup=tup,
-        inputs=inputs,
-        gt_start=gt_start,
-        gt_end=gt_end,
-        gc=gc,
-        cond=cond,
-        input_matrix_size=ims,
-        n_gt_hw=ngt,
-        n_gc_hw=ngc,
-        n_cond_hw=ncond,
-        timers_s=[s.timer for s in sm.states],
-    )
+                raise encoding.unknown_name("output channel", ch, valid, f"state {st.name!r}")
+        t.outputs.append(row)
 
 
 def soft_code_event(code: int) -> str:

@@ -1,8 +1,10 @@
 """pyserial driver for a Bpod state machine (real hardware or the pty emulator).
 
-One thread runs trials and owns reads while a trial runs; other threads may only *write*
-(override, virtual input, soft code, force-exit) under the write lock. Request/reply commands are
-refused during a trial because their replies would interleave with the event stream.
+The protocol on top of :class:`~services.bpod.serial_link.SerialLink` (timed reads, locked
+writes): the handshake and the device's self-description, runtime writes, and trials. One thread
+runs trials and owns reads while a trial runs; other threads may only *write* (override, virtual
+input, soft code, force-exit). Request/reply commands are refused during a trial because their
+replies would interleave with the event stream.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from serial.tools import list_ports
 
 from services.bpod.compiler import CompiledStateMachine
 from services.bpod.hardware import PHYSICAL_OUTPUTS, HardwareInfo, parse_hardware_description
+from services.bpod.serial_link import BpodBusy, BpodError, DeviceGone, SerialLink
 from services.bpod.trial import (
     Events,
     EventStreamParser,
@@ -26,102 +29,27 @@ from services.bpod.trial import (
     TrialReplay,
 )
 
-DISCOVERY_BYTE = 0xDE
 APP_ID_BYTE, FLEX_ID_BYTE = 0xDE, 0xDF
 
-
-class BpodError(RuntimeError):
-    """The device did not behave as the protocol says (timeouts, bad replies)."""
+__all__ = ["BpodBusy", "BpodDriver", "BpodError", "DeviceGone"]
 
 
-class DeviceGone(BpodError):
-    """The serial device disappeared (unplugged, emulator died)."""
-
-
-class BpodBusy(BpodError):
-    """A trial owns the port; request/reply commands must wait."""
-
-
-class BpodDriver:
+class BpodDriver(SerialLink):
     """Connect, describe, load, run trials; every read has a timeout."""
 
     def __init__(self, port: str, timeout: float = 1.0, baudrate: int = 1312500) -> None:
-        self.port = port
-        self.timeout = timeout
-        self.baudrate = baudrate
-        self.ser: serial.Serial | None = None
+        super().__init__(port, timeout, baudrate)
         self.hw: HardwareInfo | None = None
         self.app_port: str | None = None
         self.flex_port: str | None = None
         self.modules: list[str | None] = []
-        self.write_lock = threading.Lock()
-        self.running = False
         self.sm: CompiledStateMachine | None = None
         self._sm_on_device: CompiledStateMachine | None = None
         self._stop_requested = False
 
-    # ---------------------------------------------------------------- low level
-    @property
-    def connected(self) -> bool:
-        return self.ser is not None and self.ser.is_open
-
-    def _ser(self) -> serial.Serial:
-        if self.ser is None or not self.ser.is_open:
-            raise BpodError("not connected to a Bpod; send CONNECT first")
-        return self.ser
-
-    def _write(self, data: bytes) -> None:
-        try:
-            with self.write_lock:
-                self._ser().write(data)
-        except (serial.SerialException, OSError) as exc:
-            self._lost(exc)
-
-    def _read(self, n: int, what: str, timeout: float | None = None) -> bytes:
-        ser = self._ser()
-        deadline = time.monotonic() + (timeout or self.timeout)
-        out = bytearray()
-        try:
-            while len(out) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BpodError(f"timeout waiting for {what}: got {len(out)} of {n} bytes")
-                self._set_timeout(ser, 0.05)
-                out += ser.read(n - len(out))
-        except (serial.SerialException, OSError) as exc:
-            self._lost(exc)
-        return bytes(out)
-
-    @staticmethod
-    def _set_timeout(ser: serial.Serial, timeout: float) -> None:
-        """pyserial reconfigures the tty on every timeout change: only change it when needed."""
-        if ser.timeout != timeout:
-            ser.timeout = timeout
-
-    def _lost(self, exc: BaseException) -> None:
-        self.close_port()
-        raise DeviceGone(
-            f"serial device {self.port} is gone ({exc}); reconnect with CONNECT"
-        ) from exc
-
-    def query(self, cmd: bytes, n: int, what: str) -> bytes:
-        if self.running:
-            raise BpodBusy(f"a trial is running; {what} must wait until it ends (or STOP)")
-        self._write(cmd)
-        return self._read(n, what)
-
-    def _ack(self, cmd: bytes, what: str) -> None:
-        reply = self.query(cmd, 1, what)
-        if reply != b"\x01":
-            raise BpodError(f"{what}: expected acknowledgement 01, got {reply.hex()}")
-
     def close_port(self) -> None:
-        if self.ser is not None:
-            try:
-                self.ser.close()
-            except (serial.SerialException, OSError):
-                pass
-        self.ser = None
+        """Close the port; the state machine is sent again after the next connect."""
+        super().close_port()
         self._sm_on_device = None
 
     # ---------------------------------------------------------------- connection
@@ -160,13 +88,6 @@ class BpodDriver:
             self.flex_port = self._find_extra_port(b"}", FLEX_ID_BYTE)
         return hw
 
-    def _drain(self, quiet_s: float = 0.1, limit_s: float = 1.0) -> None:
-        """Read until nothing but discovery bytes arrived for ``quiet_s`` (or ``limit_s`` passed)."""
-        start = quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < quiet_s and time.monotonic() - start < limit_s:
-            if self._read_some(0.02).strip(bytes([DISCOVERY_BYTE])):
-                quiet_since = time.monotonic()
-
     def _handshake(self) -> None:
         ser = self._ser()
         # A device left running by a crashed host is still streaming: end that trial first ('X')
@@ -185,23 +106,6 @@ class BpodDriver:
                 self._write(b"Z")
                 time.sleep(0.05)
         raise BpodError(f"no handshake reply from {self.port}: is it a Bpod state machine?")
-
-    def _read_until(self, want: bytes, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            b = self._read_some(0.05)
-            if want in b:
-                return True
-        return False
-
-    def _read_some(self, timeout: float) -> bytes:
-        ser = self._ser()
-        try:
-            self._set_timeout(ser, timeout)
-            return ser.read(max(1, ser.in_waiting))
-        except (serial.SerialException, OSError) as exc:
-            self._lost(exc)
-            raise  # unreachable
 
     def _read_hardware(self, major: int) -> dict:
         self._write(b"H")

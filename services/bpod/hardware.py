@@ -8,7 +8,6 @@ description rather than hard-coded per model.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -17,11 +16,11 @@ DIGITAL_TYPES = "FBWP"
 PHYSICAL_OUTPUTS = "BWVPD"  # outputs the firmware resets to 0 and 'O' can drive
 VIRTUAL_OUTPUTS = ("GlobalTimerTrig", "GlobalTimerCancel", "GlobalCounterReset")
 MODEL_NAMES = {1: "Bpod r0.5", 2: "Bpod r0.7-1.0", 3: "Bpod 2.x", 4: "Bpod 2+"}
-_EDGE_NAMES = {
-    "F": ("Flex", "High", "Low"),
-    "B": ("BNC", "High", "Low"),
-    "W": ("Wire", "High", "Low"),
-    "P": ("Port", "In", "Out"),
+_EDGE_SUFFIXES = {
+    "F": ("High", "Low"),
+    "B": ("High", "Low"),
+    "W": ("High", "Low"),
+    "P": ("In", "Out"),
 }
 _INPUT_NAMES = {"F": "Flex", "B": "BNC", "W": "Wire", "P": "Port"}
 _OUTPUT_NAMES = {"B": "BNC", "W": "Wire", "P": "PWM", "V": "Valve", "F": "Flex", "D": "Digital"}
@@ -129,18 +128,24 @@ class HardwareInfo:
                     names[base + k] = f"APP_SoftCode{k}"
             n_uart += c == "U"
             base += a
-        counts: dict[str, int] = {}
-        for c in self.inputs:
-            if c in DIGITAL_TYPES:
-                counts[c] = counts.get(c, 0) + 1
-                prefix, hi, lo = _EDGE_NAMES[c]
-                names += [f"{prefix}{counts[c]}{hi}", f"{prefix}{counts[c]}{lo}"]
+        names += list(self.input_edges())
         names += [f"GlobalTimer{t + 1}_Start" for t in range(self.n_global_timers)]
         names += [f"GlobalTimer{t + 1}_End" for t in range(self.n_global_timers)]
         names += [f"GlobalCounter{c + 1}_End" for c in range(self.n_global_counters)]
         names += [f"Condition{k + 1}" for k in range(self.n_conditions)]
         names.append("Tup")
         return names
+
+    def input_edges(self) -> dict[str, tuple[int, int]]:
+        """Edge event name -> (input channel index, logical level): ``Port1In`` -> (k, 1)."""
+        names = self.input_channel_names()
+        edges: dict[str, tuple[int, int]] = {}
+        for i, c in enumerate(self.inputs):
+            if c in DIGITAL_TYPES:
+                hi, lo = _EDGE_SUFFIXES[c]
+                edges[names[i] + hi] = (i, 1)
+                edges[names[i] + lo] = (i, 0)
+        return edges
 
     def event_codes(self) -> dict[str, int]:
         return {n: i for i, n in enumerate(self.event_names()) if n is not None}
@@ -206,10 +211,3 @@ def compress_names(names: list[str]) -> list[str]:
             out.append(f"{names[i]}..{names[j]}")
         i = j + 1
     return out
-
-
-def unknown_name_message(kind: str, name: str, valid: list[str], where: str = "") -> str:
-    """ "unknown event 'Port1in' in state 'Wait' (did you mean 'Port1In'?); valid: ..."."""
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {kind} {name!r}{where}{hint}; valid: {', '.join(compress_names(valid))}"

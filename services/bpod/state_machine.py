@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shared_utils.checks import unknown_message
+
 
 class StateMachineError(ValueError):
     """The description is malformed or uses names the hardware does not have."""
@@ -124,10 +126,7 @@ class StateMachine:
         """Build from the JSON description; every problem is reported with what would be valid."""
         if not isinstance(data, dict):
             raise StateMachineError("the state machine must be a JSON object with a 'states' list")
-        allowed = {"name", "states", *_SECTIONS}
-        extra = sorted(set(data) - allowed)
-        if extra:
-            raise StateMachineError(f"unknown keys {extra}; valid keys: {sorted(allowed)}")
+        _check_keys("the state machine", data, ["name", "states", *_SECTIONS])
         states = data.get("states")
         if not isinstance(states, list) or not states:
             raise StateMachineError(
@@ -137,11 +136,7 @@ class StateMachine:
         for i, st in enumerate(states):
             if not isinstance(st, dict):
                 raise StateMachineError(f"states[{i}] must be an object")
-            bad = sorted(set(st) - {"name", "timer", "transitions", "actions"})
-            if bad:
-                raise StateMachineError(
-                    f"states[{i}] has unknown keys {bad}; valid: name, timer, transitions, actions"
-                )
+            _check_keys(f"states[{i}]", st, ["name", "timer", "transitions", "actions"])
             for key in ("transitions", "actions"):
                 if not isinstance(st.get(key, {}), dict):
                     raise StateMachineError(f"states[{i}].{key} must be an object of name: value")
@@ -162,10 +157,7 @@ class StateMachine:
 
 
 def _make(klass: type, kwargs: dict) -> Any:
-    fields = list(klass.__dataclass_fields__)
-    bad = sorted(set(kwargs) - set(fields))
-    if bad:
-        raise StateMachineError(f"{klass.__name__}: unknown keys {bad}; valid: {', '.join(fields)}")
+    _check_keys(klass.__name__, kwargs, list(klass.__dataclass_fields__))
     try:
         obj = klass(**kwargs)
     except TypeError as exc:
@@ -175,3 +167,11 @@ def _make(klass: type, kwargs: dict) -> Any:
             f"{klass.__name__} index must be an integer >= 1, got {obj.index!r}"
         )
     return obj
+
+
+def _check_keys(where: str, given: dict, valid: list[str]) -> None:
+    """Refuse keys a description does not know, naming the first with the closest valid one."""
+    bad = [k for k in given if k not in valid]
+    if bad:
+        more = f" (also unknown: {', '.join(map(repr, bad[1:]))})" if len(bad) > 1 else ""
+        raise StateMachineError(f"{where}: {unknown_message('key', bad[0], valid)}{more}")

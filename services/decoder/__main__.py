@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from shared_utils.protocol.module import module_options, run_module
@@ -10,15 +12,12 @@ from shared_utils.protocol.module import module_options, run_module
 @click.command()
 @module_options(default_port=8104)
 @click.option("--model", "model_file", default=None, help="Model file to LOAD at start-up.")
-def main(model_file: str | None, **common: object) -> None:
+def main(model_file: str | None, **common: Any) -> None:
     """Decoder: FIT on an XDF recording, then decode a live LSL stream (START/STOP/SET)."""
-    from services.decoder.server import build_commands
-    from services.decoder.service import DecoderService
+    from services.decoder.commands import build_commands
+    from services.decoder.core import DecoderService
 
-    service = DecoderService()
-    if model_file:
-        service.load(model_file)
-    run_module("decoder", build_commands(service), **common)
+    run_module("decoder", lambda _server: build_commands(DecoderService(model_file)), **common)
 
 
 if __name__ == "__main__":

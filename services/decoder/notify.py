@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared_utils.checks import unknown_message
 from shared_utils.logging import get_logger
 
 log = get_logger("decoder.notify")
@@ -32,10 +33,10 @@ class NotifyConfig:
     @classmethod
     def parse(cls, d: dict[str, Any]) -> NotifyConfig:
         """Validate a user-supplied dict; raises ValueError naming the bad field."""
-        allowed = {"host", "port", "on", "off", "on_kwargs", "off_kwargs", "timeout_s"}
-        unknown = sorted(set(d) - allowed)
+        allowed = ["host", "port", "on", "off", "on_kwargs", "off_kwargs", "timeout_s"]
+        unknown = [k for k in d if k not in allowed]
         if unknown:
-            raise ValueError(f"notify: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+            raise ValueError(f"notify: {unknown_message('field', unknown[0], allowed)}")
         port = d.get("port")
         if isinstance(port, str) and port.strip().isdigit():  # e.g. from a config substitution
             port = int(port)

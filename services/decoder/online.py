@@ -24,6 +24,7 @@ import numpy as np
 from services.decoder.controller import HysteresisController
 from services.decoder.features import OnlineBandPower
 from services.decoder.model_io import DecoderModel
+from shared_utils.checks import unknown_message
 
 MODES = ("proba", "control")
 
@@ -67,7 +68,7 @@ def choose_positive(model: DecoderModel, positive_class: str | None) -> str:
     if positive_class is None:
         return "high" if "high" in model.classes else model.classes[-1]
     if positive_class not in model.classes:
-        raise ValueError(f"positive_class {positive_class!r} is not one of {model.classes}")
+        raise ValueError(unknown_message("positive_class", positive_class, model.classes))
     return positive_class
 
 
@@ -86,7 +87,7 @@ class DecodePipeline:
         on_change: Callable[[bool], None] | None = None,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ValueError(unknown_message("mode", mode, MODES))
         self.model = model
         self.index = channel_index  # None: input channels already in model order
         self.step = max(1, step)

@@ -11,7 +11,6 @@ live loop would see it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,9 @@ import numpy as np
 from services.decoder.classifier import cross_validate, fit_lda
 from services.decoder.features import FeatureSettings, design_bank, filter_offline, window_log_power
 from services.decoder.model_io import DecoderModel
+from shared_utils.checks import unknown_message
+from shared_utils.streams.lsl import default_channel_labels
+from shared_utils.streams.xdf_reader import XdfReadError, find_stream, read_xdf
 
 
 class TrainingError(ValueError):
@@ -37,56 +39,37 @@ class Recording:
     marker_labels: list[str]
 
 
-def _labels_from_info(info: dict, n_ch: int) -> list[str]:
-    """Channel labels from a pyxdf stream header; ``ch_1..n`` when absent or incomplete."""
-    try:
-        chans = info["desc"][0]["channels"][0]["channel"]
-        labels = [str(c["label"][0]) for c in chans]
-        if len(labels) == n_ch and len(set(labels)) == n_ch:
-            return labels
-    except (KeyError, IndexError, TypeError):
-        pass
-    return [f"ch_{i + 1}" for i in range(n_ch)]
+def read_recording(path: str, signal: str, markers: str) -> Recording:
+    """The two named streams of an XDF file, clocks synchronised (they are compared).
 
-
-def read_xdf(path: str, signal: str, markers: str) -> Recording:
-    """Load the two named streams from an XDF file with pyxdf."""
+    Channels without labels are ``ch1..chN``, as live streams without labels are, so a model
+    fitted on such a file runs on such a stream.
+    """
     try:
-        import pyxdf
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise TrainingError("reading XDF needs the 'pyxdf' package (pip install pyxdf)") from e
-    if not Path(path).expanduser().is_file():
-        raise TrainingError(f"XDF file not found: {path}")
+        streams = read_xdf(path)
+    except XdfReadError as e:
+        raise TrainingError(str(e)) from e
     try:
-        streams, _header = pyxdf.load_xdf(str(Path(path).expanduser()))
-    except Exception as e:
-        raise TrainingError(f"cannot read {path} as XDF: {e}") from e
-    by_name = {s["info"]["name"][0]: s for s in streams}
-    present = sorted(by_name)
-    for role, name in (("signal", signal), ("markers", markers)):
-        if name not in by_name:
-            raise TrainingError(
-                f"{role} stream {name!r} is not in {path}; streams present: {present}"
-            )
-    sig, mrk = by_name[signal], by_name[markers]
-    data = np.asarray(sig["time_series"])
-    if data.ndim != 2 or data.shape[0] == 0 or data.dtype.kind not in "fiu":
+        sig = find_stream(streams, signal, "signal")
+        mrk = find_stream(streams, markers, "markers")
+    except XdfReadError as e:
+        raise TrainingError(f"{path}: {e}") from e
+    data = np.asarray(sig.time_series)
+    if not sig.numeric or data.ndim != 2 or data.shape[0] == 0 or data.dtype.kind not in "fiu":
         raise TrainingError(f"signal stream {signal!r} holds no numeric samples")
-    srate = float(sig["info"]["nominal_srate"][0])
-    if srate <= 0:
+    if sig.srate <= 0:
         raise TrainingError(f"signal stream {signal!r} has no nominal sampling rate")
-    labels = [
-        str(v[0]) if isinstance(v, list | tuple | np.ndarray) else str(v)
-        for v in mrk["time_series"]
-    ]
+    labels = mrk.strings()
     if not labels:
         raise TrainingError(f"marker stream {markers!r} in {path} holds no markers")
+    # Duplicate labels cannot pick channels: number them all, as for a stream without labels.
+    unique = len(set(sig.labels)) == len(sig.labels)
     return Recording(
         data=data.astype(np.float64),
-        times=np.asarray(sig["time_stamps"], dtype=np.float64),
-        srate=srate,
-        channel_labels=_labels_from_info(sig["info"], data.shape[1]),
-        marker_times=np.asarray(mrk["time_stamps"], dtype=np.float64),
+        times=sig.time_stamps,
+        srate=sig.srate,
+        channel_labels=sig.labels if unique else default_channel_labels(len(sig.labels)),
+        marker_times=mrk.time_stamps,
         marker_labels=labels,
     )
 
@@ -135,9 +118,7 @@ def fit_recording(
     if channels:
         unknown = [c for c in channels if c not in rec.channel_labels]
         if unknown:
-            raise TrainingError(
-                f"channels {unknown} not in the signal; it has {rec.channel_labels}"
-            )
+            raise TrainingError(unknown_message("channel", unknown[0], rec.channel_labels))
         idx = [rec.channel_labels.index(c) for c in channels]
     else:
         idx = list(range(len(rec.channel_labels)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from shared_utils.protocol.module import module_options, run_module
@@ -9,11 +11,12 @@ from shared_utils.protocol.module import module_options, run_module
 
 @click.command()
 @module_options(default_port=8101)
-def main(**common: object) -> None:
+def main(**common: Any) -> None:
     """Synthetic EEG (alpha high/low states with markers) or XDF replay as LSL streams."""
-    from services.mockup_streamer.server import build_commands
+    from services.mockup_streamer.commands import build_commands
+    from services.mockup_streamer.core import MockupStreamer
 
-    run_module("mockup_streamer", lambda _server: build_commands(), **common)  # type: ignore[arg-type]
+    run_module("mockup_streamer", lambda _server: build_commands(MockupStreamer()), **common)
 
 
 if __name__ == "__main__":

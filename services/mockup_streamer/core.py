@@ -12,6 +12,7 @@ from typing import Any
 from services.mockup_streamer.paced import SyntheticStream, make_synthetic
 from services.mockup_streamer.replay import ReplayStream, make_replay, start_all
 from services.mockup_streamer.synth import STATES, StateSchedule
+from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 
@@ -71,41 +72,13 @@ class MockupStreamer:
         """Start a synthetic EEG stream (alpha high/low states + "<stream>_markers"), or replay `xdf`."""
         if xdf is not None:
             return self.replay(xdf=xdf, loop=loop, prefix=prefix, delay_s=delay_s)
-        if not stream.strip():
-            raise CommandError("stream: give a non-empty stream name")
-        if channel_names is not None:
-            if not channel_names or not all(isinstance(c, str) and c for c in channel_names):
-                raise CommandError("channel_names: give a non-empty list of non-empty strings")
-            channels = len(channel_names)
-        if not 1 <= channels <= MAX_CHANNELS:
-            raise CommandError(f"channels must be 1..{MAX_CHANNELS}, got {channels}")
-        if not 0 < srate <= MAX_SRATE:
-            raise CommandError(f"srate must be > 0 and <= {MAX_SRATE:g} Hz, got {srate}")
-        if not 1 <= chunk <= srate * 10:
-            raise CommandError(f"chunk must be 1..{int(srate * 10)} samples, got {chunk}")
-        if period_s * srate < 1 or min_period_s <= 0 or max_period_s < min_period_s:
-            raise CommandError(
-                "state durations: need period_s >= one sample and 0 < min_period_s <= max_period_s"
-            )
-        if first_state not in STATES:
-            raise CommandError(f"first_state must be one of {list(STATES)}, got {first_state!r}")
-        if not 0 < alpha_freq < srate / 2:
-            raise CommandError(
-                f"alpha_freq must be between 0 and srate/2 ({srate / 2:g}), got {alpha_freq}"
-            )
-        if line_freq <= 0:
-            raise CommandError(f"line_freq must be > 0, got {line_freq}")
+        channels = _check_layout(stream, channels, srate, chunk, channel_names)
+        sched = _schedule(
+            srate, period_s, random_durations, min_period_s, max_period_s, first_state, seed
+        )
+        _check_frequencies(srate, alpha_freq, line_freq)
         if line_freq >= srate / 2:  # would alias: leave mains noise out at such low rates
             line_uv = 0.0
-        sched = StateSchedule(
-            srate,
-            period_s=period_s,
-            random_durations=random_durations,
-            min_period_s=min_period_s,
-            max_period_s=max_period_s,
-            first=first_state,
-            seed=seed,
-        )
         with self._lock:
             names = [stream] + ([f"{stream}_markers"] if markers else [])
             self._claim(names)
@@ -157,7 +130,7 @@ class MockupStreamer:
         return {
             "xdf": xdf,
             "streams": {
-                r.name: {"samples": len(r.offsets), "srate": r.spec["srate"]} for r in streams
+                r.name: {"samples": len(r.offsets), "srate": r.spec.srate} for r in streams
             },
             "duration_s": round(streams[0].span, 4),
             "loop": loop,
@@ -188,3 +161,58 @@ class MockupStreamer:
     def close(self) -> None:
         """Stop everything (module shutdown)."""
         self.stop()
+
+
+def _check_layout(
+    stream: str, channels: int, srate: float, chunk: int, channel_names: list | None
+) -> int:
+    """Stream name, channels, rate and chunk size; returns the channel count to use."""
+    if not stream.strip():
+        raise CommandError("stream: give a non-empty stream name")
+    if channel_names is not None:
+        if not channel_names or not all(isinstance(c, str) and c for c in channel_names):
+            raise CommandError("channel_names: give a non-empty list of non-empty strings")
+        channels = len(channel_names)
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise CommandError(f"channels must be 1..{MAX_CHANNELS}, got {channels}")
+    if not 0 < srate <= MAX_SRATE:
+        raise CommandError(f"srate must be > 0 and <= {MAX_SRATE:g} Hz, got {srate}")
+    if not 1 <= chunk <= srate * 10:
+        raise CommandError(f"chunk must be 1..{int(srate * 10)} samples, got {chunk}")
+    return channels
+
+
+def _schedule(
+    srate: float,
+    period_s: float,
+    random_durations: bool,
+    min_period_s: float,
+    max_period_s: float,
+    first_state: str,
+    seed: int | None,
+) -> StateSchedule:
+    """The high/low alpha schedule, once its durations and first state are valid."""
+    if period_s * srate < 1 or min_period_s <= 0 or max_period_s < min_period_s:
+        raise CommandError(
+            "state durations: need period_s >= one sample and 0 < min_period_s <= max_period_s"
+        )
+    if first_state not in STATES:
+        raise CommandError(unknown_message("first_state", first_state, STATES))
+    return StateSchedule(
+        srate,
+        period_s=period_s,
+        random_durations=random_durations,
+        min_period_s=min_period_s,
+        max_period_s=max_period_s,
+        first=first_state,
+        seed=seed,
+    )
+
+
+def _check_frequencies(srate: float, alpha_freq: float, line_freq: float) -> None:
+    if not 0 < alpha_freq < srate / 2:
+        raise CommandError(
+            f"alpha_freq must be between 0 and srate/2 ({srate / 2:g}), got {alpha_freq}"
+        )
+    if line_freq <= 0:
+        raise CommandError(f"line_freq must be > 0, got {line_freq}")

@@ -17,6 +17,7 @@ import pylsl
 
 from services.mockup_streamer.synth import StateSchedule, SyntheticEEG
 from shared_utils.logging import get_logger
+from shared_utils.streams.lsl import default_channel_labels
 
 log = get_logger("mockup_streamer")
 
@@ -148,6 +149,6 @@ def make_synthetic(
     **signal: Any,
 ) -> SyntheticStream:
     """Build (not start) a synthetic stream; ``signal`` goes to :class:`SyntheticEEG`."""
-    labels = list(channel_names) if channel_names else [f"ch{i + 1}" for i in range(channels)]
+    labels = list(channel_names) if channel_names else default_channel_labels(channels)
     synth = SyntheticEEG(len(labels), srate, schedule, seed=seed, **signal)
     return SyntheticStream(name, labels, srate, chunk, synth, markers)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pylsl
 
 from shared_utils.logging import get_logger
+from shared_utils.streams.lsl import default_channel_labels
+from shared_utils.streams.xdf_reader import XdfStream, read_xdf
 
 log = get_logger("mockup_streamer")
 
@@ -30,45 +31,11 @@ _FORMATS = {
 }
 
 
-def _first(info: dict[str, Any], key: str, default: str = "") -> str:
-    v = info.get(key)
-    return v[0] if isinstance(v, list) and v else default
-
-
-def _labels(info: dict[str, Any]) -> list[str]:
-    try:
-        chans = info["desc"][0]["channels"][0]["channel"]
-        return [c["label"][0] for c in chans]
-    except (KeyError, IndexError, TypeError):
-        return []
-
-
-def load_xdf_streams(path: str) -> list[dict[str, Any]]:
-    """pyxdf-load a file and keep what replay needs (raw timestamps: no dejitter, no sync)."""
-    import pyxdf  # imported lazily: only replay needs it
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such XDF file: {path}")
-    streams, _ = pyxdf.load_xdf(path, synchronize_clocks=False, dejitter_timestamps=False)
-    out = []
-    for s in streams:
-        info = s["info"]
-        ts = np.asarray(s["time_stamps"], dtype=np.float64)
-        if ts.size == 0:
-            continue
-        fmt = _first(info, "channel_format", "float32")
-        out.append(
-            {
-                "name": _first(info, "name", "replay"),
-                "type": _first(info, "type", ""),
-                "channels": int(_first(info, "channel_count", "1")),
-                "srate": float(_first(info, "nominal_srate", "0")),
-                "format": fmt,
-                "labels": _labels(info),
-                "time_stamps": ts,
-                "data": s["time_series"],
-            }
-        )
+def load_xdf_streams(path: str) -> list[XdfStream]:
+    """The file's streams that hold samples, with their raw timestamps (no clock sync, no
+    dejitter: replay reproduces what was recorded)."""
+    streams = read_xdf(path, synchronize_clocks=False, dejitter=False)
+    out = [s for s in streams if s.n_samples > 0]
     if not out:
         raise ValueError(f"{path} holds no stream with samples")
     return out
@@ -77,21 +44,19 @@ def load_xdf_streams(path: str) -> list[dict[str, Any]]:
 class ReplayStream:
     """One replayed stream with its own thread; shares ``t_origin`` with its siblings."""
 
-    def __init__(self, spec: dict[str, Any], name: str, t_origin: float, loop: bool) -> None:
+    def __init__(self, spec: XdfStream, name: str, t_origin: float, loop: bool) -> None:
         self.name = name
         self.spec = spec
         self.loop = loop
         self.t_origin = t_origin
-        fmt = _FORMATS.get(spec["format"], pylsl.cf_float32)
-        info = pylsl.StreamInfo(
-            name, spec["type"], spec["channels"], spec["srate"], fmt, f"replay-{name}-{os.getpid()}"
-        )
-        if spec["labels"]:
-            info.set_channel_labels(spec["labels"])
+        fmt = _FORMATS.get(spec.channel_format, pylsl.cf_float32)
+        n = spec.channel_count
+        info = pylsl.StreamInfo(name, spec.type, n, spec.srate, fmt, f"replay-{name}-{os.getpid()}")
+        if spec.labels != default_channel_labels(n):  # the file named its channels
+            info.set_channel_labels(spec.labels)
         self.outlet = pylsl.StreamOutlet(info)
         self.string = fmt == pylsl.cf_string
-        ts = spec["time_stamps"]
-        self.offsets = ts - t_origin  # when each sample is due, relative to replay start
+        self.offsets = spec.time_stamps - t_origin  # when each sample is due, from replay start
         self.sent = 0
         self.loops = 0
         self.t0: float | None = None
@@ -106,7 +71,7 @@ class ReplayStream:
 
     def _push(self, i0: int, i1: int, base: float) -> None:
         ts = (base + self.offsets[i0:i1]).tolist()
-        data = self.spec["data"]
+        data = self.spec.time_series
         if self.string:
             self.outlet.push_chunk([list(r) for r in data[i0:i1]], ts)
         else:
@@ -150,8 +115,8 @@ class ReplayStream:
         return {
             "kind": "replay",
             "running": self.running,
-            "srate": self.spec["srate"],
-            "channels": self.spec["channels"],
+            "srate": self.spec.srate,
+            "channels": self.spec.channel_count,
             "samples": self.sent,
             "samples_in_file": total,
             "loops": self.loops,
@@ -162,11 +127,11 @@ class ReplayStream:
 def make_replay(path: str, prefix: str, loop: bool) -> list[ReplayStream]:
     """Outlets for every stream in ``path`` (named ``prefix + original``), not yet started."""
     specs = load_xdf_streams(path)
-    t_origin = min(float(s["time_stamps"][0]) for s in specs)
-    t_end = max(float(s["time_stamps"][-1]) for s in specs)
-    rate = max((s["srate"] for s in specs), default=0.0)
+    t_origin = min(float(s.time_stamps[0]) for s in specs)
+    t_end = max(float(s.time_stamps[-1]) for s in specs)
+    rate = max((s.srate for s in specs), default=0.0)
     span = (t_end - t_origin) + (1.0 / rate if rate > 0 else 0.001)
-    streams = [ReplayStream(s, prefix + s["name"], t_origin, loop) for s in specs]
+    streams = [ReplayStream(s, prefix + (s.name or "replay"), t_origin, loop) for s in specs]
     for r in streams:
         r.span = span
     return streams

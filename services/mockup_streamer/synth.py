@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shared_utils.checks import unknown_message
+
 STATES = ("high", "low")
 
 
@@ -35,7 +37,7 @@ class StateSchedule:
 
     def __post_init__(self) -> None:
         if self.first not in STATES:
-            raise ValueError(f"first state must be one of {STATES}, got {self.first!r}")
+            raise ValueError(unknown_message("first state", self.first, STATES))
         self._rng = np.random.default_rng(self.seed)
 
     def _duration(self) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from shared_utils.protocol.module import module_options, run_module
-from shared_utils.streams.lsl import use_loopback
 
 
 @click.command()
@@ -56,33 +57,35 @@ def main(
     photodiode_size: int,
     refresh_hz: float,
     pace: str,
-    **common: object,
+    **common: Any,
 ) -> None:
     """PsychoPy presenter: stimuli, cued blocks, LSL feedback and Builder experiments."""
+    from services.presenter.commands import build_commands
     from services.presenter.core import Presenter, parse_size
-    from services.presenter.server import build_commands
 
     try:
         wh = parse_size(size)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size") from exc
-    presenter = Presenter(
-        size=wh,
-        fullscreen=fullscreen,
-        screen=screen,
-        experiments_dir=experiments_dir,
-        marker_stream=marker_stream,
-        photodiode=photodiode,
-        photodiode_size=photodiode_size,
-        refresh_hz=refresh_hz,
-        pace=pace,
-    )
-    use_loopback()  # before the child starts: it inherits LSLAPICFG
-    presenter.warm_up()  # import PsychoPy in the child while the server starts
-    try:
-        run_module("presenter", build_commands(presenter), **common)  # type: ignore[arg-type]
-    finally:
-        presenter.shutdown()
+
+    def factory(_server: object) -> dict:
+        # After LSL is set up: the child inherits LSLAPICFG. Its slow PsychoPy import starts
+        # now, while the server binds; CLOSE (or shutdown, or a failed bind) stops it.
+        presenter = Presenter(
+            size=wh,
+            fullscreen=fullscreen,
+            screen=screen,
+            experiments_dir=experiments_dir,
+            marker_stream=marker_stream,
+            photodiode=photodiode,
+            photodiode_size=photodiode_size,
+            refresh_hz=refresh_hz,
+            pace=pace,
+        )
+        presenter.warm_up()
+        return build_commands(presenter)
+
+    run_module("presenter", factory, **common)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared_utils.checks import unknown_message
+
 PHASES = ("cue", "stimulus", "iti")
 
 
@@ -39,7 +41,7 @@ class BlockSpec:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.order not in ("random", "sequential"):
-            raise ValueError(f"order must be 'random' or 'sequential', got {self.order!r}")
+            raise ValueError(unknown_message("order", self.order, ["random", "sequential"]))
         for tmpl in (self.cue_text, self.stimulus_text):
             try:
                 tmpl.format(cue="x")

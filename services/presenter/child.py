@@ -6,9 +6,10 @@ top of every frame, so a command never waits for a frame it did not start. Stimu
 answered after the flip that shows them, with the flip time on the LSL clock; every onset is
 also pushed as an LSL string marker stamped from ``win.callOnFlip``.
 
-Under Xvfb there is no vsync (flip returns in ~2 ms), so with ``--pace auto`` the loop measures a
-few flips after opening and, if they are much faster than ``--refresh-hz``, sleeps to a
-software deadline before each flip.
+Here: intake, one-frame stimuli, the window's lifetime and the frame loop. What runs over many
+frames (blocks, feedback, experiments) is in :mod:`services.presenter.activities`; the window and
+its software frame pacing (Xvfb has no vsync) in :mod:`services.presenter.window`; the pipe's
+reader and writer in :mod:`services.presenter.ipc`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from services.presenter import ipc
-from services.presenter.block import Block, BlockSpec
+from services.presenter.activities import Activities
+from services.presenter.block import Block
 from services.presenter.feedback import FeedbackSource, Resolver
+from services.presenter.ipc import DEFERRED
 from services.presenter.stats import FrameStats
+from services.presenter.window import FrameClock, open_window
 
 GL_COMMANDS = {
     "show_text",
@@ -42,38 +47,15 @@ GL_COMMANDS = {
 STATUS_EVERY_S = 0.2
 
 
-class Emitter:
-    """Thread-safe writer of replies and events to the parent."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._lock = threading.Lock()
-
-    def send(self, msg: dict[str, Any]) -> None:
-        with self._lock:
-            try:
-                ipc.write_all(self.fd, ipc.encode(msg))
-            except (BrokenPipeError, OSError):
-                os._exit(3)  # parent is gone: nobody to present for
-
-    def reply(self, req_id: Any, result: Any = None, error: str | None = None) -> None:
-        if error is None:
-            self.send({"id": req_id, "ok": True, "result": result})
-        else:
-            self.send({"id": req_id, "ok": False, "error": error})
-
-
-class PresenterChild:
+class PresenterChild(Activities):
     """State and frame loop of the window-owning process."""
 
-    def __init__(self, emit: Emitter, marker_stream: str, refresh_hz: float, pace: str) -> None:
+    def __init__(self, emit: ipc.Emitter, marker_stream: str, refresh_hz: float, pace: str) -> None:
         import pylsl
 
         self.emit = emit
         self.refresh_hz = refresh_hz
-        self.period = 1.0 / refresh_hz
-        self.pace_mode = pace
-        self.paced = False
+        self.frames = FrameClock(refresh_hz, pace)
         self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self.clock = pylsl.local_clock
         info = pylsl.StreamInfo(
@@ -98,7 +80,6 @@ class PresenterChild:
         self._markers: list[str] = []
         self._after_flip: list[tuple[Any, dict[str, Any]]] = []
         self._shots: list[tuple[Any, str]] = []  # (req_id, file) to save from this frame
-        self._deadline = 0.0
         self._last_status = 0.0
         self.running = True
 
@@ -117,7 +98,7 @@ class PresenterChild:
             if cmd == "open":  # the window is open (the experiment is using it)
                 size = [int(v) for v in self.win.size]
                 self.emit.reply(
-                    msg.get("id"), {"already_open": True, "size": size, "paced": self.paced}
+                    msg.get("id"), {"already_open": True, "size": size, "paced": self.frames.paced}
                 )
                 return
             if cmd in GL_COMMANDS:
@@ -149,7 +130,7 @@ class PresenterChild:
             traceback.print_exc()
             self.emit.reply(req_id, error=f"{type(exc).__name__}: {exc}")
             return
-        if result is not _DEFERRED:
+        if result is not DEFERRED:
             self.send_status(force=True)  # so a STATUS right after this reply sees its effect
             self.emit.reply(req_id, result)
 
@@ -160,7 +141,7 @@ class PresenterChild:
         self._markers.append(marker)
         if req_id is not None:
             self._after_flip.append((req_id, {"marker": marker, **(extra or {})}))
-        return _DEFERRED
+        return DEFERRED
 
     def _on_flip(self, markers: list[str]) -> None:
         t = self.clock()
@@ -174,7 +155,7 @@ class PresenterChild:
             "window_open": self.win is not None,
             "size": [int(v) for v in self.win.size] if self.win is not None else None,
             "refresh_hz": self.refresh_hz,
-            "paced": self.paced,
+            "paced": self.frames.paced,
             **self.stats.summary(),
             "stimulus": None
             if self.scene is None
@@ -210,35 +191,11 @@ class PresenterChild:
             return {
                 "already_open": True,
                 "size": [int(v) for v in self.win.size],
-                "paced": self.paced,
+                "paced": self.frames.paced,
             }
-        try:  # PsychoPy may need the X display as soon as psychopy.visual is imported
-            from psychopy import visual
+        win = open_window(tuple(size or (800, 600)), fullscreen, screen, color, self.refresh_hz)
+        from services.presenter import scene as sc  # importable once a window could open
 
-            from services.presenter import scene as sc
-
-            sc.check_color(color)
-            win = visual.Window(
-                size=tuple(size or (800, 600)),
-                fullscr=fullscreen,
-                screen=screen,
-                color=color,
-                colorSpace="rgb",
-                units="height",
-                winType="pyglet",
-                allowGUI=not fullscreen,
-                checkTiming=False,
-                waitBlanking=True,
-            )
-        except ValueError:
-            raise
-        except Exception as exc:
-            raise RuntimeError(
-                f"cannot open a window (DISPLAY={os.environ.get('DISPLAY')!r}, screen {screen}): "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        win._monitorFrameRate = self.refresh_hz  # Builder code reads this; Xvfb would say ~600
-        win.recordFrameIntervals = False
         self.win = win
         try:
             self.photodiode = (
@@ -249,25 +206,14 @@ class PresenterChild:
             self.win = None
             raise
         self.scene = sc.Scene()
-        self.paced = self._decide_pacing()
+        self.frames.calibrate(win)
         self.stats = FrameStats(self.refresh_hz)
-        self._deadline = time.monotonic()
         return {
             "already_open": False,
             "size": [int(v) for v in win.size],
-            "paced": self.paced,
+            "paced": self.frames.paced,
             "refresh_hz": self.refresh_hz,
         }
-
-    def _decide_pacing(self) -> bool:
-        if self.pace_mode in ("on", "off"):
-            return self.pace_mode == "on"
-        times = []
-        for _ in range(8):
-            self.win.flip()
-            times.append(time.monotonic())
-        gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
-        return gaps[len(gaps) // 2] < 0.5 * self.period  # no vsync: pace in software
 
     def cmd_close_window(self, req_id: Any) -> dict[str, Any]:
         self._stop_all()
@@ -313,128 +259,7 @@ class PresenterChild:
 
     def cmd_screenshot(self, req_id: Any, file: str) -> Any:
         self._shots.append((req_id, file))
-        return _DEFERRED
-
-    # ---- block ----------------------------------------------------------------------------------
-    def cmd_run_block(self, req_id: Any, **spec_args: Any) -> Any:
-        spec = BlockSpec(**spec_args)
-        spec.validate()
-        self._stop_all()
-        self._block_counter += 1
-        self.block = Block(self._block_counter, spec)
-        self.paused = False
-        from services.presenter import scene as sc
-
-        return self.show(
-            sc.Scene("block", f"block {self.block.id}"),
-            f"block_start:{self.block.id}",
-            req_id,
-            {
-                "block": self.block.id,
-                "trials": self.block.cues,
-                "expected_s": round(self.block.expected_s, 3),
-            },
-        )
-
-    def _tick_block(self, now: float) -> None:
-        from services.presenter import scene as sc
-
-        b = self.block
-        if b is None or b.state != "running":
-            return
-        step = b.advance(now)
-        if step is None:
-            return
-        phase, cue, text = step
-        if phase == "end":
-            self.show(sc.Scene(), f"block_end:{b.id}")
-        elif phase == "iti" or not text:
-            self.show(
-                sc.Scene("iti" if phase == "iti" else phase, cue),
-                phase if phase == "iti" else f"{phase}:{cue}",
-            )
-        else:
-            s = sc.text_scene(self.win, text, "white", 0.12 if phase == "cue" else 0.1)
-            s.kind = phase
-            self.show(s, f"{phase}:{cue}")
-
-    # ---- feedback -------------------------------------------------------------------------------
-    def cmd_feedback(
-        self,
-        req_id: Any,
-        stream: str,
-        channel: int = 0,
-        vmin: float = 0.0,
-        vmax: float = 1.0,
-        mode: str = "bar",
-        color: Any = "limegreen",
-        timeout: float = 5.0,
-    ) -> Any:
-        from services.presenter import scene as sc
-
-        display = sc.FeedbackDisplay(self.win, mode, color)
-        self.resolver.start(req_id, stream, channel, vmin, vmax, timeout, display)
-        return _DEFERRED
-
-    def _tick_feedback(self) -> None:
-        from services.presenter import scene as sc
-
-        for req_id, source, err in self.resolver.poll():
-            if source is None:
-                self.emit.reply(req_id, error=err)
-                continue
-            self._stop_all()
-            self.feedback = source
-            self.show(
-                sc.Scene("feedback", source.stream, [source.display]),
-                f"feedback_start:{source.stream}",
-                req_id,
-                {"stream": source.stream, "channel": source.channel},
-            )
-        fb = self.feedback
-        if fb is not None and not self.paused and fb.update():
-            fb.display.set_value(fb.value)
-
-    # ---- control --------------------------------------------------------------------------------
-    def cmd_pause(self, req_id: Any) -> dict[str, Any]:
-        if self.block is None or self.block.state not in ("running", "paused"):
-            if self.feedback is None:
-                raise ValueError("nothing to pause: no block, feedback or experiment is running")
-        if self.block is not None:
-            self.block.pause(time.monotonic())
-        self.paused = True
-        self._markers.append("pause")
-        return {"paused": True}
-
-    def cmd_resume(self, req_id: Any) -> dict[str, Any]:
-        if not self.paused:
-            raise ValueError("nothing is paused")
-        if self.block is not None:
-            self.block.resume(time.monotonic())
-        self.paused = False
-        self._markers.append("resume")
-        return {"resumed": True}
-
-    def cmd_stop(self, req_id: Any) -> dict[str, Any]:
-        stopped = self._stop_all()
-        if stopped:
-            from services.presenter import scene as sc
-
-            self.show(sc.Scene(), "stop")
-        return {"stopped": stopped}
-
-    def _stop_all(self) -> list[str]:
-        """End whatever runs over time (block, feedback); return what was stopped."""
-        stopped = []
-        if self.block is not None and self.block.state in ("running", "paused"):
-            self.block.stop()
-            stopped.append("block")
-        if self.feedback is not None:
-            self.feedback.close()
-            self.feedback = None
-            stopped.append("feedback")
-        self.paused = False
-        return stopped
+        return DEFERRED
 
     def cmd_status(self, req_id: Any) -> dict[str, Any]:
         return self.snapshot()
@@ -447,76 +272,11 @@ class PresenterChild:
         self.running = False
         return {"shutdown": True}
 
-    # ---- experiments ----------------------------------------------------------------------------
-    def cmd_run_experiment(self, req_id: Any, file: str, exp_info: dict | None = None) -> Any:
-        from services.presenter.experiment import ExperimentRun
-
-        self._stop_all()
-        run = ExperimentRun(Path(file), exp_info or {})
-        self.experiment = run
-        self._experiment_to_run = run
-        return {"experiment": run.name, "data_file": run.data_file, "state": "running"}
-
-    def _run_experiment(self, run: Any) -> None:
-        from services.presenter import scene as sc
-
-        win = self.win
-        original_flip = win.flip
-        this_exp = run.this_exp
-        original_stamp = this_exp.timestampOnFlip
-
-        def flip(*a: Any, **kw: Any) -> Any:  # pacing, stats and markers for the user's flips
-            self._pace_wait()
-            if self._markers:
-                win.callOnFlip(self._on_flip, self._markers)
-                if self.photodiode is not None:
-                    self.photodiode.toggle()
-                self._markers = []
-            if self.photodiode is not None:
-                self.photodiode.draw()
-            t = original_flip(*a, **kw)
-            self.stats.add(time.monotonic())
-            self.frame += 1
-            self.send_status()
-            return t
-
-        def stamp(w: Any, name: str, *a: Any, **kw: Any) -> Any:  # Builder: "<comp>.started"
-            if name.endswith(".started"):
-                self._markers.append(f"exp:{name[: -len('.started')]}")
-            return original_stamp(w, name, *a, **kw)
-
-        win.flip = flip
-        this_exp.timestampOnFlip = stamp
-        self.scene = sc.Scene("experiment", run.name)
-        try:
-            run.run(win, lambda name: self._markers.append(f"experiment_start:{name}"))
-        finally:
-            win.flip = original_flip
-            this_exp.timestampOnFlip = original_stamp
-            self._markers.append(f"experiment_end:{run.name}:{run.state}")
-            self.last_experiment = run.info()
-            self.experiment = None
-            self.scene = sc.Scene()
-            self.stats.reset_gap()
-            self._deadline = time.monotonic()
-            self.send_status(force=True)
-
     # ---- loop -----------------------------------------------------------------------------------
-    def _pace_wait(self) -> None:
-        """Software vsync: hold the flip until the next frame deadline."""
-        if not self.paced:
-            return
-        self._deadline += self.period
-        now = time.monotonic()
-        if now > self._deadline + self.period:  # fell behind: restart the grid from now
-            self._deadline = now
-        elif self._deadline > now:
-            time.sleep(self._deadline - now)
-
     def _wait_and_drain(self) -> None:
         """Handle commands until the frame deadline (paced) or just those waiting (vsync)."""
-        if self.paced:
-            target = self._deadline + self.period
+        if self.frames.paced:
+            target = self.frames.next_deadline()
             while True:
                 remaining = target - time.monotonic()
                 if remaining <= 0:
@@ -525,10 +285,7 @@ class PresenterChild:
                     self.handle(self.inbox.get(timeout=remaining))
                 except queue.Empty:
                     break
-            self._deadline = target
-            now = time.monotonic()
-            if now > self._deadline + self.period:
-                self._deadline = now
+            self.frames.advance()
         while True:
             try:
                 self.handle(self.inbox.get_nowait())
@@ -543,24 +300,29 @@ class PresenterChild:
         self._tick_block(now)
         self._tick_feedback()
         self.scene.draw()
-        if self.photodiode is not None:
-            if self._markers:
-                self.photodiode.toggle()
-            self.photodiode.draw()
-        if self._shots:
-            self._take_screenshot()
-        markers, self._markers = self._markers, []
-        if markers:
-            self.win.callOnFlip(self._on_flip, markers)
-        self.win.flip()
-        self.stats.add(time.monotonic())
-        self.frame += 1
+        self._flip(self.win.flip)
         if self._after_flip:
             self.send_status(force=True)  # status first: STATUS after a reply is up to date
         for req_id, extra in self._after_flip:
             self.emit.reply(req_id, {"onset": self.onset, "frame": self.frame, **extra})
         self._after_flip = []
         self.send_status()
+
+    def _flip(self, flip: Callable[[], Any]) -> Any:
+        """Finish the frame (photodiode patch, screenshots, markers on the flip), flip, count it."""
+        markers, self._markers = self._markers, []
+        if self.photodiode is not None:
+            if markers:
+                self.photodiode.toggle()
+            self.photodiode.draw()
+        if self._shots:
+            self._take_screenshot()
+        if markers:
+            self.win.callOnFlip(self._on_flip, markers)
+        t = flip()
+        self.stats.add(time.monotonic())
+        self.frame += 1
+        return t
 
     def _take_screenshot(self) -> None:
         """Save the frame about to be flipped (back buffer: under Xvfb the front one is black)."""
@@ -597,23 +359,6 @@ class PresenterChild:
                 self.frame_step()
 
 
-_DEFERRED = object()
-
-
-def _reader(child: PresenterChild, fd: int) -> None:
-    reader = ipc.LineReader(fd)
-    while True:
-        try:
-            msgs = reader.read_blocking()
-        except OSError:
-            msgs = None
-        if msgs is None:  # parent closed the pipe: shut down
-            child.on_message({"id": None, "cmd": "shutdown"})
-            return
-        for m in msgs:
-            child.on_message(m)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cmd-fd", type=int, required=True)
@@ -622,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refresh-hz", type=float, default=60.0)
     ap.add_argument("--pace", choices=("auto", "on", "off"), default="auto")
     args = ap.parse_args(argv)
-    emit = Emitter(args.evt_fd)
+    emit = ipc.Emitter(args.evt_fd)
     try:
         from psychopy import core  # noqa: F401  (slow: import before "ready", not at OPEN)
     except Exception as exc:
@@ -638,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         emit.send({"event": "fatal", "error": f"{type(exc).__name__}: {exc}"})
         return 2
     threading.Thread(
-        target=_reader, args=(child, args.cmd_fd), name="cmd-reader", daemon=True
+        target=ipc.read_messages,
+        args=(args.cmd_fd, child.on_message),
+        name="cmd-reader",
+        daemon=True,
     ).start()
     emit.send({"event": "ready", "pid": os.getpid()})
     child.loop()

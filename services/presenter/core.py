@@ -2,7 +2,7 @@
 
 No sockets and no PsychoPy here: each method validates what it can cheaply (files exist, paths
 stay inside the experiments folder) and forwards the rest to the window-owning child through
-:class:`ChildLink`, which times out every wait. ``server.py`` maps command names onto these
+:class:`ChildLink`, which times out every wait. ``commands.py`` maps command names onto these
 methods unchanged.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from services.presenter.link import ChildLink
+from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandError
 
 STIMULUS_TIMEOUT_S = 5.0  # a stimulus reply waits for its flip: a few frames, generously
@@ -47,7 +48,7 @@ class Presenter:
         ready_timeout: float = 60.0,
     ) -> None:
         if photodiode is not None and photodiode not in CORNERS:
-            raise ValueError(f"photodiode must be one of {', '.join(CORNERS)}")
+            raise ValueError(unknown_message("photodiode corner", photodiode, CORNERS))
         self.size = size
         self.fullscreen = fullscreen
         self.screen = screen
@@ -97,9 +98,7 @@ class Presenter:
         if corner in ("", "off", "none"):
             corner = None
         if corner is not None and corner not in CORNERS:
-            raise CommandError(
-                f"photodiode must be one of {', '.join(CORNERS)} or 'off', got {corner!r}"
-            )
+            raise CommandError(unknown_message("photodiode corner", corner, [*CORNERS, "off"]))
         with self._lifecycle:
             if restart and self.link.alive:
                 self.link.kill()
@@ -123,8 +122,8 @@ class Presenter:
         with self._lifecycle:
             return self.link.request("close_window", timeout=STIMULUS_TIMEOUT_S)
 
-    def shutdown(self) -> None:
-        """Stop the child process (module CLOSE)."""
+    def close(self) -> None:
+        """Stop the PsychoPy child before the module exits."""
         self.link.stop()
 
     # ---- stimuli ---------------------------------------------------------------------------
@@ -215,7 +214,7 @@ class Presenter:
     ) -> dict[str, Any]:
         """Show a bar (or colour disc) driven live by channel `channel` of an LSL stream."""
         if mode not in ("bar", "color"):
-            raise CommandError(f"mode must be 'bar' or 'color', got {mode!r}")
+            raise CommandError(unknown_message("feedback mode", mode, ["bar", "color"]))
         return self.link.request(
             "feedback",
             {

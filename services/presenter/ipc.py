@@ -1,7 +1,8 @@
 """Parent <-> child wire format: one JSON object per line over a pipe.
 
 Kept in its own module so both sides share it without the child importing the server or the
-parent importing PsychoPy.
+parent importing PsychoPy. The child's writer (:class:`Emitter`) and reader
+(:func:`read_messages`) are here too.
 
 Parent -> child (command pipe):  ``{"id": 7, "cmd": "show_text", "args": {...}}``
 Child -> parent (event pipe):
@@ -13,7 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
+
+#: A child command handler's result meaning "the reply follows, after the flip that shows it".
+DEFERRED = object()
 
 
 def encode(msg: dict[str, Any]) -> bytes:
@@ -39,6 +45,17 @@ class LineReader:
             return None
         return self._feed(chunk)
 
+    def batches(self) -> Iterator[list[dict[str, Any]]]:
+        """The complete messages of each read, until end of file or a read error."""
+        while True:
+            try:
+                msgs = self.read_blocking()
+            except OSError:
+                return
+            if msgs is None:
+                return
+            yield msgs
+
     def _feed(self, chunk: bytes) -> list[dict[str, Any]]:
         self._buf += chunk
         *lines, self._buf = self._buf.split(b"\n")
@@ -58,3 +75,33 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+class Emitter:
+    """Child side: thread-safe writer of replies and events to the parent."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        with self._lock:
+            try:
+                write_all(self.fd, encode(msg))
+            except (BrokenPipeError, OSError):
+                os._exit(3)  # parent is gone: nobody to present for
+
+    def reply(self, req_id: Any, result: Any = None, error: str | None = None) -> None:
+        if error is None:
+            self.send({"id": req_id, "ok": True, "result": result})
+        else:
+            self.send({"id": req_id, "ok": False, "error": error})
+
+
+def read_messages(fd: int, deliver: Callable[[dict[str, Any]], None]) -> None:
+    """Child side: hand every command from the pipe to ``deliver``; at end of file (the parent
+    is gone) deliver a ``shutdown``."""
+    for msgs in LineReader(fd).batches():
+        for m in msgs:
+            deliver(m)
+    deliver({"id": None, "cmd": "shutdown"})

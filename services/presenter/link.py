@@ -148,15 +148,8 @@ class ChildLink:
         return reply.get("result")
 
     def _read_events(self, proc: subprocess.Popen[bytes], fd: int) -> None:
-        reader = ipc.LineReader(fd)
         try:
-            while True:
-                try:
-                    msgs = reader.read_blocking()
-                except OSError:
-                    msgs = None
-                if msgs is None:
-                    break
+            for msgs in ipc.LineReader(fd).batches():
                 with self._cond:
                     if proc is not self.proc:
                         break  # an old child's leftovers

@@ -12,7 +12,11 @@ from typing import Any
 
 from psychopy import colors, visual
 
+from shared_utils.checks import unknown_message
+
 CORNERS = ("bottom_left", "bottom_right", "top_left", "top_right")
+# Named colours shown first when a name is unknown (PsychoPy knows ~150, all accepted).
+BASIC_COLOURS = ("white", "black", "grey", "red", "green", "blue", "yellow", "orange", "purple")
 
 
 def check_color(value: Any) -> Any:
@@ -22,10 +26,9 @@ def check_color(value: Any) -> Any:
             raise ValueError(f"colour {value!r}: an [r, g, b] list needs three numbers in -1..1")
         return list(value)
     if not isinstance(value, str) or not colors.Color(value, "rgb").valid:
-        raise ValueError(
-            f"unknown colour {value!r}: use a name ('white', 'red'), a hex string ('#ff8800') "
-            "or [r, g, b] in -1..1"
-        )
+        rest = sorted(set(colors.colorNames) - set(BASIC_COLOURS))
+        named = unknown_message("colour", value, [*BASIC_COLOURS, *rest], limit=len(BASIC_COLOURS))
+        raise ValueError(f"{named}; or a hex string ('#ff8800'), or [r, g, b] in -1..1")
     return value
 
 
@@ -163,9 +166,7 @@ class PhotodiodePatch:
 
     def __init__(self, win: visual.Window, corner: str, size_px: int = 50) -> None:
         if corner not in CORNERS:
-            raise ValueError(
-                f"photodiode corner must be one of {', '.join(CORNERS)}, got {corner!r}"
-            )
+            raise ValueError(unknown_message("photodiode corner", corner, CORNERS))
         w, h = win.size
         x = (-1 if "left" in corner else 1) * (w / 2 - size_px / 2)
         y = (-1 if "bottom" in corner else 1) * (h / 2 - size_px / 2)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from typing import Any
 
 import click
 
@@ -62,17 +61,12 @@ def main(
     rcs_port: int | None,
     rcs_host: str,
     inlet_reserve_ms: int,
-    **common: object,
+    **common: Any,
 ) -> None:
     """Recorder: every LSL stream (or the ones named) into one crash-safe XDF file."""
-    from shared_utils.streams.lsl import use_loopback
-
-    cfg = use_loopback()  # before the recorder's resolver makes the first LSL call
-    if inlet_reserve_ms > 0:
-        tune_inlet_reserve(cfg, inlet_reserve_ms)
+    from services.recorder.commands import build_commands
     from services.recorder.core import Recorder
     from services.recorder.recording import RecordingOptions
-    from services.recorder.server import build_commands
 
     if flush_ms <= 0 or offset_s <= 0 or fsync_s < 0:
         raise click.BadParameter("--flush-ms and --offset-s must be > 0, --fsync-s >= 0")
@@ -82,22 +76,14 @@ def main(
         fsync_interval_s=fsync_s,
         probe_local_offsets=probe_local_offsets,
     )
-    recorder = Recorder(data_dir=data_dir, options=options)
-    run_module("recorder", build_commands(recorder, rcs_port, rcs_host), **common)
-
-
-def tune_inlet_reserve(cfg: Path, reserve_ms: int) -> bool:
-    """Load the LSL config ``cfg`` plus ``[tuning] InletBufferReserveMs = reserve_ms`` into this
-    process (before any LSL call). Bounded memory: each inlet then pre-reserves ``reserve_ms`` of
-    samples instead of 5 s; the pool still grows on demand if a backlog needs more. A config that
-    has its own ``[tuning]`` section is left alone. Returns whether the reserve was set."""
-    import pylsl
-
-    text = cfg.read_text() if cfg.is_file() else ""
-    if re.search(r"^\s*\[tuning\]", text, re.IGNORECASE | re.MULTILINE):
-        return False
-    pylsl.set_config_content(f"{text.rstrip()}\n\n[tuning]\nInletBufferReserveMs = {reserve_ms}\n")
-    return True
+    run_module(
+        "recorder",
+        lambda _server: build_commands(
+            Recorder(data_dir=data_dir, options=options, rcs_port=rcs_port, rcs_host=rcs_host)
+        ),
+        inlet_reserve_ms=inlet_reserve_ms,
+        **common,
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""The recorder's commands (START, STOP, STATUS, LIST, EXPORT), importable without sockets.
+"""The recorder's commands (START, STOP, STATUS, LIST, EXPORT, CLOSE), importable without sockets.
 
 A warm ``ContinuousResolver`` is created with the recorder, so START finds the streams already
 known and replies at once; the resolver keeps learning about streams that appear later, which the
 running recording then adds. Only one recording at a time: a second START names the current file.
+The optional LabRecorder remote-control listener (:mod:`services.recorder.rcs`) lives as long as
+the recorder: it starts with it and CLOSE stops it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pylsl
 from services.recorder.export_job import ExportJobs
 from services.recorder.inlet_reader import describe
 from services.recorder.paths import check_target, expand_template, resolve_path
+from services.recorder.rcs import RcsServer
 from services.recorder.recording import Recording, RecordingOptions
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
@@ -32,7 +35,10 @@ class Recorder:
         data_dir: str | Path | None = None,
         options: RecordingOptions | None = None,
         forget_after_s: float = 5.0,
+        rcs_port: int | None = None,
+        rcs_host: str = "127.0.0.1",
     ) -> None:
+        """``rcs_port``: serve LabRecorder remote control there (0: any free port; None: off)."""
         self.data_dir = Path(data_dir) if data_dir else None
         self.options = options or RecordingOptions()
         self._resolver = pylsl.ContinuousResolver(forget_after=forget_after_s)
@@ -41,6 +47,7 @@ class Recorder:
         self._unreported: dict[str, Any] | None = None
         self.last_file: str | None = None
         self._exports = ExportJobs(self.data_dir or Path.cwd())
+        self._rcs = RcsServer(self, rcs_port, rcs_host).start() if rcs_port is not None else None
 
     @property
     def recording_file(self) -> str | None:
@@ -113,8 +120,16 @@ class Recorder:
     def status(self) -> dict[str, Any]:
         """Recording state: file, bytes, seconds, per-stream counts, gaps, errors (and the
         last EXPORT's progress or result under "export")."""
+        st = self._recording_status()
         exp = self._exports.status()
-        extra = {"export": exp} if exp is not None else {}
+        if exp is not None:
+            st["export"] = exp
+        if self._rcs is not None:
+            st["rcs_port"] = self._rcs.port
+            st["rcs_last_error"] = self._rcs.state.last_error
+        return st
+
+    def _recording_status(self) -> dict[str, Any]:
         with self._lock:
             rec = self._rec
             if rec is None or rec.finished.is_set():
@@ -122,8 +137,8 @@ class Recorder:
                 if self._unreported is not None:
                     base["last_recording"] = self._unreported
                     base["error"] = self._unreported.get("error")
-                return {**base, **extra}
-        return {"recording": True, **rec.status(), **extra}
+                return base
+        return {"recording": True, **rec.status()}
 
     def export(
         self,
@@ -168,7 +183,9 @@ class Recorder:
         return out
 
     def close(self) -> dict[str, Any]:
-        """Stop any recording (footers written) and any export before the process exits."""
+        """Stop any recording (footers written), any export and the remote-control listener."""
+        if self._rcs is not None:
+            self._rcs.close()
         res = self.stop()
         self._exports.close()
         return res

@@ -17,12 +17,14 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from services.recorder.core import Recorder
 from services.recorder.paths import expand_labrecorder
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
+
+if TYPE_CHECKING:  # the recorder owns its listener: core imports this module
+    from services.recorder.core import Recorder
 
 log = get_logger("recorder.rcs")
 

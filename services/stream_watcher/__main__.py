@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from shared_utils.protocol.module import module_options, run_module
@@ -31,22 +33,23 @@ from shared_utils.protocol.module import module_options, run_module
     help="Stream name to watch from the start (repeatable; waits for it to appear).",
 )
 def main(
-    buffer_s: float, max_values: int, stall_after_s: float, watch: tuple[str, ...], **common: object
+    buffer_s: float, max_values: int, stall_after_s: float, watch: tuple[str, ...], **common: Any
 ) -> None:
     """List and watch LSL streams; report appear/stall/vanish; serve windows as JSON."""
+    from services.stream_watcher.commands import build_commands
     from services.stream_watcher.core import WatchService
-    from services.stream_watcher.server import build_commands
 
-    def commands(_server: object) -> dict:
-        # Built inside run_module, after the LSL config is chosen: the service touches LSL at once.
-        service = WatchService(
-            buffer_s=buffer_s, max_values=max_values, stall_after_s=stall_after_s
-        )
-        for name in watch:
-            service.watch_when_visible(name)
-        return build_commands(service)
-
-    run_module("stream_watcher", commands, **common)  # type: ignore[arg-type]
+    # The factory runs inside run_module, after the LSL config is chosen: the core touches LSL
+    # at once (its resolver and monitor start with it).
+    run_module(
+        "stream_watcher",
+        lambda _server: build_commands(
+            WatchService(
+                buffer_s=buffer_s, max_values=max_values, stall_after_s=stall_after_s, watch=watch
+            )
+        ),
+        **common,
+    )
 
 
 if __name__ == "__main__":

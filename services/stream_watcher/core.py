@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,9 @@ class WatchService:
         monitor_interval_s: float = 0.25,
         stall_after_s: float = 1.0,
         forget_after_s: float = 2.0,
+        watch: Iterable[str] = (),
     ) -> None:
+        """``watch``: stream names to watch as soon as they appear (``--watch`` at start-up)."""
         self.buffer_s = buffer_s
         self.max_values = max_values
         self.monitor_interval_s = monitor_interval_s
@@ -51,7 +54,7 @@ class WatchService:
         self._resolver_since = time.monotonic()
         self._stop = threading.Event()
         self._next_retry: dict[str, float] = {}
-        self.pending: set[str] = set()  # names to watch as soon as they appear
+        self.pending: set[str] = set(watch)  # names to watch as soon as they appear
         self._monitor = threading.Thread(target=self._monitor_loop, name="sw-monitor", daemon=True)
         self._monitor.start()
 
@@ -234,10 +237,6 @@ class WatchService:
         for n in sorted(self.visible - now_visible):
             self._event("disappeared", n)
         self.visible = now_visible
-
-    def watch_when_visible(self, stream: str) -> None:
-        """Watch ``stream`` as soon as it appears (used for ``--watch`` at start-up)."""
-        self.pending.add(stream)
 
     def _check_pending(self) -> None:
         for name in sorted(self.pending & self.visible):

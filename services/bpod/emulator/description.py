@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.bpod.emulator.hardware import Profile
+from shared_utils.checks import unknown_message
 
 
 class DescriptionError(ValueError):
@@ -136,7 +137,9 @@ def parse_description(body: bytes, profile: Profile, use_back_signal: bool) -> D
         while r.uint(1) == 1:
             op = r.take(1)
             if op != b"L":
-                raise DescriptionError(f"unknown additional op {op!r}")
+                raise DescriptionError(
+                    unknown_message("additional op", op.decode("latin-1"), ["L"])
+                )
             r.take(1)
             for _ in range(r.uint(1)):
                 r.take(1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+MAIN, APP, FLEX = 0, 1, 2  # the device's serial ports: state machine, APP (fw 23), Flex (type 4)
+PHYSICAL_OUTPUTS = "BWVPFD"  # output channels driven to levels (the rest send bytes)
 SERIAL_TYPES = "UXZ"  # input channels whose events are allocated by '%'
 DIGITAL_TYPES = "FBWP"  # input channels with two edge events each
 

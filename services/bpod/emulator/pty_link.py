@@ -16,8 +16,8 @@ import threading
 import tty
 from pathlib import Path
 
-from services.bpod.emulator.hardware import Profile
-from services.bpod.emulator.machine import APP, FLEX, MAIN, Emulator
+from services.bpod.emulator.hardware import APP, FLEX, MAIN, Profile
+from services.bpod.emulator.machine import Emulator
 from services.bpod.emulator.script import ScriptItem
 
 

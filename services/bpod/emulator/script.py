@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from services.bpod.emulator.hardware import Profile
+from shared_utils.checks import unknown_message
 
 _EDGE = re.compile(r"^(Port|BNC|Wire|Flex)(\d+)(In|Out|High|Low)$")
 _SOFT = re.compile(r"^SoftCode(\d+)$")
@@ -29,15 +30,14 @@ class ScriptItem:
     value: int
 
 
-def input_index(profile: Profile, prefix: str, number: int) -> int:
-    """Index of the ``number``-th (1-based) input of type Port/BNC/Wire/Flex."""
-    kind = _KIND[prefix]
-    idx = [i for i, c in enumerate(profile.inputs) if c == kind]
-    if not 1 <= number <= len(idx):
-        raise ValueError(
-            f"{prefix}{number} does not exist on this board ({len(idx)} {prefix} inputs)"
-        )
-    return idx[number - 1]
+def event_names(profile: Profile) -> list[str]:
+    """The input events this board has, by input type (``SoftCode<n>`` stands for n >= 1)."""
+    names = []
+    for prefix, kind in _KIND.items():
+        hi, lo = ("In", "Out") if prefix == "Port" else ("High", "Low")
+        for n in range(1, profile.inputs.count(kind) + 1):
+            names += [f"{prefix}{n}{hi}", f"{prefix}{n}{lo}"]
+    return [*names, "SoftCode<n>"]
 
 
 def resolve_event(profile: Profile, name: str) -> tuple[str, int, int]:
@@ -45,7 +45,10 @@ def resolve_event(profile: Profile, name: str) -> tuple[str, int, int]:
     m = _EDGE.match(name)
     if m:
         prefix, number, edge = m.group(1), int(m.group(2)), m.group(3)
-        ch = input_index(profile, prefix, number)
+        inputs = [i for i, c in enumerate(profile.inputs) if c == _KIND[prefix]]
+        if not 1 <= number <= len(inputs):  # e.g. Port9In on a four-port board
+            raise ValueError(unknown_message("input event", name, event_names(profile)))
+        ch = inputs[number - 1]
         logical = 1 if edge in ("In", "High") else 0
         raw = logical if profile.logic_high(ch) == 1 else 1 - logical
         return "hw", ch, raw
@@ -55,10 +58,7 @@ def resolve_event(profile: Profile, name: str) -> tuple[str, int, int]:
         if code < 1:
             raise ValueError("soft codes are numbered from 1 (SoftCode1 = code 0 on the wire)")
         return "soft", profile.inputs.index("X"), code - 1
-    raise ValueError(
-        f"unknown input event {name!r}; use Port<n>In/Out, BNC<n>High/Low, Wire<n>High/Low, "
-        "Flex<n>High/Low or SoftCode<n>"
-    )
+    raise ValueError(unknown_message("input event", name, event_names(profile)))
 
 
 def parse_script(text: str, profile: Profile) -> list[ScriptItem]:

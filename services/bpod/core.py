@@ -1,16 +1,15 @@
 """The Bpod service core: one box, its driver, the LSL marker stream and the trials file.
 
-No sockets here: :mod:`services.bpod.server` maps protocol commands onto these methods. A run of
-trials happens in a background thread (the caller decides how to start it) so commands such as
-``STOP``, ``OVERRIDE`` and ``SOFT_CODE`` keep working while the animal does its thing.
+No sockets here: :mod:`services.bpod.commands` maps protocol commands onto these methods, whose
+first docstring lines are the commands' help. A run of trials happens in a background task (of
+the ``tasks`` given, the module server's when it runs as a module) so commands such as ``STOP``,
+``OVERRIDE`` and ``SOFT_CODE`` keep working while the animal does its thing, and
+``STOP|{"task": id}`` ends the run too.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,16 @@ import pylsl
 from services.bpod.compiler import CompiledStateMachine, compile_state_machine
 from services.bpod.driver import BpodBusy, BpodDriver, BpodError, DeviceGone
 from services.bpod.emulator_process import EmulatorProcess
-from services.bpod.hardware import PHYSICAL_OUTPUTS, unknown_name_message
+from services.bpod.hardware import PHYSICAL_OUTPUTS
 from services.bpod.state_machine import StateMachine, StateMachineError
 from services.bpod.trial import Events, ProtocolError, TrialRecord, TrialReplay
+from services.bpod.trial_log import TrialLog
+from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
+from shared_utils.protocol.tasks import TaskManager
 
 log = get_logger("services.bpod")
-
-
-def default_trials_file() -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("data") / "bpod" / f"trials_{stamp}_{os.getpid()}.jsonl"
 
 
 class BpodService:
@@ -42,6 +39,7 @@ class BpodService:
         emulator: EmulatorProcess | None = None,
         marker_stream: str = "bpod_events",
         trials_file: Path | None = None,
+        tasks: TaskManager | None = None,
     ) -> None:
         if (serial is None) == (emulator is None):
             raise ValueError("give exactly one of a serial device or an emulator")
@@ -50,17 +48,8 @@ class BpodService:
         self.driver: BpodDriver | None = None
         self.compiled: CompiledStateMachine | None = None
         self.sm: StateMachine | None = None
-        self.trials_file = Path(trials_file) if trials_file else default_trials_file()
-        self.marker_stream = marker_stream
-        info = pylsl.StreamInfo(
-            marker_stream,
-            "Markers",
-            1,
-            pylsl.IRREGULAR_RATE,
-            pylsl.cf_string,
-            f"bpod-{marker_stream}-{os.getpid()}",
-        )
-        self.outlet = pylsl.StreamOutlet(info)
+        self.trial_log = TrialLog(marker_stream, trials_file)
+        self.tasks = tasks if tasks is not None else TaskManager()
         self.lock = threading.RLock()
         self.run_thread: threading.Thread | None = None
         self.run_stop = threading.Event()
@@ -88,12 +77,17 @@ class BpodService:
     def running(self) -> bool:
         return self.run_thread is not None and self.run_thread.is_alive() and not self._run_failed
 
-    def _marker(self, text: str, ts: float | None = None) -> None:
-        self.outlet.push_sample([text], ts if ts is not None else pylsl.local_clock())
-
     # ---------------------------------------------------------------- commands
+    def connect_at_start(self) -> None:
+        """First connection when the module starts: a box that is not there yet is logged, not
+        fatal (the module keeps serving, and CONNECT retries)."""
+        try:
+            self.connect()
+        except CommandError as exc:
+            log.warning("not connected at start", error=str(exc))
+
     def connect(self) -> dict:
-        """(Re)connect: restart a dead emulator, handshake and read the hardware description."""
+        """Connect (or reconnect) to the Bpod; restarts a dead emulator."""
         with self.lock:
             if self.running:
                 raise CommandError("a run is in progress; STOP it before CONNECT")
@@ -131,12 +125,15 @@ class BpodService:
         return d
 
     def info(self) -> dict:
-        """Model, firmware, channels and event names of the connected box."""
+        """Model, firmware, input/output channel names and event names."""
         drv = self._require_connected()
         return {"serial": drv.port, "emulator": self.emulator is not None, **self._info(drv.hw)}
 
     def load(self, state_machine: dict) -> dict:
-        """Validate and compile a JSON state machine; used from the next trial on."""
+        """Load a JSON state machine (names, not codes); it runs from the next trial on.
+
+        Validated and compiled for the connected device at once, so a bad name is refused here.
+        """
         drv = self._require_connected()
         try:
             sm = StateMachine.from_dict(state_machine)
@@ -153,8 +150,18 @@ class BpodService:
             "running": self.running,
         }
 
-    def start_run(self, trials: int, task_starter: Any) -> dict:
-        """Start ``trials`` trials in a background thread made by ``task_starter(fn)``."""
+    def run(self, trials: int = 1, wait: bool = False, state_machine: dict | None = None) -> dict:
+        """Run trials in the background (task id at once); wait=true replies with the trials."""
+        if state_machine is not None:
+            self.load(state_machine)
+        reply = self.start_run(trials)
+        if not wait:
+            return reply
+        self.wait_run()
+        return self.run_result()
+
+    def start_run(self, trials: int) -> dict:
+        """Start ``trials`` trials as a tracked background task; returns its id at once."""
         drv = self._require_connected()
         if trials < 1:
             raise CommandError(f"trials must be >= 1, got {trials}")
@@ -178,9 +185,9 @@ class BpodService:
                 started.set()
                 self._run(drv, trials, stop_event)
 
-            task = task_starter(body)
+            task = self.tasks.start_thread(body, name="bpod-run")
             started.wait(5)
-            self.task_id = getattr(task, "id", None)
+            self.task_id = task.id
             return {"task": self.task_id, "trials": trials, "state_machine": self.compiled.name}
 
     def wait_run(self, timeout: float | None = None) -> None:
@@ -221,29 +228,27 @@ class BpodService:
     def _on_start(self, n: int, compiled: CompiledStateMachine) -> None:
         self._lsl_t0 = pylsl.local_clock()
         self.current_state = compiled.state_names[0]
-        self._marker(f"trial_start:{n}", self._lsl_t0)
-        self._marker(f"state:{self.current_state}", self._lsl_t0)
+        self.trial_log.marker(f"trial_start:{n}", self._lsl_t0)
+        self.trial_log.marker(f"state:{self.current_state}", self._lsl_t0)
 
     def _on_events(
         self, replay: TrialReplay, pkt: Events, names: list[str], new_state: str | None
     ) -> None:
         ts = self._lsl_t0 + pkt.cycle * self._cycle_s
         for name in names:
-            self._marker(f"event:{name}", ts)
+            self.trial_log.marker(f"event:{name}", ts)
         if new_state is not None:
             self.current_state = None if new_state == "exit" else new_state
-            self._marker(f"state:{new_state}", ts)
+            self.trial_log.marker(f"state:{new_state}", ts)
 
     def _on_soft_code(self, code: int) -> None:
-        self._marker(f"softcode:{code}")
+        self.trial_log.marker(f"softcode:{code}")
 
     def _finish(self, rec: TrialRecord) -> None:
         d = rec.to_dict()
-        self._marker(f"trial_end:{rec.trial}", self._lsl_t0 + rec.n_cycles * self._cycle_s)
+        self.trial_log.marker(f"trial_end:{rec.trial}", self._lsl_t0 + rec.n_cycles * self._cycle_s)
         self.current_state = None
-        self.trials_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.trials_file.open("a") as f:
-            f.write(json.dumps(d) + "\n")
+        self.trial_log.write_trial(d)
         self.results.append(d)
         self.trials_done_in_run += 1
         log.info(
@@ -258,10 +263,11 @@ class BpodService:
         self._run_failed = True
         self.last_error = message
         self.current_state = None
-        self._marker(f"trial_error:{n}")
+        self.trial_log.marker(f"trial_error:{n}")
         log.error("trial failed", trial=n, error=message)
 
     def run_result(self) -> dict:
+        """Trials finished in the current or last run (states, events, times)."""
         return {
             "task": self.task_id,
             "completed": self.trials_done_in_run,
@@ -271,7 +277,10 @@ class BpodService:
         }
 
     def stop(self) -> dict:
-        """Stop the running trial (``X``), end the run and drive every output off."""
+        """Stop the running trial and run; all outputs off.
+
+        The trial loop sends ``X`` and reads the end packet; then every output is driven to 0.
+        """
         drv = self.driver
         was_running = self.running
         self.run_stop.set()
@@ -292,11 +301,14 @@ class BpodService:
         names = drv.hw.output_channel_names()
         valid = [n for n, k in zip(names, drv.hw.outputs, strict=True) if k in PHYSICAL_OUTPUTS]
         if channel not in valid:
-            raise CommandError(unknown_name_message("output channel", channel, valid))
+            raise CommandError(unknown_message("output channel", channel, valid))
         return names.index(channel)
 
     def override(self, channel: str, value: int) -> dict:
-        """Drive an output by name; nonzero latches it until set back to 0 or the trial ends."""
+        """Drive an output by name (Valve1, PWM1, BNC1...); 0 releases it.
+
+        A nonzero value latches the output against state outputs until it is set back to 0.
+        """
         ch = self._output_index(channel)
         kind = self.driver.hw.outputs[ch]
         limit = 255 if kind == "P" else 1
@@ -309,7 +321,10 @@ class BpodService:
         return {"channel": channel, "value": value}
 
     def soft_code(self, code: int) -> dict:
-        """Send host soft code ``code`` (1-based); the running trial sees ``SoftCode<code>``."""
+        """Send soft code n to the running trial (event SoftCode<n>).
+
+        ``code`` is 1-based, like MATLAB's SendBpodSoftCode.
+        """
         drv = self._require_connected()
         n = drv.hw.alloc[drv.hw.inputs.index("X")] if "X" in drv.hw.inputs else 0
         if not 1 <= code <= n:
@@ -320,29 +335,28 @@ class BpodService:
         return {"code": code, "event": f"SoftCode{code}"}
 
     def emulate_input(self, event: str) -> dict:
-        """Simulate an input edge (``Port1In``, ``BNC1Low``...) with the device's virtual input."""
+        """Simulate an input edge (Port1In, Port1Out, BNC1High...) during a trial.
+
+        Uses the device's virtual input (``V``), which acts only while a trial runs.
+        """
         drv = self._require_connected()
-        hw = drv.hw
-        names = hw.input_channel_names()
-        valid = []
-        for i, k in enumerate(hw.inputs):
-            if k in "FBWP":
-                hi, lo = ("In", "Out") if k == "P" else ("High", "Low")
-                valid += [names[i] + hi, names[i] + lo]
-        if event not in valid:
-            raise CommandError(unknown_name_message("input event", event, valid))
+        edges = drv.hw.input_edges()
+        if event not in edges:
+            raise CommandError(unknown_message("input event", event, list(edges)))
         if not self.running:
             raise CommandError(
                 "virtual inputs only act during a trial (the device ignores them when idle); RUN first"
             )
-        base = event.removesuffix("In").removesuffix("Out").removesuffix("High").removesuffix("Low")
-        ch = names.index(base)
-        logical = 1 if event.endswith(("In", "High")) else 0
-        raw = logical if hw.logic_high(ch) == 1 else 1 - logical
-        drv.virtual_input(ch, raw)
-        return {"event": event, "channel": base, "raw_level": raw}
+        ch, logical = edges[event]
+        raw = logical if drv.hw.logic_high(ch) == 1 else 1 - logical
+        try:
+            drv.virtual_input(ch, raw)
+        except BpodError as exc:
+            raise CommandError(str(exc)) from None
+        return {"event": event, "channel": drv.hw.input_channel_names()[ch], "raw_level": raw}
 
     def status(self) -> dict:
+        """Connection, run progress, current state, last error."""
         drv = self.driver
         return {
             "connected": bool(drv and drv.connected),
@@ -356,12 +370,12 @@ class BpodService:
             "state": self.current_state,
             "state_machine": self.compiled.name if self.compiled else None,
             "last_error": self.last_error,
-            "marker_stream": self.marker_stream,
-            "trials_file": str(self.trials_file),
+            "marker_stream": self.trial_log.marker_stream,
+            "trials_file": str(self.trial_log.trials_file),
         }
 
     def close(self) -> dict:
-        """Stop, outputs off, disconnect and stop the emulator child."""
+        """Stop, outputs off, disconnect, stop the emulator."""
         try:
             self.stop()
         finally:

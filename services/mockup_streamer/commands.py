@@ -8,13 +8,12 @@ from typing import Any
 from services.mockup_streamer.core import MockupStreamer
 
 
-def build_commands(streamer: MockupStreamer | None = None) -> dict[str, Callable[..., Any]]:
+def build_commands(core: MockupStreamer) -> dict[str, Callable[..., Any]]:
     """START, REPLAY, STOP, STATUS, CLOSE bound to one streamer instance."""
-    s = streamer or MockupStreamer()
     return {
-        "START": s.start,
-        "REPLAY": s.replay,
-        "STOP": s.stop,
-        "STATUS": s.status,
-        "CLOSE": s.close,
+        "START": core.start,
+        "REPLAY": core.replay,
+        "STOP": core.stop,
+        "STATUS": core.status,
+        "CLOSE": core.close,
     }

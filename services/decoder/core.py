@@ -1,23 +1,21 @@
 """The decoder's commands (FIT, SAVE, LOAD, START, STOP, STATUS, SET) as one stateful object.
 
-No sockets here: ``server.py`` maps command names onto these methods. A lock serialises commands
+No sockets here: ``commands.py`` maps command names onto these methods. A lock serialises commands
 that change state, because the server runs each connection on its own thread.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from services.decoder import model_io
 from services.decoder.controller import HysteresisController
 from services.decoder.features import DEFAULT_BANDS, FeatureSettings
+from services.decoder.live_io import make_outlet, open_input
 from services.decoder.model_io import DecoderModel, ModelFileError
 from services.decoder.notify import Notifier, NotifyConfig
 from services.decoder.online import (
@@ -27,7 +25,8 @@ from services.decoder.online import (
     choose_positive,
     output_labels,
 )
-from services.decoder.training import TrainingError, fit_recording, read_xdf
+from services.decoder.training import TrainingError, fit_recording, read_recording
+from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 
@@ -37,7 +36,8 @@ log = get_logger("decoder")
 class DecoderService:
     """Holds the current model and at most one live decoding run."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_file: str | None = None) -> None:
+        """``model_file``: a model to LOAD at once (a missing or bad file raises CommandError)."""
         self._lock = threading.RLock()
         self.model: DecoderModel | None = None
         self.model_source: str | None = None  # "fit:<xdf>" or the file it was loaded from
@@ -46,6 +46,8 @@ class DecoderService:
         self.last_run: dict[str, Any] = {}
         self.controller = HysteresisController()
         self.notifier: Notifier | None = None
+        if model_file:
+            self.load(model_file)
 
     # -- calibration --------------------------------------------------------------------------
     def fit(
@@ -77,7 +79,7 @@ class DecoderService:
             ) from e
         settings = FeatureSettings(bands=band_list, order=order, window_s=window_s)
         try:
-            rec = read_xdf(xdf, signal, markers)
+            rec = read_recording(xdf, signal, markers)
             model, report = fit_recording(
                 rec,
                 settings,
@@ -140,84 +142,31 @@ class DecoderService:
         resolve_timeout_s: float = 5.0,
     ) -> dict[str, Any]:
         """Decode the live ``input`` stream and push predictions to the LSL outlet ``output``."""
-        import pylsl
-
-        from shared_utils.streams.lsl import StreamNotFoundError, channel_labels, resolve
-
+        thresholds = _given(on_threshold, off_threshold, smoothing_s, min_dwell_s)
         with self._lock:
             if self.loop is not None and self.loop.running:
                 raise CommandError(f"already decoding {self.run.get('input')!r}; STOP first")
             if self.loop is not None:  # a run that ended on an error: release it first
                 self.stop()
-            if output == input:
-                raise CommandError("output must be a different stream name than input")
-            model = self.model
-            if model is None:
-                raise CommandError("no model: FIT or LOAD one before START")
-            if mode not in MODES:
-                raise CommandError(f"mode must be one of {list(MODES)}, got {mode!r}")
-            if step_s < 0 or (window_s is not None and window_s <= 0):
-                raise CommandError("window_s must be > 0 and step_s >= 0")
+            model = self._check_start(input, output, window_s, step_s, mode)
             try:
                 positive = choose_positive(model, positive_class)
-                given = {
-                    "on_threshold": on_threshold,
-                    "off_threshold": off_threshold,
-                    "smoothing_s": smoothing_s,
-                    "min_dwell_s": min_dwell_s,
-                }
                 # Unset values keep what SET (or the previous run) chose; initially 0.6/0.4/0/0.
-                params = replace(
-                    self.controller.params,
-                    **{k: float(v) for k, v in given.items() if v is not None},
-                ).validated()
+                params = replace(self.controller.params, **thresholds).validated()
                 controller = HysteresisController(params)
                 notify_cfg = NotifyConfig.parse(notify) if notify else None
             except ValueError as e:
                 raise CommandError(str(e)) from e
-            try:
-                info = resolve(input, timeout_s=resolve_timeout_s)
-            except StreamNotFoundError as e:
-                raise CommandError(str(e)) from e
-            fmt = info.channel_format()
-            fmt_name = {pylsl.cf_float32: "float32", pylsl.cf_double64: "double64"}.get(fmt)
-            fmt_name = fmt_name or {pylsl.cf_int32: "int32", pylsl.cf_int16: "int16"}.get(fmt)
-            if fmt_name is None:
-                raise CommandError(f"input {input!r} is not a numeric stream (format code {fmt})")
-            srate = info.nominal_srate()
-            if abs(srate - model.srate) > 1e-6 * model.srate:
-                raise CommandError(
-                    f"model was fitted at {model.srate:g} Hz but input {input!r} runs at "
-                    f"{srate:g} Hz; FIT on a recording at the input's rate"
-                )
-            # The inlet is sized to the window (liblsl reserves memory for max_buflen seconds);
-            # only the full info it fetches carries the channel labels.
-            buflen = max(2, int(np.ceil(4 * (window_s or model.features.window_s))))
-            inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=True)
-            try:
-                inlet.open_stream(timeout=5.0)
-                labels = channel_labels(inlet.info(timeout=5.0))
-            except Exception as e:  # e.g. the source vanished between resolve and open
-                raise CommandError(f"cannot open input {input!r}: {e}") from e
-            missing = [c for c in model.channels if c not in labels]
-            if missing:
-                inlet.close_stream()
-                raise CommandError(
-                    f"input {input!r} lacks the model's channels {missing}; it has {labels} "
-                    f"(model channels: {model.channels})"
-                )
-            index = [labels.index(c) for c in model.channels]
-            if index == list(range(len(labels))):
-                index = None
+            source = open_input(input, model, window_s, resolve_timeout_s)
             n_window = max(2, round((window_s or model.features.window_s) * model.srate))
             step = max(1, round(step_s * model.srate))
-            notifier = Notifier(notify_cfg) if notify_cfg else None
+            notifier = Notifier(notify_cfg) if notify_cfg else None  # its thread starts here
             pipeline = DecodePipeline(
-                model, index, n_window, step, positive, mode, controller, notifier
+                model, source.index, n_window, step, positive, mode, controller, notifier
             )
             out_labels = output_labels(model, positive, mode)
-            outlet = self._make_outlet(pylsl, output, out_labels, model, positive, mode)
-            loop = LiveLoop(inlet, outlet, pipeline, fmt_name, log)
+            outlet = make_outlet(output, out_labels, model, positive, mode)
+            loop = LiveLoop(source.inlet, outlet, pipeline, source.fmt_name, log)
             self.loop, self.controller, self.notifier = loop, controller, notifier
             self.run = {
                 "input": input,
@@ -236,28 +185,20 @@ class DecoderService:
         log.info("decoding", **{k: self.run[k] for k in ("input", "output", "mode")})
         return dict(self.run)
 
-    @staticmethod
-    def _make_outlet(
-        pylsl: Any, name: str, labels: list[str], model: DecoderModel, positive: str, mode: str
-    ) -> Any:
-        info = pylsl.StreamInfo(
-            name,
-            "Control",
-            len(labels),
-            pylsl.IRREGULAR_RATE,
-            pylsl.cf_float32,
-            f"decoder:{name}:{os.getpid()}",
-        )
-        chans = info.desc().append_child("channels")
-        for lab in labels:
-            ch = chans.append_child("channel")
-            ch.append_child_value("label", lab)
-            ch.append_child_value("unit", "probability" if lab.startswith("p_") else "on/off")
-        meta = info.desc().append_child("decoder")
-        meta.append_child_value("mode", mode)
-        meta.append_child_value("positive_class", positive)
-        meta.append_child_value("classes", ",".join(model.classes))
-        return pylsl.StreamOutlet(info, chunk_size=1)
+    def _check_start(
+        self, input: str, output: str, window_s: float | None, step_s: float, mode: str
+    ) -> DecoderModel:
+        """START's arguments that need no stream; returns the model to decode with."""
+        if output == input:
+            raise CommandError("output must be a different stream name than input")
+        model = self.model
+        if model is None:
+            raise CommandError("no model: FIT or LOAD one before START")
+        if mode not in MODES:
+            raise CommandError(unknown_message("mode", mode, MODES))
+        if step_s < 0 or (window_s is not None and window_s <= 0):
+            raise CommandError("window_s must be > 0 and step_s >= 0")
+        return model
 
     def stop(self) -> dict[str, Any]:
         """Stop decoding and close the output stream."""
@@ -280,16 +221,7 @@ class DecoderService:
         min_dwell_s: float | None = None,
     ) -> dict[str, Any]:
         """Change controller thresholds live (also before START: they seed the next run)."""
-        changes = {
-            k: float(v)
-            for k, v in {
-                "on_threshold": on_threshold,
-                "off_threshold": off_threshold,
-                "smoothing_s": smoothing_s,
-                "min_dwell_s": min_dwell_s,
-            }.items()
-            if v is not None
-        }
+        changes = _given(on_threshold, off_threshold, smoothing_s, min_dwell_s)
         if not changes:
             raise CommandError(
                 "SET needs at least one of on_threshold, off_threshold, smoothing_s, min_dwell_s"
@@ -348,3 +280,19 @@ class DecoderService:
     def close(self) -> None:
         """Release LSL objects before the process exits."""
         self.stop()
+
+
+def _given(
+    on_threshold: float | None,
+    off_threshold: float | None,
+    smoothing_s: float | None,
+    min_dwell_s: float | None,
+) -> dict[str, float]:
+    """The controller settings a START or SET named (the others keep their values)."""
+    given = {
+        "on_threshold": on_threshold,
+        "off_threshold": off_threshold,
+        "smoothing_s": smoothing_s,
+        "min_dwell_s": min_dwell_s,
+    }
+    return {k: float(v) for k, v in given.items() if v is not None}
