@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -121,9 +123,15 @@ def test_crashed_writer_ring_is_swept_and_its_name_reusable(children, shm_sessio
     assert w.line() == "done 50"
     w.kill()  # SIGKILL: no close, no unlink
     assert leftovers(shm_session) == [f"clmesh.{shm_session}.crash"]
-    removed = sweep_stale()
-    assert [(x["name"], x["writer_pid"], x["written"]) for x in removed] == [("crash", w.pid, 50)]
+    cli = [sys.executable, "-m", "shared_utils.streams.shm"]
+    listed = subprocess.run([*cli, "list"], capture_output=True, text=True, check=True, timeout=60)
+    ring = json.loads(listed.stdout)
+    assert (ring["name"], ring["writer_pid"], ring["writer_alive"]) == ("crash", w.pid, False)
+    swept = subprocess.run([*cli, "sweep"], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(swept.stdout)["written"] == 50
+    assert "removed 1 stale ring(s)" in swept.stderr
     assert leftovers(shm_session) == []
+    assert sweep_stale() == []
     w2 = children("writer", "--name", "crash", "--chunks", "5", "--hold")
     assert w2.line().startswith("ready")
     w2.kill()

@@ -119,6 +119,28 @@ def test_a_reader_lapped_while_away_is_told_exactly_what_it_lost(shm_session: st
         r.close()
 
 
+def test_zero_copy_views_advance_split_at_the_wrap_and_report_overwrites(shm_session) -> None:
+    with ShmWriter("view", 2, 1000, "int32", capacity_s=0.1, lsl="off") as w:
+        r = ShmReader("view", start="oldest")
+        for k in range(0, 90, 30):
+            w.push_chunk(np.repeat(np.arange(k, k + 30, dtype=np.int32)[:, None], 2, 1))
+        d, t, first = r.pull_view(50)
+        assert (first, len(d), r.position) == (0, 50, 50)
+        assert not d.flags.writeable
+        assert np.shares_memory(d, r.window(samples=90)[0])  # no copy: the ring itself
+        assert r.check_view(first, 50) == 0  # nothing overwritten while we looked
+        w.push_chunk(np.repeat(np.arange(90, 120, dtype=np.int32)[:, None], 2, 1))
+        d, _, first = r.pull_view()  # 50..99 up to the ring's end; the wrapped rest next
+        assert (first, d[0, 0], d[-1, 0]) == (50, 50, 99)
+        for k in range(120, 180, 30):  # the writer laps the view we still hold
+            w.push_chunk(np.repeat(np.arange(k, k + 30, dtype=np.int32)[:, None], 2, 1))
+        assert r.check_view(first, len(d)) == 30  # rows 50..79 were claimed meanwhile
+        assert r.lost_samples == 30
+        d, _, first = r.pull_view()
+        assert (first, d[0, 0]) == (100, 100)
+        r.close()
+
+
 def test_windows_are_read_only_views_unless_they_wrap(shm_session: str) -> None:
     with ShmWriter("win", 3, 100, "float32", capacity_s=1.0, lsl="off") as w:
         r = ShmReader("win")

@@ -207,6 +207,11 @@ def mapping_address(mm: mmap.mmap) -> int:
         del probe
 
 
+def lsl_clock() -> float:
+    """The LSL clock without importing pylsl: liblsl's local_clock() is CLOCK_MONOTONIC here."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
 def boot_id() -> str:
     """This boot of this machine (Linux): equal on both sides only on the same host."""
     try:

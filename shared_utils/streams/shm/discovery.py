@@ -115,7 +115,8 @@ def readers_of(fd: int, view: RingView) -> list[dict[str, Any]]:
             pos = int(view.slots[i, 1])
             out.append({
                 "slot": i, "pid": pid, "position": pos, "behind": written - pos,
-                "lost": int(view.slots[i, 2]), "alive": _os.is_locked(fd, LOCK_READER0 + i),
+                "lost": int(view.slots[i, 2]), "last_read_lsl": float(view.slot_f64[i, 3]),
+                "alive": _os.is_locked(fd, LOCK_READER0 + i),
             })  # fmt: skip
     return out
 

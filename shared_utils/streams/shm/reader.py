@@ -32,10 +32,6 @@ WAIT_SLICE_S = 0.1  # a waiter looks at the writer's liveness at least this ofte
 LOSS_LOG_EVERY_S = 1.0
 
 
-def _local_clock() -> float:
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
 class ShmReader:
     """Attach to the ring of stream ``name`` on this host (never removes it on exit).
 
@@ -112,7 +108,7 @@ class ShmReader:
             if _os.try_lock(self._fd, LOCK_READER0 + i):
                 v.slots[i, :] = 0
                 v.slots[i, 1] = self._r
-                v.slot_f64[i, 3] = _local_clock()
+                v.slot_f64[i, 3] = _os.lsl_clock()
                 v.slot_pids[i] = os.getpid()
                 return i
         self.log.warning(
@@ -121,9 +117,11 @@ class ShmReader:
         return -1
 
     def _publish(self) -> None:
+        """Our position, loss count and the time of this read, for the writer and ``list``."""
         if self._slot >= 0:
             s = self._view.slots[self._slot]
             s[1], s[2] = self._r, self.lost_samples
+            self._view.slot_f64[self._slot, 3] = _os.lsl_clock()
 
     # ------------------------------------------------------------------------------ state
     @property
@@ -176,7 +174,7 @@ class ShmReader:
     def _note_loss(self, k: int, at: int) -> None:
         self.lost_samples += k
         self.loss_events += 1
-        self.last_loss = {"at_sample": at, "lost": k, "at_lsl": _local_clock()}
+        self.last_loss = {"at_sample": at, "lost": k, "at_lsl": _os.lsl_clock()}
         now = time.monotonic()
         if now - self._loss_logged_at >= LOSS_LOG_EVERY_S:
             self._loss_logged_at = now
@@ -351,7 +349,7 @@ class ShmReader:
 
     def stats(self) -> dict[str, Any]:
         """Health figures, with StreamWatcher's keys where they mean the same thing."""
-        now = _local_clock()
+        now = _os.lsl_clock()
         e = int(self._hot[1])
         last_ts = float(self._ts[(e - 1) % self.capacity]) if e else None
         last_commit = float(self._view.last_commit[0]) if e else None

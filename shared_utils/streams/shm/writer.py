@@ -28,11 +28,6 @@ DEFAULT_CAPACITY_S = 1.0  # 61 MB at 1024 ch x 30 kHz int16: fits Docker's 64 Mi
 READER_SWEEP_S = 1.0
 
 
-def _local_clock() -> float:
-    """The LSL clock (liblsl's local_clock is CLOCK_MONOTONIC), without importing pylsl."""
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
 class ShmWriter:
     """Publish a regular multichannel stream into a shared-memory ring named after the stream.
 
@@ -148,7 +143,7 @@ class ShmWriter:
                 mm = _os.map_segment(fd)
                 layout.init_header(
                     mm, geo, srate=self.srate, stream=self.name, stream_type=stream_type,
-                    pid=os.getpid(), created_lsl=_local_clock(), created_unix=time.time(),
+                    pid=os.getpid(), created_lsl=_os.lsl_clock(), created_unix=time.time(),
                     uid=self.uid, meta=meta,
                 )  # fmt: skip
                 try:
@@ -240,7 +235,7 @@ class ShmWriter:
             self._data[: n - first] = x[first:]
         ts = self._ts
         if timestamps is None or np.ndim(timestamps) == 0:
-            newest = _local_clock() if timestamps is None else float(timestamps)
+            newest = _os.lsl_clock() if timestamps is None else float(timestamps)
             back = self._back[self.max_chunk - n :]
             np.subtract(newest, back[:first], out=ts[i : i + first])
             if first < n:
@@ -254,7 +249,7 @@ class ShmWriter:
             ts[: n - first] = t[first:]
         self._written = s + n
         self._hot[1] = s + n  # commit
-        self._last[0] = _local_clock()
+        self._last[0] = _os.lsl_clock()
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         self._notify[0] = self._seq
         self._futex.wake()
@@ -282,7 +277,7 @@ class ShmWriter:
                 ev = {
                     "event": "reader_died", "pid": int(v.slot_pids[i]),
                     "position": int(v.slots[i, 1]), "behind": self._written - int(v.slots[i, 1]),
-                    "lost": int(v.slots[i, 2]), "at_lsl": _local_clock(),
+                    "lost": int(v.slots[i, 2]), "at_lsl": _os.lsl_clock(),
                 }  # fmt: skip
                 v.slots[i, :] = 0
             finally:
