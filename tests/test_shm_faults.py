@@ -108,6 +108,8 @@ def test_bad_arguments_and_chunks_get_clear_errors(shm_session: str) -> None:
             w.push_chunk(np.zeros((600, 4), np.int16))
         with pytest.raises(ValueError, match="rows of 4 channels"):
             w.push_chunk(np.zeros((10, 5), np.int16))
+        with pytest.raises(ValueError, match="float64 would be truncated in this ring of int16"):
+            w.push_chunk(np.full((10, 4), 0.5))
         with pytest.raises(ValueError, match="timestamps of shape"):
             w.push_chunk(np.zeros((10, 4), np.int16), np.zeros(3))
         assert w.push_chunk(np.zeros((10, 4), np.int16)) == 10  # still fine afterwards

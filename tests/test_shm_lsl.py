@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pylsl
 import pytest
+from helpers import open_inlet
 from shm_helpers import shm_session_fixture  # noqa: F401
 
 from shared_utils.streams.shm import ShmReader, ShmWriter
@@ -42,11 +43,7 @@ def test_decimator_averages_blocks_across_chunk_edges() -> None:
 
 
 def _inlet(name: str) -> pylsl.StreamInlet:
-    found = pylsl.resolve_byprop("name", name, minimum=1, timeout=10)
-    assert found, f"LSL stream {name!r} not announced"
-    inlet = pylsl.StreamInlet(found[0], max_buflen=2)
-    inlet.open_stream(timeout=10)
-    return inlet
+    return open_inlet(name, timeout=10, max_buflen=2)
 
 
 def _pull(inlet: pylsl.StreamInlet, n: int, ch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -219,6 +219,11 @@ class ShmWriter:
         n = x.shape[0]
         if x.ndim != 2 or x.shape[1] != self.channels:
             raise ValueError(f"expected rows of {self.channels} channels, got shape {x.shape}")
+        if x.dtype != self.dtype and not np.can_cast(x.dtype, self.dtype, "same_kind"):
+            raise ValueError(
+                f"samples of type {x.dtype} would be truncated in this ring of "
+                f"{self.dtype.name}; convert (and scale) them to {self.dtype.name} first"
+            )
         if n == 0:
             return 0
         if n > self.max_chunk:
