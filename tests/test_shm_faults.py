@@ -142,10 +142,17 @@ def test_crashed_writer_ring_is_swept_and_its_name_reusable(children, shm_sessio
     assert leftovers(shm_session) == []
 
 
-def test_missing_ring_names_the_rings_that_exist(shm_session: str) -> None:
+def test_missing_or_foreign_ring_names_the_problem(shm_session: str) -> None:
     with ShmWriter("present", 2, 100, lsl="off"):
         with pytest.raises(RingNotFoundError, match=r"'absent'.*rings here: present"):
             ShmReader("absent")
+    seg = f"clmesh.{shm_session}.garbage"
+    os.close(_os.create_segment(seg, 8192))  # someone else's file under our naming scheme
+    try:
+        with pytest.raises(ShmError, match="is not a usable ring: .*bad magic"):
+            ShmReader("garbage")
+    finally:
+        _os.unlink_segment(seg)
 
 
 def test_clean_close_is_seen_by_attached_readers_at_once(shm_session: str) -> None:

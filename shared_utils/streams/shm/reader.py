@@ -23,7 +23,7 @@ import numpy as np
 
 from shared_utils.logging import get_logger
 from shared_utils.streams.shm import _os, discovery, layout
-from shared_utils.streams.shm.errors import RingNotFoundError, WriterGoneError
+from shared_utils.streams.shm.errors import RingNotFoundError, ShmError, WriterGoneError
 from shared_utils.streams.shm.layout import LOCK_READER0, STATE_CLOSED
 
 log = get_logger("shm")
@@ -65,6 +65,10 @@ class ShmReader:
                 f"no shared-memory ring for stream {name!r} on this host (session "
                 f"{self.session!r}); rings here: {', '.join(map(str, rings)) or 'none'}"
             ) from None
+        except ValueError as exc:
+            raise ShmError(
+                f"{_os.segment_path(self.segment)} is not a usable ring: {exc}"
+            ) from None
         self._view = v
         if not discovery.writer_alive(self._fd) and v.get("state") != STATE_CLOSED:
             pid, torn = v.get("writer_pid"), int(v.hot[0]) - int(v.hot[1])
@@ -80,8 +84,8 @@ class ShmReader:
         self.uid = v.uid
         self.writer_pid = v.get("writer_pid")
         self.meta = v.meta()
-        names = self.meta.get("channel_names") or []
-        self.ch_names = [str(c) for c in names][: self.channels] if len(names) == self.channels else [
+        names = [str(c) for c in self.meta.get("channel_names") or []]
+        self.ch_names = names if len(names) == self.channels else [
             f"ch{i + 1}" for i in range(self.channels)
         ]  # fmt: skip
         self._hot, self._notify = v.hot, v.notify
