@@ -38,6 +38,17 @@ def wait_for(pred: Callable[[], Any], what: str, timeout: float = 20.0, every: f
         time.sleep(every)
 
 
+def open_inlet(name: str, timeout: float = 5.0, max_buflen: int = 60) -> Any:
+    """A pylsl inlet on the stream called ``name``, opened; fails if it is not visible."""
+    import pylsl
+
+    found = pylsl.resolve_byprop("name", name, minimum=1, timeout=timeout)
+    assert found, f"LSL stream {name!r} not visible"
+    inlet = pylsl.StreamInlet(found[0], max_buflen=max_buflen)
+    inlet.open_stream(timeout=timeout)
+    return inlet
+
+
 def poll_until(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.02) -> bool:
     """Poll ``cond`` until true or the timeout (bounded; no fixed sleeps in tests); its last value."""
     deadline = time.monotonic() + timeout

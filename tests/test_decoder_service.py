@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pylsl
 import pytest
+from helpers import open_inlet
 from test_decoder_core import SETTINGS, SRATE, as_recording, synth_eeg, write_xdf
 
 from services.decoder import model_io
@@ -39,11 +40,7 @@ def make_outlet(
 
 def open_output(name: str) -> pylsl.StreamInlet:
     """Subscribe to the decoder's output stream."""
-    found = pylsl.resolve_byprop("name", name, minimum=1, timeout=5.0)
-    assert found, f"decoder output {name!r} not visible"
-    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
-    inlet.open_stream(timeout=5.0)
-    return inlet
+    return open_inlet(name)
 
 
 def push_and_collect(
