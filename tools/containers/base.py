@@ -1,7 +1,7 @@
 """Build a Debian 12 base image from the Debian mirror, for machines with no container registry.
 
-    python tools/containers/base.py [--engine podman|docker] [--tag TAG] [--mirror URL] [--force]
-    (= make compose-base)
+    python tools/containers/base.py [--engine E] [--tag TAG] [--mirror URL] [--force|--remove]
+    (= make compose-base; make compose-clean removes it)
 
 Lab PCs behind a firewall (and this project's build machines) reach the Debian mirror and PyPI
 but no container registry, so ``FROM python:3.11-slim-bookworm`` cannot be pulled. ``debootstrap``
@@ -108,9 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default=LOCAL_BASE)
     p.add_argument("--mirror", help="Debian mirror URL (default: the one apt uses here)")
     p.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    p.add_argument("--remove", action="store_true", help="remove the image instead")
     args = p.parse_args(argv)
     try:
-        build_base(engines.find(args.engine), args.tag, args.mirror, args.force)
+        eng = engines.find(args.engine)
+        if args.remove:
+            if eng.image_exists(args.tag):
+                eng.run("rmi", args.tag, check=True)
+                engines.say(f"removed {args.tag}")
+            return 0
+        build_base(eng, args.tag, args.mirror, args.force)
     except (engines.EngineError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """End-to-end check of compose.yaml on a real engine (= make compose-test).
 
-    python tools/containers/compose_test.py [--engine podman|docker] [--base auto|local|IMAGE]
+    python tools/containers/compose_test.py [--engine auto|podman|docker] [--base auto|local|IMAGE]
                                             [--keep-image] [--netns NAME]
 
 1. sets up the engine (tools/containers/engine.py: podman + podman-compose, or dockerd);
@@ -99,7 +99,9 @@ def check_xdf(data_dir: Path) -> dict[str, int]:
     files = sorted(data_dir.glob("*.xdf"))
     if len(files) != 1:
         raise AssertionError(f"expected one XDF in {data_dir}, found {[f.name for f in files]}")
-    streams, _header = pyxdf.load_xdf(str(files[0]), synchronize_clocks=False, dejitter_timestamps=False)
+    streams, _header = pyxdf.load_xdf(
+        str(files[0]), synchronize_clocks=False, dejitter_timestamps=False
+    )
     counts = {s["info"]["name"][0]: len(s["time_stamps"]) for s in streams}
     short = {
         name: f"{counts.get(name, 'missing')} < {need}"
@@ -108,7 +110,9 @@ def check_xdf(data_dir: Path) -> dict[str, int]:
     }
     if short:
         raise AssertionError(f"{files[0].name}: streams missing or short: {short}; all: {counts}")
-    engines.say(f"{files[0].name} ({files[0].stat().st_size // 1024} KiB) read with pyxdf: {counts}")
+    engines.say(
+        f"{files[0].name} ({files[0].stat().st_size // 1024} KiB) read with pyxdf: {counts}"
+    )
     return counts
 
 
@@ -200,7 +204,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--engine", default="podman", choices=["podman", "docker"])
+    p.add_argument("--engine", default="auto", choices=["auto", "podman", "docker"])
     p.add_argument("--base", default="auto", help="auto (default), local, or an image reference")
     p.add_argument("--keep-image", action="store_true", help=f"keep {TEST_TAG} afterwards")
     p.add_argument("--netns", help="run the stack inside this network namespace (ip netns)")

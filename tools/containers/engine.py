@@ -251,25 +251,33 @@ def docker() -> Engine:
     return Engine("docker", [exe], compose)
 
 
+def _running_docker() -> Engine | None:
+    try:
+        eng = docker()
+        return eng if _docker_up(eng) else None
+    except (EngineError, subprocess.TimeoutExpired):
+        return None
+
+
 def find(prefer: str = "auto") -> Engine:
     """The engine to use: ``prefer`` if given, else a running dockerd, else podman."""
     if prefer == "podman":
         return podman()
     if prefer == "docker":
         return docker()
-    try:
-        eng = docker()
-        if _docker_up(eng):
-            return eng
-    except (EngineError, subprocess.TimeoutExpired):
-        pass
-    return podman()
+    return _running_docker() or podman()
 
 
-def setup(prefer: str = "podman") -> Engine:
-    """Install and configure ``prefer`` (idempotent) and return it."""
+def setup(prefer: str = "auto") -> Engine:
+    """Install and configure ``prefer`` (auto: a running dockerd, else podman); idempotent."""
+    if prefer == "auto":
+        running = _running_docker()
+        if running:
+            apt_install(["debootstrap"])
+            return running
+        prefer = "podman"
     if prefer not in ("podman", "docker"):
-        raise EngineError(f"unknown engine {prefer!r}: podman or docker")
+        raise EngineError(f"unknown engine {prefer!r}: auto, podman or docker")
     return setup_docker() if prefer == "docker" else setup_podman()
 
 
@@ -277,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
     s = sub.add_parser("setup", help="install and configure the engine (idempotent)")
-    s.add_argument("--engine", default="podman", choices=["podman", "docker"])
+    s.add_argument("--engine", default="auto", choices=["auto", "podman", "docker"])
     w = sub.add_parser("which", help="print the engine that would be used")
     w.add_argument("--engine", default="auto", choices=["auto", "podman", "docker"])
     sub.add_parser("stop-dockerd", help="stop the dockerd that `setup --engine docker` started")
