@@ -9,10 +9,6 @@
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
-# The CA bundle pip trusts while building; tools/containers/build.py points it at the host's bundle
-# (mounted for the build only) where a TLS-inspecting proxy sits between the build and PyPI.
-ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
-
 # X server and GL libraries for PsychoPy under Xvfb (presenter); nothing else.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -31,9 +27,15 @@ WORKDIR /app
 
 # Dependencies first, from pyproject.toml alone (empty package folders), so that a code change
 # rebuilds only the last layers and not PsychoPy.
+# pip trusts the system CA bundle, or the host's when the build is given it as the build secret
+# `pip_ca` (tools/containers/build.py does: behind a TLS-inspecting proxy only the host knows the
+# CA that signs PyPI's certificate). A secret is mounted for this step only, never stored.
 COPY pyproject.toml README.md ./
-RUN mkdir -p shared_utils services control_room \
-    && PIP_CERT="$PIP_CERT" pip install --no-cache-dir '.[presenter]' \
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; \
+    else export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi \
+    && mkdir -p shared_utils services control_room \
+    && pip install --no-cache-dir '.[presenter]' \
     && pip uninstall -y -q closedloop-mesh \
     && rm -rf shared_utils services control_room build ./*.egg-info
 
@@ -42,7 +44,10 @@ COPY services ./services
 COPY control_room ./control_room
 COPY config ./config
 COPY examples ./examples
-RUN PIP_CERT="$PIP_CERT" pip install --no-cache-dir --no-deps . \
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; \
+    else export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi \
+    && pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info
 
 # All services use the host network (compose.yaml): LSL stays on the loopback interface, as with

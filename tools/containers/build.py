@@ -25,7 +25,6 @@ ROOT = engines.ROOT
 PUBLIC_BASE = "docker.io/library/python:3.11-slim-bookworm"
 DEFAULT_TAG = "closedloop-mesh:latest"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-BUILD_CA = "/run/closedloop-host-ca.crt"
 
 NO_REGISTRY_HINT = """\
 error: the base image {base} is not on this machine and could not be pulled
@@ -53,11 +52,12 @@ def build_image(
     if base == "local":
         base = bases.build_base(eng)
     cmd = ["build", "-t", tag, "--build-arg", f"BASE_IMAGE={base}", "-f", "Dockerfile"]
-    if eng.name == "podman" and host_ca and HOST_CA.is_file():
+    if host_ca and HOST_CA.is_file():
         # pip inside the build trusts the host's CAs (a TLS-inspecting proxy signs PyPI's
-        # certificate with a CA only the host knows); the file is mounted for the build only.
-        cmd += ["-v", f"{HOST_CA}:{BUILD_CA}:ro", "--build-arg", f"PIP_CERT={BUILD_CA}"]
-    env = {"DOCKER_BUILDKIT": "0"} if eng.name == "docker" else {}
+        # certificate with a CA only the host knows): a build secret, mounted for pip only.
+        cmd += ["--secret", f"id=pip_ca,src={HOST_CA}"]
+    # docker: secrets need BuildKit (built into dockerd >= 18.09; the default from 23.0 on)
+    env = {"DOCKER_BUILDKIT": "1"} if eng.name == "docker" else {}
     engines.say(f"{eng.name} {' '.join(cmd)} .")
     t0 = time.monotonic()
     proc = subprocess.run(
