@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -50,11 +51,19 @@ def test_compose_validator_rejects_a_broken_file(tmp_path: Path) -> None:
     assert "portz" in proc.stderr
 
 
+def _argv(svc: dict) -> list[str]:
+    """The service's program argv; for ``sh -c '...; exec prog args'`` the exec'd program's."""
+    cmd = svc["command"]
+    if cmd[:2] == ["sh", "-c"]:
+        return shlex.split(cmd[2].rsplit("exec ", 1)[1])
+    return cmd
+
+
 def _python_modules() -> list[tuple[str, str]]:
     spec = yaml.safe_load((ROOT / "compose.yaml").read_text())
     found = []
     for name, svc in spec["services"].items():
-        cmd = svc["command"]
+        cmd = _argv(svc)
         if "-m" in cmd:
             found.append((name, cmd[cmd.index("-m") + 1]))
     return found
@@ -83,7 +92,8 @@ def _spec() -> dict:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 
-def _port_of(cmd: list[str]) -> str:
+def _port_of(svc: dict) -> str:
+    cmd = _argv(svc)
     return cmd[cmd.index("--port") + 1]
 
 
@@ -94,16 +104,16 @@ def test_compose_runs_exactly_the_modules_of_the_default_config() -> None:
     assert sorted(MODULE_SERVICES) == sorted(n for n in services if n != "control-room")
     for name in MODULE_SERVICES:
         mod = config[name.replace("-", "_")]
-        cmd = services[name]["command"]
+        cmd = _argv(services[name])
         assert cmd[cmd.index("-m") + 1] == mod["module"], name
-        assert _port_of(cmd) == str(mod["port"]), name
+        assert _port_of(services[name]) == str(mod["port"]), name
 
 
 @pytest.mark.parametrize("service", [*MODULE_SERVICES, "control-room"])
 def test_every_service_has_a_protocol_healthcheck_on_its_own_port(service: str) -> None:
     """Healthy means the service answers UP on the port it serves (shared_utils.health)."""
     svc = _spec()["services"][service]
-    port = "9010" if service == "control-room" else _port_of(svc["command"])
+    port = "9010" if service == "control-room" else _port_of(svc)
     hc = svc["healthcheck"]
     assert hc["test"] == ["CMD", "python", "-m", "shared_utils.health", port]
     # Docker Engine 20.10 (Debian 12's docker.io) refuses start_interval.

