@@ -12,7 +12,6 @@ Dockerfile works on either base. The mirror is the one this machine's apt alread
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 import subprocess
@@ -103,8 +102,7 @@ def build_base(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--engine", default="auto", choices=["auto", "podman", "docker"])
+    p = engines.arg_parser(__doc__)
     p.add_argument("--tag", default=LOCAL_BASE)
     p.add_argument("--mirror", help="Debian mirror URL (default: the one apt uses here)")
     p.add_argument("--force", action="store_true", help="rebuild even if the image exists")

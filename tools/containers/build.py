@@ -10,7 +10,6 @@ so and names the local-base route, instead of leaving the user with an engine's 
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -77,8 +76,7 @@ def build_image(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--engine", default="auto", choices=["auto", "podman", "docker"])
+    p = engines.arg_parser(__doc__)
     p.add_argument(
         "--base",
         default=os.environ.get("BASE_IMAGE") or dockerfile_default_base(),

@@ -217,8 +217,7 @@ def _run(eng: engines.Engine, args: argparse.Namespace, t_all: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--engine", default="auto", choices=["auto", "podman", "docker"])
+    p = engines.arg_parser(__doc__)
     p.add_argument("--base", default="auto", help="auto (default), local, or an image reference")
     p.add_argument("--keep-image", action="store_true", help=f"keep {TEST_TAG} afterwards")
     p.add_argument("--netns", help="run the stack inside this network namespace (ip netns)")

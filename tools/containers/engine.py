@@ -78,6 +78,13 @@ def netns_prefix(name: str | None) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{name}"] if name else []
 
 
+def arg_parser(doc: str | None, engine_default: str = "auto") -> argparse.ArgumentParser:
+    """The scripts' common command line: their docstring's first paragraph and ``--engine``."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    p.add_argument("--engine", default=engine_default, choices=["auto", "podman", "docker"])
+    return p
+
+
 def say(msg: str) -> None:
     print(f"[containers] {msg}", flush=True)
 

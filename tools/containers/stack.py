@@ -30,10 +30,10 @@ class Stack:
     env: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
 
-    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
-        """``<compose> -p project args``; returns stdout, raises with the output on failure."""
+    def _run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
+        """``<compose> -f compose.yaml -p project args`` in the repository, output captured."""
         cmd = [*self.eng.prefix, *self.eng.compose, "-f", "compose.yaml", "-p", self.project, *args]
-        proc = subprocess.run(
+        return subprocess.run(
             cmd,
             cwd=engines.ROOT,
             env={**os.environ, **self.eng.env, **self.env},
@@ -41,9 +41,13 @@ class Stack:
             text=True,
             timeout=timeout,
         )
+
+    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
+        """Run a compose subcommand; returns stdout, raises with the output on failure."""
+        proc = self._run(list(args), timeout)
         if check and proc.returncode != 0:
             raise engines.EngineError(
-                f"`{' '.join(cmd)}` exited {proc.returncode}:\n{proc.stdout[-3000:]}"
+                f"`{' '.join(proc.args)}` exited {proc.returncode}:\n{proc.stdout[-3000:]}"
                 f"\n{proc.stderr[-3000:]}"
             )
         return proc.stdout
@@ -104,16 +108,8 @@ class Stack:
             time.sleep(1.0)
 
     def exec(self, service: str, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        cmd = [*self.eng.prefix, *self.eng.compose, "-f", "compose.yaml", "-p", self.project]
-        cmd += ["exec", "-T", service, *argv]
-        return subprocess.run(
-            cmd,
-            cwd=engines.ROOT,
-            env={**os.environ, **self.eng.env, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        """``compose exec -T service argv`` (no terminal: output captured)."""
+        return self._run(["exec", "-T", service, *argv], timeout)
 
     def logs(self, service: str, tail: int = 40) -> str:
         ctr = self.containers().get(service)
