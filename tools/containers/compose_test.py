@@ -9,10 +9,11 @@
 3. ``compose up -d`` (the README's command), then runs every service's healthcheck until all
    pass (podman runs healthchecks only under systemd, so they are run here explicitly);
 4. waits for the control room to report every module ready, then runs the README's
-   ``exec control-room control-room macro experiment`` with short block lengths (~20 s);
+   ``exec control-room control-room macro experiment`` with short block lengths (~26 s);
 5. reads the XDF from the data folder with pyxdf and checks streams and samples;
-6. ``compose down`` (must take < 10 s) and removes what it created: containers, networks, the
-   image (unless --keep-image) and the temporary data folder.
+6. ``compose stop`` + ``down`` (< 10 s together; every service must exit 0 on SIGTERM), then
+   removes what it created: containers, networks, the image (unless --keep-image) and the
+   temporary data folder; stops a dockerd that it started.
 Prints timings and ends with one JSON line. Exit 0 only if every check passed.
 """
 
@@ -191,9 +192,16 @@ def _run(eng: engines.Engine, args: argparse.Namespace, t_all: float) -> dict:
         if p.returncode != 0:
             raise engines.EngineError(f"macro failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
         result["streams"] = check_xdf(work / "data")
-        engines.say(f"{' '.join(eng.compose)} down")
+        # `down` = stop + remove; stopping first shows how each service took SIGTERM.
+        engines.say(f"{' '.join(eng.compose)} stop, then down")
+        st.timed("stop", "stop")
+        exits = st.exit_codes()
         st.timed("down", "down")
-        timings.update(up=st.timings["up"], down=st.timings["down"])
+        timings.update(up=st.timings["up"], down=round(st.timings["stop"] + st.timings["down"], 1))
+        engines.say(f"stopped in {st.timings['stop']} s; exit codes {exits}")
+        unclean = {svc: code for svc, code in exits.items() if code != 0}
+        if unclean:
+            raise engines.EngineError(f"services that did not exit 0 on SIGTERM: {unclean}")
         left = st.containers()
         if left:
             raise engines.EngineError(f"containers left after down: {left}")

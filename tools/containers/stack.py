@@ -72,6 +72,14 @@ class Stack:
             found[svc or n] = n
         return found
 
+    def exit_codes(self) -> dict[str, int]:
+        """service -> exit code of its (stopped) container; 137 means it had to be killed."""
+        codes = {}
+        for svc, ctr in self.containers().items():
+            out = self.eng.run("inspect", "--format", "{{.State.ExitCode}}", ctr).stdout.strip()
+            codes[svc] = int(out) if out.lstrip("-").isdigit() else -1
+        return codes
+
     def health(self, container: str) -> tuple[bool, str]:
         """Run the container's healthcheck now (podman: nothing runs it without systemd)."""
         if self.eng.name == "podman":
