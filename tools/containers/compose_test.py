@@ -6,8 +6,8 @@
 1. sets up the engine (tools/containers/engine.py: podman + podman-compose, or dockerd);
 2. builds the image: on the public base if it is here or can be pulled, else on a local Debian
    base made with debootstrap (tools/containers/base.py; kept for the next run);
-3. ``compose up -d`` (the README's command), then runs every service's healthcheck until all
-   pass (podman runs healthchecks only under systemd, so they are run here explicitly);
+3. ``compose up -d --wait`` (the README's command), then runs every service's healthcheck until
+   all pass (podman runs healthchecks only under systemd, so they are run here explicitly);
 4. waits for the control room to report every module ready, then runs the README's
    ``exec control-room control-room macro experiment`` with short block lengths (~26 s);
 5. reads the XDF from the data folder with pyxdf and checks streams and samples;
@@ -173,8 +173,8 @@ def _run(eng: engines.Engine, args: argparse.Namespace, t_all: float) -> dict:
     st = stacks.Stack(eng, PROJECT, env)
     result: dict = {"engine": eng.name, "base": base}
     try:
-        engines.say(f"{' '.join(eng.compose)} up -d   (data: {work / 'data'})")
-        st.timed("up", "up", "-d")
+        engines.say(f"{' '.join(eng.compose)} up -d --wait   (data: {work / 'data'})")
+        st.timed("up", "up", "-d", "--wait")
         engines.say("healthchecks (python -m shared_utils.health PORT in each container):")
         t0 = time.monotonic()
         result["healthy_after_s"] = st.wait_healthy([*stacks.MODULES, stacks.CONTROL_ROOM])
