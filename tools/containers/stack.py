@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import engine as engines
 
@@ -19,6 +20,19 @@ MODULES = ["mockup-streamer", "stream-watcher", "recorder", "decoder", "bpod", "
 CONTROL_ROOM = "control-room"
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+
+
+def _seconds(stamp: str, since: float) -> float | None:
+    """``stamp`` (Unix ns, or RFC 3339 with up to ns) minus ``since``, in seconds."""
+    try:
+        t = int(stamp) / 1e9 if stamp.isdigit() else None
+        if t is None:
+            head, _, frac = stamp.rstrip("Z").partition(".")
+            t = datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp()
+            t += float(f"0.{frac}") if frac.isdigit() else 0.0
+    except ValueError:
+        return None
+    return round(t - since, 1)
 
 
 @dataclass
@@ -72,13 +86,22 @@ class Stack:
             found[svc or n] = n
         return found
 
-    def exit_codes(self) -> dict[str, int]:
-        """service -> exit code of its (stopped) container; 137 means it had to be killed."""
-        codes = {}
+    def stopped(self, since: float) -> dict[str, tuple[int, float | None]]:
+        """service -> (exit code, seconds from ``since`` (Unix time) until its container ended).
+
+        Exit code 137 means the container had to be killed; the seconds show who was slow.
+        """
+        # podman's FinishedAt is a Go time (UnixNano works); docker's is an RFC 3339 string.
+        fmt = "{{.State.ExitCode}} {{.State.FinishedAt.UnixNano}}"
+        if self.eng.name == "docker":
+            fmt = "{{.State.ExitCode}} {{.State.FinishedAt}}"
+        found = {}
         for svc, ctr in self.containers().items():
-            out = self.eng.run("inspect", "--format", "{{.State.ExitCode}}", ctr).stdout.strip()
-            codes[svc] = int(out) if out.lstrip("-").isdigit() else -1
-        return codes
+            code, _, end = (
+                self.eng.run("inspect", "--format", fmt, ctr).stdout.strip().partition(" ")
+            )
+            found[svc] = (int(code) if code.lstrip("-").isdigit() else -1, _seconds(end, since))
+        return found
 
     def health(self, container: str) -> tuple[bool, str]:
         """Run the container's healthcheck now (podman: nothing runs it without systemd)."""
