@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config/default.toml
+# Containers (docs/containers.md): ENGINE = auto (a running dockerd, else podman), podman or docker.
+ENGINE ?= auto
+NETNS ?=
 
 .PHONY: install run test bench lint format clean xvfb
 
@@ -44,3 +47,29 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# -- containers (docs/containers.md) ------------------------------------------------------------
+# compose-engine: install/configure podman + podman-compose (or ENGINE=docker: docker.io, dockerd)
+# compose-base:   Debian base image from the Debian mirror (debootstrap), for machines with no registry
+# image:          build closedloop-mesh:latest (BASE_IMAGE=local: on that base); says what to do
+#                 when the registry cannot be reached
+# compose-test:   build, compose up, healthchecks, a ~25 s experiment macro, XDF check, compose down
+#                 (several minutes on a fresh machine; NETNS=name runs the stack in `ip netns` name)
+# compose-clean:  remove the local base image (and stop a dockerd that compose-engine started)
+.PHONY: compose-engine compose-base image compose-test compose-clean
+
+compose-engine: install
+	$(BIN)/python tools/containers/engine.py setup --engine $(ENGINE)
+
+compose-base: install
+	$(BIN)/python tools/containers/base.py --engine $(ENGINE)
+
+image: install
+	$(BIN)/python tools/containers/build.py --engine $(ENGINE) $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
+
+compose-test: install
+	$(BIN)/python tools/containers/compose_test.py --engine $(ENGINE) $(if $(NETNS),--netns $(NETNS))
+
+compose-clean: install
+	$(BIN)/python tools/containers/base.py --engine $(ENGINE) --remove
+	$(BIN)/python tools/containers/engine.py stop-dockerd
