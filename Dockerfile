@@ -35,7 +35,7 @@ RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; \
     else export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi \
     && mkdir -p shared_utils services control_room \
-    && pip install --no-cache-dir '.[presenter]' \
+    && pip install --no-cache-dir '.[presenter,export]' \
     && pip uninstall -y -q closedloop-mesh \
     && rm -rf shared_utils services control_room build ./*.egg-info
 
