@@ -36,7 +36,6 @@ import time
 from typing import Any
 
 import _common
-
 from shared_utils.lsl_config import use_loopback  # noqa: E402
 
 use_loopback()  # before pylsl is imported anywhere (children inherit LSLAPICFG)

@@ -99,9 +99,7 @@ def test_json_round_trip_and_names_in_errors(bpod):
     ):
         compile_state_machine(StateMachine.from_dict(bad), drv.hw)
     bad = {"states": [{"name": "Wait", "actions": {"Valve9": 1}}]}
-    with pytest.raises(
-        StateMachineError, match=r"output channel 'Valve9'.*Valve1..Valve4"
-    ):
+    with pytest.raises(StateMachineError, match=r"output channel 'Valve9'.*Valve1..Valve4"):
         compile_state_machine(StateMachine.from_dict(bad), drv.hw)
     with pytest.raises(StateMachineError, match=r"unknown key 'timeout' \(did you mean 'timer'"):
         StateMachine.from_dict({"states": [{"name": "A", "timeout": 1}]})

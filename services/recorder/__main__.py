@@ -12,13 +12,6 @@ from shared_utils.protocol.module import module_options, run_module
 @click.command()
 @module_options(default_port=8103)
 @click.option(
-    "--data-dir",
-    default="data",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Folder for relative file names in START (created when needed).",
-)
-@click.option(
     "--flush-ms",
     default=200.0,
     show_default=True,
@@ -53,7 +46,6 @@ from shared_utils.protocol.module import module_options, run_module
     "64 ch x 1 MHz); 0 keeps liblsl's value. A [tuning] section in the LSL config wins.",
 )
 def main(
-    data_dir: str | None,
     flush_ms: float,
     offset_s: float,
     fsync_s: float,
@@ -78,8 +70,10 @@ def main(
     )
     run_module(
         "recorder",
-        lambda _server: build_commands(
-            Recorder(data_dir=data_dir, options=options, rcs_port=rcs_port, rcs_host=rcs_host)
+        lambda server: build_commands(
+            Recorder(
+                data_dir=server.data_dir, options=options, rcs_port=rcs_port, rcs_host=rcs_host
+            )
         ),
         inlet_reserve_ms=inlet_reserve_ms,
         **common,

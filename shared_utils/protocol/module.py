@@ -62,6 +62,20 @@ def module_options(default_port: int) -> Callable[[Callable[..., Any]], Callable
             click.option(
                 "--name", "module_name", default=None, help="Module name in logs and STATUS."
             ),
+            click.option(
+                "--data-dir",
+                default="data",
+                envvar="MESH_DATA_DIR",
+                show_default=True,
+                type=click.Path(file_okay=False),
+                help="The mesh's data folder: relative file names in commands resolve here "
+                "(the control room sets it for every module it starts).",
+            ),
+            click.option(
+                "--allow-absolute-paths",
+                is_flag=True,
+                help="Let commands name absolute paths (outside the data folder).",
+            ),
         ]
         for opt in reversed(opts):
             f = opt(f)
@@ -84,18 +98,22 @@ def run_module(
     token: str | None = None,
     token_file: str | None = None,
     module_name: str | None = None,
+    data_dir: str | None = None,
+    allow_absolute_paths: bool = False,
     inlet_reserve_ms: int = 0,
     on_ready: Callable[[Any], None] | None = None,
 ) -> None:
     """Set up logging and LSL (the one place a module does), build its commands, serve them.
 
-    ``build`` is a factory taking the ``DefaultServer`` and returning the command map; it runs
+    ``build`` is a factory taking the ``DefaultServer`` (with ``data_dir`` and
+    ``allow_absolute_paths`` set from the options) and returning the command map; it runs
     after logging and LSL are set up, so the core it builds logs to the central receiver from its
     first record and its first LSL call sees the right configuration. (A ready-made command map is
     accepted too.) ``inlet_reserve_ms`` bounds liblsl's per-inlet pre-reservation (recorders).
     Blocks until CLOSE, SIGTERM or SIGINT.
     """
     from shared_utils.logging import configure_logging, get_logger
+    from shared_utils.paths import DATA_ENV
     from shared_utils.protocol.server import DefaultServer
     from shared_utils.streams.lsl import setup_lsl
 
@@ -106,6 +124,11 @@ def run_module(
     log = get_logger(name)
     token = _resolve_token(token, token_file, log)
     server = DefaultServer(port, ip=ip, name=name, token=token)
+    # The data folder every command's file names resolve against (shared_utils.paths); children
+    # (an export job, a PsychoPy child) inherit it through the environment.
+    os.environ[DATA_ENV] = str(Path(data_dir or "data").expanduser().resolve())
+    server.data_dir = Path(os.environ[DATA_ENV])
+    server.allow_absolute_paths = allow_absolute_paths
     try:
         server.set_commands(build(server) if callable(build) else build)
     except Exception as exc:  # a module that cannot build its core says why and exits non-zero

@@ -25,6 +25,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from shared_utils.logging import get_logger
@@ -95,6 +96,9 @@ class DefaultServer(IoLoop):
         )
         self.dispatcher.set_commands(pcommand_map or {})
         self.tasks = self.dispatcher.tasks
+        # Set by run_module from --data-dir / --allow-absolute-paths (see shared_utils.paths).
+        self.data_dir: Path | None = None
+        self.allow_absolute_paths = False
 
     # -- public API ---------------------------------------------------------------------------
     @property
