@@ -171,6 +171,7 @@ def test_control_room_starts_commands_restarts_and_stops_example(mesh, example) 
     assert again["pid"] != first
     assert room.send(lang, "ECHO", {"again": True}) == {"again": True}
     wait_for(lambda: len(own_records(room, lang, "listening")) == 2, "records of the second run")
+    assert own_records(room, lang, "bad request") == []  # nothing it lacks was sent to it
 
     pid = again["pid"]
     log_file = Path(room.status()["log_file"])

@@ -25,6 +25,14 @@ const COMMANDS = {
     extra: true, // accepts any arguments
     run: (kwargs) => kwargs,
   },
+  ADD: {
+    doc: 'Add two numbers.',
+    args: [
+      { name: 'a', type: 'float', required: true, default: null },
+      { name: 'b', type: 'float', required: false, default: 0 },
+    ],
+    run: ({ a, b = 0 }) => a + b,
+  },
 };
 
 const MAX_LINE = 1024 * 1024; // the protocol's limit: longer commands are refused
@@ -228,7 +236,9 @@ function handleCommand(conn, bytes) {
   try {
     line = utf8.decode(bytes).trim();
   } catch {
-    if (conn.mode === 'newline') send(conn, { ok: false, cmd: '?', error: 'command is not valid UTF-8; send UTF-8 text' });
+    const error = 'command is not valid UTF-8; send UTF-8 text';
+    log.warning('bad request', { error });
+    if (conn.mode === 'newline') send(conn, { ok: false, cmd: '?', error });
     return;
   }
   if (!line) return;

@@ -115,7 +115,7 @@ reply_error() { # name_json id_json message
 # One connection: stdin/stdout are the socket (socat runs one of these per client).
 serve_connection() {
     export LC_ALL=C # count bytes, pass any byte through to jq
-    local line status name name_json id rest cmd result authed=0 failures=0
+    local line status name name_json id rest cmd result valid authed=0 failures=0
     [[ -z ${MESH_TOKEN:-} ]] && authed=1
     while IFS= read -r -n $((MAX_LINE + 1)) line; do
         if ((${#line} > MAX_LINE)); then
@@ -128,7 +128,8 @@ serve_connection() {
         if [[ $status != OK ]]; then
             reply_error "$name_json" "$id" "$rest"
         elif ! cmd=$(resolve "$name"); then
-            reply_error "$name_json" "$id" "unknown command '$name'. Valid commands: $(IFS=,; echo "${COMMANDS[*]}")"
+            printf -v valid '%s, ' "${COMMANDS[@]}"
+            reply_error "$name_json" "$id" "unknown command '$name'. Valid commands: ${valid%, }"
         elif ((!authed)) && [[ $cmd != AUTH ]]; then
             reply_error "$name_json" "$id" 'authentication required: send AUTH|{"token": "..."} first'
         elif result=$("cmd_$cmd" "$rest"); then
