@@ -144,8 +144,9 @@ function checkArgs(name, spec, kwargs) {
       const valid = [...known.keys()].join(', ') || 'none';
       throw new CommandError(`${name}: unknown argument '${key}'; valid arguments: ${valid}`);
     }
-    if (arg && value !== null && TYPES[arg.type] && typeof value !== TYPES[arg.type]) {
-      throw new CommandError(`${name}: argument '${key}' must be ${arg.type}, got ${typeof value}`);
+    const wrongType = arg && value !== null && TYPES[arg.type] && typeof value !== TYPES[arg.type];
+    if (wrongType || (arg?.type === 'int' && typeof value === 'number' && !Number.isInteger(value))) {
+      throw new CommandError(`${name}: argument '${key}' must be ${arg.type}, got ${JSON.stringify(value)}`);
     }
   }
   for (const arg of known.values()) {

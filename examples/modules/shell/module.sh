@@ -44,7 +44,7 @@ cmd_AUTH() {
 }
 
 MAX_LINE=1048576
-NAME=${MODULE_NAME:-sh_module}
+NAME=${SH_MODULE_NAME:-sh_module}
 
 json_string() { printf '%s' "$1" | jq -Rsc .; }
 
@@ -135,7 +135,7 @@ serve_connection() {
         elif result=$("cmd_$cmd" "$rest"); then
             printf '{"ok": true, "cmd": "%s"%s, "result": %s}\n' "$cmd" "${id:+, \"id\": $id}" "$result"
             [[ $cmd == AUTH ]] && authed=1 failures=0
-            [[ $cmd == CLOSE ]] && kill -TERM "$MODULE_PID" # the listener stops, we exit 0
+            [[ $cmd == CLOSE ]] && kill -TERM "$SH_MODULE_PID" # the listener stops, we exit 0
         else
             reply_error "\"$cmd\"" "$id" "$result"
             [[ $cmd == AUTH ]] && ((++failures >= 3)) && return 0
@@ -164,7 +164,7 @@ if [[ $ip != 127.* && -z ${MESH_TOKEN:-} ]]; then
     echo "$NAME: binding $ip needs a token: set MESH_TOKEN (clients then send AUTH first)" >&2
     exit 2
 fi
-export MODULE_NAME=$NAME MODULE_PID=$$
+export SH_MODULE_NAME=$NAME SH_MODULE_PID=$$
 here=$(cd "$(dirname "$0")" && pwd)
 (cd "$here" && exec socat "TCP-LISTEN:$port,bind=$ip,reuseaddr,fork" "EXEC:./module.sh --connection") &
 socat_pid=$!
