@@ -290,9 +290,10 @@ def logs(ctx: click.Context, follow: bool, module: str | None, n: int) -> None:
 @main.command()
 @click.argument("target")
 @click.option("--timeout", default=2.0, show_default=True)
-def check(target: str, timeout: float) -> None:
-    """Check the module at HOST:PORT against the protocol rules."""
-    from shared_utils.protocol.conformance import run_checks
+@click.option("--strict", is_flag=True, help="Recommended rules fail too (not only warn).")
+def check(target: str, timeout: float, strict: bool) -> None:
+    """Check the module at HOST:PORT against the protocol rules (docs/protocol.md section 8)."""
+    from shared_utils.protocol.conformance import failures, run_checks, summary
 
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
@@ -306,9 +307,8 @@ def check(target: str, timeout: float) -> None:
     results = run_checks(host or "127.0.0.1", int(port), timeout)
     for r in results:
         click.echo(r.line())
-    failed = [r.rule for r in results if not r.ok]
-    click.echo(f"{target}: {len(results) - len(failed)}/{len(results)} pass")
-    if failed:
+    click.echo(summary(target, results, strict))
+    if failures(results, strict):
         raise SystemExit(1)
 
 

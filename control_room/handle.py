@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from control_room.config import ModuleSpec
+from control_room.output_gate import LINES_PER_S, OutputGate
 from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
-from shared_utils.platform.processes import signal_group
+from shared_utils.platform.processes import end_group, signal_group
 from shared_utils.protocol import dareplane
 from shared_utils.protocol.client import ModuleClient
 from shared_utils.protocol.commands import unknown_command_message
 
 ROOT = Path(__file__).resolve().parent.parent
 LineSink = Callable[[str, str, str], None]  # (module, "stdout"|"stderr", line)
+MAX_OUTPUT_LINE = 16384  # bytes; a longer line arrives in pieces (no unbounded reads)
 
 
 class StartError(RuntimeError):
@@ -50,6 +52,7 @@ class ModuleHandle:
         self.ready_s: float | None = None
         self.started_at: float | None = None
         self.error: str | None = None
+        self.answered = False  # answered UP since its last launch (else stop() only signals)
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self.commands: list[str] = []  # from GET_PCOMMS (or the config's pcomms)
         self._sink = line_sink
@@ -94,6 +97,7 @@ class ModuleHandle:
         """Start the process (or check an attached module's port); does not wait for readiness."""
         self.error = None
         self.exit_code = None
+        self.answered = False
         if not self.owned:
             self.started_at = time.monotonic()
             return
@@ -140,16 +144,30 @@ class ModuleHandle:
         )
 
     def _pump(self, stream: Any, name: str) -> None:
-        for raw in iter(stream.readline, b""):
+        """Read as fast as the module writes; the gate decides what also goes to the central log
+        (all lines up to a rate; the tail, and so crash reports, always has the last ones)."""
+
+        def report(n: int) -> None:
+            last = self.tail[-1][:200] if self.tail else ""
+            note = f"[control room] {n} more {name} lines not logged (over {LINES_PER_S}/s)"
+            self._sink(self.name, name, f"{note}; the last: {last!r}")
+
+        gate = OutputGate(report)
+        for raw in iter(lambda: stream.readline(MAX_OUTPUT_LINE), b""):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line:
                 continue
             self.tail.append(line)
-            self._sink(self.name, name, line)
+            if gate.admit():
+                self._sink(self.name, name, line)
+        gate.close()
         stream.close()
 
     def flush_output(self, timeout: float = 2.0) -> None:
-        """Wait until both pipes reached EOF (after the process exited)."""
+        """After the process exited: end what it left in its process group (a child of a killed
+        module can hold the pipes and the port), then wait until both pipes reached EOF."""
+        if self.proc is not None and self.proc.poll() is not None:
+            end_group(self.proc.pid, 0.5)
         for t in self._pumps:
             t.join(timeout)
 
@@ -175,6 +193,7 @@ class ModuleHandle:
                 )
         assert self.started_at is not None
         self.ready_s = round(time.monotonic() - self.started_at, 3)
+        self.answered = True
         return self.ready_s
 
     def _check_still_starting(self, stop: threading.Event, deadline: float, failure: str) -> None:
@@ -275,18 +294,23 @@ class ModuleHandle:
         if self.owned and not self.alive():
             self._reap()
             return ["already exited"]
-        for cmd in ("STOP", "CLOSE") if self.owned else ("STOP",):
+        offered = {c.upper() for c in self.commands}
+        polite = ("STOP", "CLOSE") if self.owned else ("STOP",)
+        for cmd in polite if self.answered else ():  # else asking only waits out a timeout
+            if offered and cmd not in offered:
+                continue  # a module with only the required commands: signals do the stopping
             try:
                 self.command(cmd, {}, timeout=timeout)
                 steps.append(cmd)
             except ModuleError as exc:
                 steps.append(f"{cmd} failed: {exc}")
-                if not self.alive():
-                    break
+                if not self.alive() or not isinstance(exc, CommandFailed):
+                    break  # gone, or not answering: CLOSE would only wait as long again
         self.drop_client()
         if not self.owned or self.proc is None:
             return steps
-        for sig, wait in ((None, timeout), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
+        exits_itself = timeout if "CLOSE" in steps else 0.0  # else no point waiting for it
+        for sig, wait in ((None, exits_itself), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
             if sig is not None:
                 if not signal_group(self.proc, kill=sig == "SIGKILL"):
                     break

@@ -73,6 +73,9 @@ class CallbackRouter:
 
     def attach(self, h: ModuleHandle) -> None:
         """Open the listening connection for ``h`` (called each time it becomes ready)."""
+        offered = {c.upper() for c in h.commands}
+        if h.protocol != "dareplane" and offered and "SUBSCRIBE" not in offered:
+            return  # a module without SUBSCRIBE sends no callbacks (a minimal foreign module)
         try:
             sock = socket.create_connection((h.host, h.port), timeout=2.0)
         except OSError:

@@ -4,9 +4,9 @@ The code lives in :mod:`shared_utils.protocol.conformance`; this module keeps th
 command and import path working.
 """
 
-from shared_utils.protocol.conformance import CheckResult, main, run_checks
+from shared_utils.protocol.conformance import CheckResult, failures, main, run_checks, summary
 
-__all__ = ["CheckResult", "main", "run_checks"]
+__all__ = ["CheckResult", "failures", "main", "run_checks", "summary"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

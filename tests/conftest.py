@@ -129,3 +129,22 @@ def make_server() -> Iterator[Callable[..., Any]]:
 def lsl_name(request: pytest.FixtureRequest) -> str:
     """A stream name no other test uses."""
     return f"{request.node.name[:40]}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def c_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/modules/c built with its Makefile and warnings as errors (skips without gcc)."""
+    import shutil
+
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        pytest.skip("gcc and make are needed to build the C module (apt-get install gcc make)")
+    build = tmp_path_factory.mktemp("c_module")
+    for src in (ROOT / "examples" / "modules" / "c").iterdir():
+        shutil.copy(src, build / src.name)
+    subprocess.run(
+        ["make", "-C", str(build), "CC=gcc", "CFLAGS=-O2 -Wall -Wextra -Werror -std=c11"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return build / "c_module"

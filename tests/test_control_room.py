@@ -604,20 +604,10 @@ def test_up_with_invalid_config_names_the_line(tmp_path: Path) -> None:
 
 
 def test_module_written_in_c_is_started_commanded_and_closed(room_factory, tmp_path: Path) -> None:
-    """examples/c_module: plain C, no libraries; started with `cmd`, dialect detected."""
+    """examples/modules/c: plain C, no libraries; started with `cmd`, dialect detected."""
     exe = tmp_path / "c_module"
-    subprocess.run(
-        [
-            "cc",
-            "-O2",
-            "-std=c11",
-            "-o",
-            str(exe),
-            str(ROOT / "examples" / "c_module" / "c_module.c"),
-        ],
-        check=True,
-        timeout=120,
-    )
+    src = ROOT / "examples" / "modules" / "c"
+    subprocess.run(["make", "-s", "-C", str(src), f"TARGET={exe}"], check=True, timeout=120)
     room = room_factory(
         f'[modules.c]\ncmd = ["{exe}", "--port", "{{port}}", "--name", "{{name}}"]\n'
     )

@@ -1,7 +1,8 @@
 """The module protocol: framing (``framing``), the Dareplane dialect (``dareplane``), command
 tables (``commands``), dispatch and built-ins (``dispatch``, ``builtins``, ``tasks``), the TCP
 transport (``server``, ``io_loop``, ``connection``), the client (``client``), the conformance
-check (``conformance``, ``conformance_rules``) and the module entry point (``module``).
+check (``conformance`` with ``conformance_probe``, ``conformance_rules`` and
+``conformance_recommended``) and the module entry point (``module``).
 
 The framing names are re-exported here: ``from shared_utils.protocol import Framer`` keeps working.
 """
