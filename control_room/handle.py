@@ -8,6 +8,7 @@ even when it dies during start-up.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import subprocess
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 from control_room.config import ModuleSpec
 from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
+from control_room.tokens import auth_hint, child_env
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
 from shared_utils.platform.processes import signal_group
 from shared_utils.protocol import dareplane
@@ -27,17 +29,37 @@ from shared_utils.protocol.commands import unknown_command_message
 
 ROOT = Path(__file__).resolve().parent.parent
 LineSink = Callable[[str, str, str], None]  # (module, "stdout"|"stderr", line)
+CONNECT_TIMEOUT_S = 3.0  # a host that went away fails a connect within this, whatever the command
 
 
 class StartError(RuntimeError):
     """A module could not be started or did not become ready; the text says why."""
 
 
+_UNUSABLE = {
+    "pending": "has not been started",
+    "starting": "is starting",
+    "restarting": "is restarting",
+    "crashed": "has crashed",
+    "failed": "has failed",
+    "stopping": "is stopping",
+    "stopped": "is stopped",
+    "unresponsive": "is unresponsive (no answer to its last UP checks)",
+}
+
+
 class ModuleHandle:
     """State and process of one module. States: pending, starting, ready, crashed, restarting,
     failed, stopping, stopped."""
 
-    def __init__(self, spec: ModuleSpec, line_sink: LineSink, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        spec: ModuleSpec,
+        line_sink: LineSink,
+        extra_env: dict[str, str],
+        token: str | None = None,
+        token_source: str = "none",
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.host = spec.host
@@ -52,8 +74,13 @@ class ModuleHandle:
         self.error: str | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self.commands: list[str] = []  # from GET_PCOMMS (or the config's pcomms)
+        self.generation = 0  # bumped by a restart by hand: the old watcher then lets go
+        self.refused_auth = False  # it answered "authentication required" / "wrong token"
         self._sink = line_sink
         self._extra_env = extra_env
+        self._token = token  # kept here only: never in info(), logs or argv
+        self._token_source = token_source
+        self._last_failure = ""  # why the last readiness probe failed (for the timeout message)
         self._pumps: list[threading.Thread] = []
         self._client: ModuleClient | None = None
         self._client_lock = threading.Lock()
@@ -73,6 +100,27 @@ class ModuleHandle:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def client(self, timeout: float) -> ModuleClient:
+        """A new connection to this module, authenticated with its token when there is one.
+
+        Every connection the control room opens to a module (readiness, watchdog, commands) is
+        made here, so none of them can forget the token.
+        """
+        return ModuleClient(
+            self.host,
+            self.port,
+            timeout=timeout,
+            protocol=self.protocol,  # type: ignore[arg-type]
+            token=self._token,
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
+
+    def auth_request(self) -> bytes:
+        """The ``AUTH`` line for connections made without :meth:`client` (callback listener)."""
+        if not self._token:
+            return b""
+        return json.dumps({"cmd": "AUTH", "kwargs": {"token": self._token}}).encode() + b"\n"
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -80,7 +128,8 @@ class ModuleHandle:
             "kind": self.spec.kind,
             "host": self.host,
             "port": self.port,
-            "pid": self.pid,
+            "pid": self.pid if self.alive() else None,  # never a dead process's pid
+            "last_pid": self.pid,
             "restarts": self.restarts,
             "exit_code": self.exit_code,
             "ready_s": self.ready_s,
@@ -93,6 +142,7 @@ class ModuleHandle:
     def launch(self) -> None:
         """Start the process (or check an attached module's port); does not wait for readiness."""
         self.error = None
+        self.refused_auth = False
         self.exit_code = None
         if not self.owned:
             self.started_at = time.monotonic()
@@ -106,7 +156,7 @@ class ModuleHandle:
                 f"or choose another port (port = 0 picks a free one)"
             )
         argv = [self._fill(a) for a in self.spec.argv]
-        env = {**os.environ, **self._extra_env, **self.spec.env}
+        env = {**child_env(os.environ, self._token), **self._extra_env, **self.spec.env}
         env["MESH_PARENT_PID"] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(
@@ -163,9 +213,11 @@ class ModuleHandle:
         ready = self.spec.ready
         deadline = time.monotonic() + ready.timeout_s
         if ready.up:
+            self._last_failure = ""
             while not self._try_up():
+                last = f" (last: {self._last_failure})" if self._last_failure else ""
                 self._check_still_starting(
-                    stop, deadline, f"no answer to UP on {self.host}:{self.port}"
+                    stop, deadline, f"no answer to UP on {self.host}:{self.port}", last
                 )
                 time.sleep(0.02)
         if ready.stream:
@@ -177,7 +229,9 @@ class ModuleHandle:
         self.ready_s = round(time.monotonic() - self.started_at, 3)
         return self.ready_s
 
-    def _check_still_starting(self, stop: threading.Event, deadline: float, failure: str) -> None:
+    def _check_still_starting(
+        self, stop: threading.Event, deadline: float, failure: str, detail: str = ""
+    ) -> None:
         """One readiness wait, one set of reasons to give up: the module exited, the start was
         cancelled, or ``deadline`` passed (``failure`` says what was still missing)."""
         self._check_alive_or_raise()
@@ -185,7 +239,8 @@ class ModuleHandle:
             raise StartError(f"{self.name}: start cancelled")
         if time.monotonic() > deadline:
             raise StartError(
-                f"{self.name}: {failure} within {self.spec.ready.timeout_s} s{self._tail_text()}"
+                f"{self.name}: {failure} within {self.spec.ready.timeout_s} s{detail}"
+                f"{self._tail_text()}"
             )
 
     def _check_alive_or_raise(self) -> None:
@@ -199,19 +254,44 @@ class ModuleHandle:
 
     def _tail_text(self, n: int = 12) -> str:
         lines = list(self.tail)[-n:]
-        return ("; last output:\n    " + "\n    ".join(lines)) if lines else ""
+        return ("\n  last output:\n    " + "\n    ".join(lines)) if lines else ""
 
     def _try_up(self) -> bool:
+        """One readiness probe; raises :class:`StartError` at once if the module refuses us."""
         try:
-            with ModuleClient(self.host, self.port, timeout=1.0, protocol=self.protocol) as c:  # type: ignore[arg-type]
+            with self.client(1.0) as c:
                 if c.send("UP") is not True:
+                    self._last_failure = "UP did not answer true"
                     return False
                 if self.protocol == "auto":
                     self.protocol = c.protocol  # remember the dialect: later connects skip the wait
                 self._learn_commands(c)
                 return True
-        except (ModuleError, OSError, ValueError):
-            return False
+        except CommandFailed as exc:
+            refusal = self.auth_refusal(exc)
+            if refusal:
+                self.refused_auth = True
+                raise StartError(refusal) from None
+            self._last_failure = f"{exc.cmd}: {exc.error}"
+        except (ModuleError, OSError, ValueError) as exc:
+            self._last_failure = str(exc)
+        return False
+
+    def auth_refusal(self, exc: CommandFailed) -> str | None:
+        """The message for a module that refused our token (or that we sent none), else None."""
+        text = exc.error.lower()
+        where = f"{self.name}: {self.host}:{self.port}"
+        if "authentication required" in text:
+            return (
+                f"{where} requires a token (it answered 'authentication required') and the "
+                f"control room has none for it; {auth_hint(self._token_source)}"
+            )
+        if "wrong token" in text:
+            return (
+                f"{where} refused the control room's token from {self._token_source} "
+                f"('wrong token'); {auth_hint(self._token_source)}"
+            )
+        return None
 
     def _learn_commands(self, c: ModuleClient) -> None:
         """Ask for the command names once (macros are checked against them before sending)."""
@@ -224,6 +304,17 @@ class ModuleHandle:
             return
         if isinstance(names, list) and all(isinstance(n, str) and n for n in names):
             self.commands = names
+
+    def check_usable(self) -> None:
+        """Refuse at once to command a module that cannot answer, instead of waiting out a
+        timeout (a host that vanished shows as ``unresponsive`` within a few watchdog rounds)."""
+        why = _UNUSABLE.get(self.state)
+        if why is None:
+            return
+        hint = ""
+        if self.state in ("failed", "unresponsive"):
+            hint = f"; `control-room restart {self.name}` starts it again"
+        raise ModuleUnreachable(f"{self.name} on {self.host}:{self.port} {why}; not sent{hint}")
 
     def check_command(self, cmd: str) -> None:
         """Refuse a command the module did not list (matched case-insensitively)."""
@@ -248,7 +339,7 @@ class ModuleHandle:
         if self._client_lock.acquire(blocking=False):
             try:
                 if self._client is None:
-                    self._client = ModuleClient(self.host, self.port, protocol=self.protocol)  # type: ignore[arg-type]
+                    self._client = self.client(timeout)
                 self._client.timeout = timeout
                 return self._client.call(cmd, kwargs)
             except ModuleError as exc:
@@ -258,7 +349,7 @@ class ModuleHandle:
                 raise
             finally:
                 self._client_lock.release()
-        with ModuleClient(self.host, self.port, timeout=timeout, protocol=self.protocol) as c:  # type: ignore[arg-type]
+        with self.client(timeout) as c:
             return c.call(cmd, kwargs)
 
     def drop_client(self) -> None:
@@ -275,7 +366,9 @@ class ModuleHandle:
         if self.owned and not self.alive():
             self._reap()
             return ["already exited"]
-        for cmd in ("STOP", "CLOSE") if self.owned else ("STOP",):
+        # a module that refused our token would refuse STOP and CLOSE too: straight to signals
+        cmds = ("STOP", "CLOSE") if self.owned else ("STOP",)
+        for cmd in () if self.refused_auth else cmds:
             try:
                 self.command(cmd, {}, timeout=timeout)
                 steps.append(cmd)
@@ -286,7 +379,8 @@ class ModuleHandle:
         self.drop_client()
         if not self.owned or self.proc is None:
             return steps
-        for sig, wait in ((None, timeout), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
+        first_wait = 0.0 if self.refused_auth else timeout
+        for sig, wait in ((None, first_wait), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
             if sig is not None:
                 if not signal_group(self.proc, kill=sig == "SIGKILL"):
                     break
