@@ -143,8 +143,10 @@ def _host(cfg: MeshConfig) -> Any:
     from control_room.room import ControlRoom
 
     room = ControlRoom(cfg, console=sys.stdout)
+    signalled: list[str] = []
 
     def on_stop(name: str) -> None:  # on a normal thread, once (control_room/stop_signals.py)
+        signalled.append(name)
         click.echo(f"\n{name}: shutting down")
         room.stop_event.set()
         room.cancel_macro(f"{name} received")  # its finally steps still run
@@ -157,6 +159,10 @@ def _host(cfg: MeshConfig) -> Any:
     try:
         startup = room.up()
     except StartError as exc:
+        if signalled:  # a stop signal cancelled the start
+            raise click.ClickException(
+                f"interrupted ({signalled[0]}) during start-up; nothing left running"
+            ) from None
         raise click.ClickException(f"start-up failed, nothing left running:\n{exc}") from None
     click.echo(f"all {len(cfg.modules)} modules ready in {startup:.2f} s")
     return room

@@ -65,7 +65,7 @@ def check_tokens(
         mesh, mesh_source = mesh_token(control.token_file, path.parent)
     except TokenError as exc:
         ck.error(("control_room", "token_file"), str(exc))
-        mesh, mesh_source = None, "none"
+        return Tokens()  # who needs a token is moot until the file can be read
     per_module: dict[str, str | None] = {}
     sources: dict[str, str] = {}
     for m in modules.values():
@@ -75,7 +75,6 @@ def check_tokens(
                 sources[m.name] = f"${m.token_env}"
             except TokenError as exc:
                 ck.problems.append(f"{ck.path}:{m.line}: modules.{m.name}.token_env: {exc}")
-                continue
     tokens = Tokens(mesh, mesh_source, per_module, sources)
     if needs_token(control.host) and not mesh:
         ck.error(
@@ -84,9 +83,8 @@ def check_tokens(
             f"{_WHERE}; the CLI then sends it too",
         )
     for m in modules.values():
-        if needs_token(m.host) and not tokens.for_module(m.name) and m.name not in sources:
-            if m.token_env:
-                continue  # its token_env problem is already reported
+        # a module with token_env has its own token (or its unset variable is reported above)
+        if needs_token(m.host) and not m.token_env and not mesh:
             ck.problems.append(
                 f"{ck.path}:{m.line}: modules.{m.name}.host: {m.host} is beyond loopback, so the "
                 f'module needs a token and none is set: set {_WHERE} (or token_env = "VAR" '

@@ -20,7 +20,7 @@ from typing import Any
 from control_room.config import ModuleSpec
 from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
-from control_room.tokens import auth_hint, child_env
+from control_room.tokens import auth_refusal, child_env
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
 from shared_utils.platform.processes import signal_group
 from shared_utils.protocol import dareplane
@@ -268,7 +268,9 @@ class ModuleHandle:
                 self._learn_commands(c)
                 return True
         except CommandFailed as exc:
-            refusal = self.auth_refusal(exc)
+            refusal = auth_refusal(
+                f"{self.name}: {self.host}:{self.port}", exc.error, self._token_source
+            )
             if refusal:
                 self.refused_auth = True
                 raise StartError(refusal) from None
@@ -276,22 +278,6 @@ class ModuleHandle:
         except (ModuleError, OSError, ValueError) as exc:
             self._last_failure = str(exc)
         return False
-
-    def auth_refusal(self, exc: CommandFailed) -> str | None:
-        """The message for a module that refused our token (or that we sent none), else None."""
-        text = exc.error.lower()
-        where = f"{self.name}: {self.host}:{self.port}"
-        if "authentication required" in text:
-            return (
-                f"{where} requires a token (it answered 'authentication required') and the "
-                f"control room has none for it; {auth_hint(self._token_source)}"
-            )
-        if "wrong token" in text:
-            return (
-                f"{where} refused the control room's token from {self._token_source} "
-                f"('wrong token'); {auth_hint(self._token_source)}"
-            )
-        return None
 
     def _learn_commands(self, c: ModuleClient) -> None:
         """Ask for the command names once (macros are checked against them before sending)."""
@@ -368,18 +354,22 @@ class ModuleHandle:
             return ["already exited"]
         # a module that refused our token would refuse STOP and CLOSE too: straight to signals
         cmds = ("STOP", "CLOSE") if self.owned else ("STOP",)
+        closing = False  # CLOSE reached the module: worth waiting for it to exit on its own
         for cmd in () if self.refused_auth else cmds:
             try:
                 self.command(cmd, {}, timeout=timeout)
                 steps.append(cmd)
+                closing = cmd == "CLOSE"
             except ModuleError as exc:
                 steps.append(f"{cmd} failed: {exc}")
+                # "cannot connect": not listening (yet), so nothing will make it exit but a signal
+                closing = cmd == "CLOSE" and not str(exc).startswith("cannot connect")
                 if not self.alive():
                     break
         self.drop_client()
         if not self.owned or self.proc is None:
             return steps
-        first_wait = 0.0 if self.refused_auth else timeout
+        first_wait = timeout if closing else 0.0
         for sig, wait in ((None, first_wait), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
             if sig is not None:
                 if not signal_group(self.proc, kill=sig == "SIGKILL"):

@@ -97,3 +97,20 @@ def auth_hint(source: str) -> str:
         f"give the control room the module's token{where}: set ${TOKEN_ENV} or "
         '[control_room] token_file = "path", or token_env = "VAR" in the module\'s table'
     )
+
+
+def auth_refusal(where: str, error: str, source: str) -> str | None:
+    """The message for a module (``where``: "name: host:port") that refused our token or wanted
+    one we do not have, from its error reply; None for any other error."""
+    text = error.lower()
+    if "authentication required" in text:
+        return (
+            f"{where} requires a token (it answered 'authentication required') and the "
+            f"control room has none for it; {auth_hint(source)}"
+        )
+    if "wrong token" in text:
+        return (
+            f"{where} refused the control room's token from {source} ('wrong token'); "
+            f"{auth_hint(source)}"
+        )
+    return None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import pytest
 from conftest import ROOT, free_port
 
 from control_room.config import load_config
+from control_room.ports import port_in_use
 from control_room.room import ControlRoom
 
 PY = sys.executable
@@ -41,13 +41,7 @@ def pid_alive(pid: int) -> bool:
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """True if nothing listens on ``port`` any more (it can be bound again)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+    return not port_in_use(host, port)
 
 
 def header(tmp_path: Path, markers: str, port: int = 0, extra: str = "") -> str:
@@ -69,6 +63,7 @@ def echo(
     after: str = "",
     port: int = 0,
     restart: str = "on-failure",
+    restart_delay: float = 0.1,
     more: str = "",
 ) -> str:
     """A ``[modules.<name>]`` table for tests/cr_modules/echo.py (``more``: extra TOML lines)."""
@@ -80,7 +75,7 @@ module = "{ECHO}"
 port = {port}
 args = [{args}]
 restart = "{restart}"
-restart_delay_s = 0.1
+restart_delay_s = {restart_delay}
 {dep}
 {more}
 """
