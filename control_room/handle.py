@@ -84,6 +84,8 @@ class ModuleHandle:
         self._pumps: list[threading.Thread] = []
         self._client: ModuleClient | None = None
         self._client_lock = threading.Lock()
+        self._inflight: dict[ModuleClient, str | None] = {}  # requests waiting -> abort reason
+        self._inflight_lock = threading.Lock()
         # Dareplane modules serve one connection at a time and write callbacks on it, so once
         # ready all their traffic goes through the router's link (set by CallbackRouter.attach).
         self.link: Any = None
@@ -327,7 +329,7 @@ class ModuleHandle:
                 if self._client is None:
                     self._client = self.client(timeout)
                 self._client.timeout = timeout
-                return self._client.call(cmd, kwargs)
+                return self._call(self._client, cmd, kwargs)
             except ModuleError as exc:
                 if not isinstance(exc, CommandFailed) and self._client is not None:
                     self._client.close()
@@ -336,7 +338,34 @@ class ModuleHandle:
             finally:
                 self._client_lock.release()
         with self.client(timeout) as c:
+            return self._call(c, cmd, kwargs)
+
+    def _call(self, c: ModuleClient, cmd: str, kwargs: dict[str, Any]) -> Any:
+        """One request that :meth:`abort_commands` can end early."""
+        with self._inflight_lock:
+            self._inflight[c] = None
+        try:
             return c.call(cmd, kwargs)
+        except ModuleUnreachable as exc:
+            with self._inflight_lock:
+                why = self._inflight.get(c)
+            if why is None:
+                raise
+            raise ModuleUnreachable(
+                f"{self.name} on {self.host}:{self.port} {why}; {cmd} was sent and may or may "
+                "not have run"
+            ) from exc
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(c, None)
+
+    def abort_commands(self, why: str) -> None:
+        """End every command waiting for a reply now (the watchdog calls this when the module
+        stopped answering: a host that vanished must not hold a macro for a whole timeout)."""
+        with self._inflight_lock:
+            for c in self._inflight:
+                self._inflight[c] = why
+                c.abort()
 
     def drop_client(self) -> None:
         with self._client_lock:

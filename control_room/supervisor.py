@@ -155,6 +155,7 @@ class Supervisor:
                 missed += 1
                 if missed == UNRESPONSIVE_AFTER:
                     self._set(h, "unresponsive", error=f"no UP for {missed} checks")
+                    h.abort_commands(f"stopped answering ({missed} health checks missed)")
         client.close()
 
     def _crashed(self, h: ModuleHandle) -> None:

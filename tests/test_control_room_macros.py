@@ -129,6 +129,32 @@ def test_run_summary_shows_the_finally_steps(tmp_path: Path, lsl_name: str) -> N
     assert [f["ok"] for f in summary["finally"]] == [True, False, True]
 
 
+def test_ctrl_c_during_run_cancels_the_macro_and_its_finally_steps_still_run(
+    tmp_path: Path, lsl_name: str
+) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(header(tmp_path, lsl_name) + echo("a") + LONG.replace("long", "experiment"))
+    proc = subprocess.Popen(
+        [PY, "-m", "control_room", "run", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        while "a ECHO" not in _read_line(proc.stdout, timeout=60):
+            pass
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        _end(proc)
+    assert proc.returncode == 1, out
+    assert "cancelled: SIGINT received" in out
+    assert "finally steps (always run): 1/1 ok" in out
+    assert "modules (time to ready" in out  # the summary, after a clean shutdown
+
+
 def _read_line(stream, timeout: float = 30.0) -> str:
     ready, _, _ = select.select([stream], [], [], timeout)
     assert ready, f"no output within {timeout} s"
@@ -275,9 +301,22 @@ def test_roll_back_reports_each_module_once(tmp_path: Path, lsl_name: str) -> No
 def test_commands_to_a_module_that_stopped_answering_fail_at_once(room_factory) -> None:
     room = room_factory(echo("a"))
     pid = room.module_info()["a"]["pid"]
+    in_flight: list[BaseException] = []
+
+    def waiting_command() -> None:
+        try:
+            room.send("a", "ECHO", {"lost": 1}, timeout=100)
+        except ModuleUnreachable as exc:
+            in_flight.append(exc)
+
     os.kill(pid, signal.SIGSTOP)  # alive, port open, answers nothing: like a vanished host
     try:
+        t = threading.Thread(target=waiting_command)
+        t.start()  # sent while the module still counts as ready: waits for its reply
         wait_for(lambda: room.module_info()["a"]["state"] == "unresponsive", "unresponsive")
+        t.join(20)  # ended by the watchdog, not by its 100 s timeout
+        assert "a on 127.0.0.1:" in str(in_flight[0])
+        assert "stopped answering (3 health checks missed); ECHO was sent" in str(in_flight[0])
         with pytest.raises(ModuleUnreachable, match="is unresponsive .*control-room restart a"):
             room.send("a", "ECHO", timeout=20)
     finally:

@@ -130,8 +130,7 @@ def test_cli_sends_the_mesh_token_from_env_or_file(running_up, tmp_path: Path) -
     assert json.loads(sent.stdout) == {"k": 2}
     a_port = up.modules["a"][1]
     chk = cli("check", f"127.0.0.1:{a_port}", port=port, env={"MESH_TOKEN": TOKEN})
-    assert "R1" in chk.stdout
-    assert " 0/" not in chk.stdout
+    assert chk.returncode == 0, chk.stdout  # every rule passes once the checker sends AUTH
     a_pid = up.modules["a"][0]
     assert TOKEN.encode() not in _proc_file(a_pid, "cmdline")
     down = cli("down", port=port, env={"MESH_TOKEN": TOKEN})

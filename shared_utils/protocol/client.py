@@ -72,6 +72,16 @@ class ModuleClient:
                 self._sock = None
                 self._buf.clear()
 
+    def abort(self) -> None:
+        """Make a request waiting in another thread fail now (``ModuleUnreachable``) by shutting
+        the connection down; for a supervisor that knows the module stopped answering."""
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def connect(self) -> None:
         """Open the connection (done lazily by ``send``)."""
         if self._sock is not None:
