@@ -86,6 +86,8 @@ class ControlRoom:
                 extra_env=self._module_env,
                 on_ready=self.router.attach,
             )
+            if self.stop_event.is_set():  # a stop signal while the services started
+                self.supervisor.request_stop()
             self.startup_s = self.supervisor.start_all()
         except BaseException:
             self.down()

@@ -127,7 +127,7 @@ class RoomCommands:
     def cancel(self) -> dict[str, Any]:
         """Cancel the running macro: its current step ends, its finally steps still run."""
         running = self.room.running_macro
-        if not self.room.cancel_macro("cancelled by CANCEL (Ctrl-C in `control-room macro`)"):
+        if not self.room.cancel_macro("cancelled by CANCEL"):
             raise CommandError("no macro is running")
         return {"cancelled": running}
 
