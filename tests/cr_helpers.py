@@ -127,15 +127,10 @@ class Up:
         return iter((self.proc, self.port))
 
 
-def start_up(cfg: Path, body_header: str, body: str, env: dict[str, str] | None = None) -> Up:
-    """Write ``cfg`` and run ``control-room up`` on it in its own session; wait until it runs.
-
-    The status table it prints once ready gives every module's pid and port.
-    """
-    port = free_port()
-    cfg.write_text(body_header.replace("port = 0\n", f"port = {port}\n", 1) + body)
-    proc = subprocess.Popen(
-        [PY, "-m", "control_room", "up", str(cfg)],
+def spawn_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m control_room ARGS`` in its own session, output (stdout + stderr) piped."""
+    return subprocess.Popen(
+        [PY, "-m", "control_room", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -143,6 +138,16 @@ def start_up(cfg: Path, body_header: str, body: str, env: dict[str, str] | None 
         start_new_session=True,
         env={**os.environ, **(env or {})},
     )
+
+
+def start_up(cfg: Path, body_header: str, body: str, env: dict[str, str] | None = None) -> Up:
+    """Write ``cfg`` and run ``control-room up`` on it in its own session; wait until it runs.
+
+    The status table it prints once ready gives every module's pid and port.
+    """
+    port = free_port()
+    cfg.write_text(body_header.replace("port = 0\n", f"port = {port}\n", 1) + body)
+    proc = spawn_cli("up", str(cfg), env=env)
     up = Up(proc, port)
     table = False
     for line in proc.stdout:  # type: ignore[union-attr]

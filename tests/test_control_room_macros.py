@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from cr_helpers import PY, cli, echo, header, pid_alive, wait_for
+from cr_helpers import PY, cli, echo, header, pid_alive, spawn_cli, wait_for
 
 from control_room.macros import MacroError
 from shared_utils.errors import ModuleUnreachable
@@ -134,14 +134,7 @@ def test_ctrl_c_during_run_cancels_the_macro_and_its_finally_steps_still_run(
 ) -> None:
     cfg = tmp_path / "run.toml"
     cfg.write_text(header(tmp_path, lsl_name) + echo("a") + LONG.replace("long", "experiment"))
-    proc = subprocess.Popen(
-        [PY, "-m", "control_room", "run", str(cfg)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = spawn_cli("run", str(cfg))
     try:
         while "a ECHO" not in _read_line(proc.stdout, timeout=60):
             pass
@@ -162,13 +155,7 @@ def _read_line(stream, timeout: float = 30.0) -> str:
 
 
 def _macro_cli(port: int, name: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [PY, "-m", "control_room", "--port", str(port), "macro", name],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return spawn_cli("--port", str(port), "macro", name)
 
 
 def _end(proc: subprocess.Popen) -> None:

@@ -11,15 +11,23 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port
-from cr_helpers import Up, echo, header, kill_up, pid_alive, port_free, start_up, wait_for
+from conftest import free_port
+from cr_helpers import (
+    Up,
+    echo,
+    header,
+    kill_up,
+    pid_alive,
+    port_free,
+    spawn_cli,
+    start_up,
+    wait_for,
+)
 from helpers import load_xdf_strict
 
 from shared_utils.protocol.client import ModuleClient
@@ -95,11 +103,7 @@ def test_a_burst_during_start_up_cancels_it_and_leaves_nothing(
         # m1 is not ready before a file appears that nobody creates: start-up would hang
         body = _modules(1) + echo("slow", "--wait-file", str(tmp_path / "never"))
         cfg.write_text(header(tmp_path, f"{lsl_name}_{i}", port=free_port()) + body)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "control_room", "up", str(cfg)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
-        )  # fmt: skip
+        proc = spawn_cli("up", str(cfg))
         up = Up(proc, 0)
         try:
             for line in proc.stdout:  # type: ignore[union-attr]
