@@ -21,7 +21,7 @@ from typing import Any
 
 from control_room.checker import Checker
 from control_room.config_macros import check_macros
-from control_room.config_tokens import check_tokens, forbid_inline_token
+from control_room.config_tokens import check_keys, check_tokens
 from control_room.schema import (
     PROTOCOLS,
     RESTART_POLICIES,
@@ -102,8 +102,7 @@ def _control(ck: Checker, t: Any) -> ControlSettings:
     if not isinstance(t, dict):
         ck.error(keys, "must be a table")
         return ControlSettings()
-    reported = forbid_inline_token(ck, keys, t)
-    ck.unknown({k: v for k, v in t.items() if k not in reported}, keys, _CONTROL_KEYS)
+    check_keys(ck, keys, t, _CONTROL_KEYS)
     d = ControlSettings()
     xvfb = ck.get(t, keys, "xvfb", str, d.xvfb)
     if xvfb not in ("auto", "never"):
@@ -186,8 +185,7 @@ def _module(
     legacy: str | None,
 ) -> ModuleSpec | None:
     allowed = _OUR_MODULE_KEYS | _DAREPLANE_MODULE_KEYS | (_LEGACY_IGNORED if legacy else set())
-    reported = forbid_inline_token(ck, keys, t)
-    ck.unknown({k: v for k, v in t.items() if k not in reported}, keys, allowed)
+    check_keys(ck, keys, t, allowed)
     line = ck.index.line(keys)
     host = ck.get(t, keys, "host", str, None) or ck.get(t, keys, "ip", str, "127.0.0.1")
     port = ck.port(t, keys, "port", 0)

@@ -25,7 +25,13 @@ from control_room.tokens import (
 _WHERE = f'${TOKEN_ENV} or [control_room] token_file = "path"'
 
 
-def forbid_inline_token(ck: Checker, keys: tuple[Any, ...], t: dict[str, Any]) -> set[str]:
+def check_keys(ck: Checker, keys: tuple[Any, ...], t: dict[str, Any], allowed: set[str]) -> None:
+    """Unknown keys of table ``t``; a token written into it is reported as what it is."""
+    reported = _forbid_inline_token(ck, keys, t)
+    ck.unknown({k: v for k, v in t.items() if k not in reported}, keys, allowed)
+
+
+def _forbid_inline_token(ck: Checker, keys: tuple[Any, ...], t: dict[str, Any]) -> set[str]:
     """Report a token written into the config; returns the keys already reported."""
     reported = set()
     if "token" in t:

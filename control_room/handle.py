@@ -1,13 +1,11 @@
-"""One supervised module: its process, output capture, readiness check and graceful stop.
+"""One supervised module: its process, readiness check, commands and graceful stop.
 
-Why so careful with output: a crashing module's last words are usually a traceback on stderr;
-both pipes are read line by line on their own threads until EOF, so nothing it printed is lost
-even when it dies during start-up.
+Its output is captured by control_room/output.py; every connection to it is made by
+:meth:`ModuleHandle.client`, so none can forget the module's token.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import subprocess
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from control_room.config import ModuleSpec
+from control_room.output import LineSink, OutputCapture
 from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
 from control_room.tokens import auth_refusal, child_env
@@ -28,7 +27,6 @@ from shared_utils.protocol.client import ModuleClient
 from shared_utils.protocol.commands import unknown_command_message
 
 ROOT = Path(__file__).resolve().parent.parent
-LineSink = Callable[[str, str, str], None]  # (module, "stdout"|"stderr", line)
 CONNECT_TIMEOUT_S = 3.0  # a host that went away fails a connect within this, whatever the command
 
 
@@ -72,16 +70,14 @@ class ModuleHandle:
         self.ready_s: float | None = None
         self.started_at: float | None = None
         self.error: str | None = None
-        self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.output = OutputCapture(spec.name, line_sink)
         self.commands: list[str] = []  # from GET_PCOMMS (or the config's pcomms)
         self.generation = 0  # bumped by a restart by hand: the old watcher then lets go
         self.refused_auth = False  # it answered "authentication required" / "wrong token"
-        self._sink = line_sink
         self._extra_env = extra_env
         self._token = token  # kept here only: never in info(), logs or argv
         self._token_source = token_source
         self._last_failure = ""  # why the last readiness probe failed (for the timeout message)
-        self._pumps: list[threading.Thread] = []
         self._client: ModuleClient | None = None
         self._client_lock = threading.Lock()
         self._inflight: dict[ModuleClient, str | None] = {}  # requests waiting -> abort reason
@@ -177,12 +173,7 @@ class ModuleHandle:
                 f"{self.name}: cannot run {argv[0]!r}: {exc.strerror or exc}"
             ) from None
         self.started_at = time.monotonic()
-        self._pumps = [
-            threading.Thread(target=self._pump, args=(s, n), name=f"{self.name}-{n}", daemon=True)
-            for s, n in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr"))
-        ]
-        for t in self._pumps:
-            t.start()
+        self.output.start(self.proc.stdout, self.proc.stderr)
 
     def _fill(self, arg: str) -> str:
         return (
@@ -190,20 +181,6 @@ class ModuleHandle:
             .replace("{host}", self.host)
             .replace("{name}", self.name)
         )
-
-    def _pump(self, stream: Any, name: str) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if not line:
-                continue
-            self.tail.append(line)
-            self._sink(self.name, name, line)
-        stream.close()
-
-    def flush_output(self, timeout: float = 2.0) -> None:
-        """Wait until both pipes reached EOF (after the process exited)."""
-        for t in self._pumps:
-            t.join(timeout)
 
     def wait_ready(
         self, stop: threading.Event, stream_check: Callable[[str, float], bool]
@@ -242,21 +219,17 @@ class ModuleHandle:
         if time.monotonic() > deadline:
             raise StartError(
                 f"{self.name}: {failure} within {self.spec.ready.timeout_s} s{detail}"
-                f"{self._tail_text()}"
+                f"{self.output.tail_text()}"
             )
 
     def _check_alive_or_raise(self) -> None:
         if self.owned and self.proc is not None and self.proc.poll() is not None:
             self.exit_code = self.proc.returncode
-            self.flush_output(1.0)
+            self.output.flush(1.0)
             raise StartError(
                 f"{self.name}: exited with code {self.exit_code} before it was ready"
-                f"{self._tail_text()}"
+                f"{self.output.tail_text()}"
             )
-
-    def _tail_text(self, n: int = 12) -> str:
-        lines = list(self.tail)[-n:]
-        return ("\n  last output:\n    " + "\n    ".join(lines)) if lines else ""
 
     def _try_up(self) -> bool:
         """One readiness probe; raises :class:`StartError` at once if the module refuses us."""
@@ -419,4 +392,4 @@ class ModuleHandle:
         if self.proc.poll() is not None:
             self.exit_code = self.proc.returncode
         signal_group(self.proc.pid, kill=True)  # helpers it started in its group (a GUI child)
-        self.flush_output(2.0)
+        self.output.flush(2.0)

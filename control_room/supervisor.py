@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from control_room.config import MeshConfig
-from control_room.handle import LineSink, ModuleHandle, StartError
+from control_room.handle import ModuleHandle, StartError
+from control_room.output import LineSink
 from shared_utils.errors import ModuleError
 
 Publish = Callable[..., None]
@@ -162,10 +163,10 @@ class Supervisor:
         """Report the exit, then restart per policy until it is ready or restarts run out."""
         assert h.proc is not None
         h.exit_code = h.proc.returncode
-        h.flush_output(2.0)
+        h.output.flush(2.0)
         h.drop_client()
         h.link = None
-        self._set(h, "crashed", exit_code=h.exit_code, last_output=list(h.tail)[-10:])
+        self._set(h, "crashed", exit_code=h.exit_code, last_output=h.output.last(10))
         policy = h.spec.restart
         while True:
             wants = policy == "always" or (policy == "on-failure" and h.exit_code != 0)
@@ -189,7 +190,7 @@ class Supervisor:
                 h.error = str(exc)
                 self._publish(
                     "status", module=h.name, state="restart_failed", error=str(exc),
-                    last_output=list(h.tail)[-10:],
+                    last_output=h.output.last(10),
                 )  # fmt: skip
                 if h.alive():
                     h.stop(1.0)
