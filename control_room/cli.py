@@ -8,7 +8,7 @@ terminal, a script or a CI job all drive the same session.
 from __future__ import annotations
 
 import json
-import signal
+import os
 import sys
 import time
 from typing import Any
@@ -17,6 +17,7 @@ import click
 
 from control_room import export_cmd
 from control_room.config import ConfigError, MeshConfig, load_config
+from control_room.stop_signals import StopSignals
 
 DEFAULT_PORT = 9010
 
@@ -55,25 +56,60 @@ def _json_arg(text: str | None, what: str) -> dict[str, Any]:
     return value
 
 
-def _client(ctx: click.Context, timeout: float = 10.0) -> Any:
+def _token(ctx: click.Context) -> str | None:
+    """The mesh token for the control room's port: --token-file, else $MESH_TOKEN (never argv)."""
+    from control_room.tokens import TOKEN_ENV, TokenError, read_token_file
+
+    if ctx.obj.get("token_file"):
+        try:
+            return read_token_file(ctx.obj["token_file"])
+        except TokenError as exc:
+            raise click.ClickException(str(exc)) from None
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _client(ctx: click.Context, timeout: float | None = 10.0) -> Any:
     from shared_utils.protocol.client import ModuleClient
 
-    return ModuleClient(ctx.obj["host"], ctx.obj["port"], timeout=timeout, protocol="json")
+    return ModuleClient(
+        ctx.obj["host"],
+        ctx.obj["port"],
+        timeout=timeout,
+        protocol="json",
+        token=_token(ctx),
+        connect_timeout=3.0,
+    )
 
 
 def _call(ctx: click.Context, cmd: str, timeout: float = 10.0, **kwargs: Any) -> Any:
     from shared_utils.errors import CommandFailed, ModuleUnreachable
 
+    where = f"{ctx.obj['host']}:{ctx.obj['port']}"
     try:
         with _client(ctx, timeout) as c:
             return c.send(cmd, **kwargs)
     except ModuleUnreachable as exc:
         raise click.ClickException(
-            f"no control room at {ctx.obj['host']}:{ctx.obj['port']} ({exc}); start one with "
+            f"no control room answering at {where} ({exc}); start one with "
             "`control-room up CONFIG` or pass --port"
         ) from None
     except CommandFailed as exc:
-        raise click.ClickException(exc.error) from None
+        raise click.ClickException(_auth_text(exc.error, where) or exc.error) from None
+
+
+def _auth_text(error: str, where: str) -> str | None:
+    """A clear message when the control room refused us for want of the right token."""
+    if "authentication required" in error:
+        return (
+            f"the control room at {where} requires the mesh token: set $MESH_TOKEN or pass "
+            "--token-file PATH (it answered: authentication required)"
+        )
+    if "wrong token" in error:
+        return (
+            f"the control room at {where} refused the token from "
+            "--token-file / $MESH_TOKEN: it is not the mesh token (wrong token)"
+        )
+    return None
 
 
 @click.group()
@@ -86,11 +122,18 @@ def _call(ctx: click.Context, cmd: str, timeout: float = 10.0, **kwargs: Any) ->
     show_default=True,
     help="Control room port (for the client subcommands).",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    envvar="MESH_TOKEN_FILE",
+    default=None,
+    help="File whose first line is the mesh token (else $MESH_TOKEN); sent with AUTH.",
+)
 @click.pass_context
-def main(ctx: click.Context, host: str, port: int) -> None:
+def main(ctx: click.Context, host: str, port: int, token_file: str | None) -> None:
     """Start, watch and command a mesh of modules."""
     ctx.ensure_object(dict)
-    ctx.obj.update(host=host, port=port)
+    ctx.obj.update(host=host, port=port, token_file=token_file)
 
 
 # -- hosting -----------------------------------------------------------------------------------------
@@ -101,25 +144,27 @@ def _host(cfg: MeshConfig) -> Any:
     from control_room.room import ControlRoom
 
     room = ControlRoom(cfg, console=sys.stdout)
-    stop = room.down_requested
+    signalled: list[str] = []
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            return
-        click.echo(f"\n{signal.Signals(signum).name}: shutting down")
-        stop.set()
+    def on_stop(name: str) -> None:  # on a normal thread, once (control_room/stop_signals.py)
+        signalled.append(name)
+        click.echo(f"\n{name}: shutting down")
         room.stop_event.set()
+        room.cancel_macro(f"{name} received")  # its finally steps still run
+        if room.startup_s is None and room.supervisor is not None:
+            room.supervisor.request_stop()  # still starting: cancel the start
+        room.down_requested.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    StopSignals(on_stop)
     click.echo(f"starting {len(cfg.modules)} modules from {cfg.path}")
     try:
         startup = room.up()
     except StartError as exc:
+        if signalled:  # a stop signal cancelled the start
+            raise click.ClickException(
+                f"interrupted ({signalled[0]}) during start-up; nothing left running"
+            ) from None
         raise click.ClickException(f"start-up failed, nothing left running:\n{exc}") from None
-    except KeyboardInterrupt:
-        room.down()
-        raise click.ClickException("interrupted during start-up; nothing left running") from None
     click.echo(f"all {len(cfg.modules)} modules ready in {startup:.2f} s")
     return room
 
@@ -249,17 +294,26 @@ def send(ctx: click.Context, module: str, cmd: str, payload: str | None, timeout
 @click.pass_context
 def macro(ctx: click.Context, name: str, payload: str | None, no_wait: bool) -> None:
     """Run macro NAME (optional JSON arguments) and print each step's reply."""
+    from control_room.follow import follow_macro
+
     kwargs = _json_arg(payload, "PAYLOAD")
-    res = _call(ctx, "MACRO", 24 * 3600, name=name, kwargs=kwargs, wait=not no_wait)
     if no_wait:
+        _call(ctx, "MACRO", name=name, kwargs=kwargs, wait=False)
         click.echo(f"macro {name} started")
         return
-    for s in res["steps"]:
-        what = f"{s['module']} {s['cmd']}" if s.get("module") else s["label"]
-        click.echo(
-            f"{s['index']:>3} {what:<30} ok {s['duration_s']:.2f}s  {json.dumps(s['result'], default=str)[:120]}"
-        )
-    click.echo(f"macro {name} done in {res['duration_s']:.2f} s")
+    where = f"{ctx.obj['host']}:{ctx.obj['port']}"
+    _call(ctx, "UP")  # a clear error now if there is no control room (or the token is wrong)
+    follow_macro(lambda timeout: _client(ctx, timeout), where, name, kwargs)
+
+
+@main.command()
+@click.argument("module")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for ready.")
+@click.pass_context
+def restart(ctx: click.Context, module: str, timeout: float) -> None:
+    """Restart MODULE (also one that failed after its restart budget) and wait until ready."""
+    info = _call(ctx, "RESTART", timeout, module=module)
+    click.echo(f"{module} {info['state']}: pid {info['pid']}, ready in {info['ready_s']} s")
 
 
 @main.command()
@@ -291,8 +345,10 @@ def logs(ctx: click.Context, follow: bool, module: str | None, n: int) -> None:
 @click.argument("target")
 @click.option("--timeout", default=2.0, show_default=True)
 @click.option("--strict", is_flag=True, help="Recommended rules fail too (not only warn).")
-def check(target: str, timeout: float, strict: bool) -> None:
-    """Check the module at HOST:PORT against the protocol rules (docs/protocol.md section 8)."""
+@click.pass_context
+def check(ctx: click.Context, target: str, timeout: float, strict: bool) -> None:
+    """Check the module at HOST:PORT against the protocol rules (AUTH with the mesh token;
+    docs/protocol.md section 8)."""
     from shared_utils.protocol.conformance import failures, run_checks, summary
 
     host, sep, port = target.rpartition(":")
@@ -304,7 +360,7 @@ def check(target: str, timeout: float, strict: bool) -> None:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
     except OSError as exc:
         raise click.ClickException(f"cannot connect to {target}: {exc}") from None
-    results = run_checks(host or "127.0.0.1", int(port), timeout)
+    results = run_checks(host or "127.0.0.1", int(port), timeout, token=_token(ctx))
     for r in results:
         click.echo(r.line())
     click.echo(summary(target, results, strict))

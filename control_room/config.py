@@ -21,6 +21,7 @@ from typing import Any
 
 from control_room.checker import Checker
 from control_room.config_macros import check_macros
+from control_room.config_tokens import check_keys, check_tokens
 from control_room.schema import (
     PROTOCOLS,
     RESTART_POLICIES,
@@ -48,12 +49,12 @@ __all__ = [
 
 _CONTROL_KEYS = {
     "host", "port", "pub_port", "log_port", "log_dir", "marker_stream", "watchdog_s", "xvfb",
-    "run_macro",
+    "run_macro", "token_file",
 }  # fmt: skip
 _OUR_MODULE_KEYS = {
     "module", "cmd", "attach", "host", "ip", "port", "args", "cwd", "env", "after", "ready",
     "ready_timeout_s", "restart", "max_restarts", "restart_delay_s", "stop_timeout_s", "display",
-    "protocol", "pcomms", "kwargs", "python_executable",
+    "protocol", "pcomms", "kwargs", "python_executable", "token_env",
 }  # fmt: skip
 _DAREPLANE_MODULE_KEYS = {
     "kind", "path", "retry_after_s", "max_connect_retries", "custom_entry_point",
@@ -85,6 +86,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> MeshConfig:
     modules = _all_modules(ck, data, path)
     macros, step_sleep = check_macros(ck, data.get("macros", {}), modules)
     _check_graph(ck, modules)
+    tokens = check_tokens(ck, control, modules, path)
     if control.run_macro and control.run_macro not in macros:
         ck.error(
             ("control_room", "run_macro"),
@@ -92,7 +94,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> MeshConfig:
         )
     if ck.problems:
         raise ConfigError(ck.problems)
-    return MeshConfig(path, control, modules, macros, step_sleep, ck.warnings)
+    return MeshConfig(path, control, modules, macros, step_sleep, ck.warnings, tokens)
 
 
 def _control(ck: Checker, t: Any) -> ControlSettings:
@@ -100,7 +102,7 @@ def _control(ck: Checker, t: Any) -> ControlSettings:
     if not isinstance(t, dict):
         ck.error(keys, "must be a table")
         return ControlSettings()
-    ck.unknown(t, keys, _CONTROL_KEYS)
+    check_keys(ck, keys, t, _CONTROL_KEYS)
     d = ControlSettings()
     xvfb = ck.get(t, keys, "xvfb", str, d.xvfb)
     if xvfb not in ("auto", "never"):
@@ -115,6 +117,7 @@ def _control(ck: Checker, t: Any) -> ControlSettings:
         watchdog_s=min(1.0, ck.number(t, keys, "watchdog_s", d.watchdog_s, lo=0.05)),
         xvfb=xvfb,
         run_macro=ck.get(t, keys, "run_macro", str, None),
+        token_file=ck.get(t, keys, "token_file", str, None),
     )
 
 
@@ -182,7 +185,7 @@ def _module(
     legacy: str | None,
 ) -> ModuleSpec | None:
     allowed = _OUR_MODULE_KEYS | _DAREPLANE_MODULE_KEYS | (_LEGACY_IGNORED if legacy else set())
-    ck.unknown(t, keys, allowed)
+    check_keys(ck, keys, t, allowed)
     line = ck.index.line(keys)
     host = ck.get(t, keys, "host", str, None) or ck.get(t, keys, "ip", str, "127.0.0.1")
     port = ck.port(t, keys, "port", 0)
@@ -226,6 +229,7 @@ def _module(
         display=ck.get(t, keys, "display", bool, False),
         protocol=protocol,
         pcomms={k: str(v) for k, v in pcomms.items()},
+        token_env=ck.get(t, keys, "token_env", str, None) or None,
         line=line,
     )
 

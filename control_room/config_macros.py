@@ -8,10 +8,12 @@ from control_room.checker import Checker
 from control_room.schema import MacroSpec, ModuleSpec, Step
 from shared_utils.checks import unknown_message
 
-_MACRO_KEYS = {"name", "description", "default_json", "delay_s", "cmds", "steps"}
+_MACRO_KEYS = {"name", "description", "default_json", "delay_s", "cmds", "steps", "finally"}
+_KINDS = {"send": "send", "wait_s": "wait", "wait_stream": "wait_stream", "until": "until",
+          "macro": "macro", "restart": "restart"}  # fmt: skip
 _STEP_KEYS = {
     "send", "cmd", "kwargs", "wait_s", "wait_stream", "until", "expect", "timeout_s",
-    "every_s", "save_as", "delay_s", "continue_on_error", "macro", "label",
+    "every_s", "save_as", "delay_s", "continue_on_error", "macro", "label", "restart",
 }  # fmt: skip
 
 
@@ -62,6 +64,10 @@ def check_macros(
             ck.error(
                 keys, "macro has no steps (add cmds.com1 = [module, CMD] or [[macros.x.steps]])"
             )
+        for i, s in enumerate(ck.get(m, keys, "finally", list, [])):
+            step = _step(ck, (*keys, "finally", i), s, modules, t)
+            if step:
+                spec.finally_steps.append(step)
         out[name] = spec
     return out, sleep
 
@@ -104,18 +110,17 @@ def _step(
         ck.error(keys, "each step must be a table")
         return None
     ck.unknown(s, keys, _STEP_KEYS)
-    kinds = [k for k in ("send", "wait_s", "wait_stream", "until", "macro") if k in s]
+    kinds = [k for k in _KINDS if k in s]
     if len(kinds) != 1:
         ck.error(
             keys,
-            "a step needs exactly one of send / wait_s / wait_stream / until / macro"
+            f"a step needs exactly one of {' / '.join(_KINDS)}"
             + (f", got {', '.join(kinds)}" if kinds else ""),
         )
         return None
     kind = kinds[0]
     step = Step(
-        kind={"wait_s": "wait", "send": "send", "wait_stream": "wait_stream",
-              "until": "until", "macro": "macro"}[kind],
+        kind=_KINDS[kind],
         timeout_s=ck.number(s, keys, "timeout_s", 30.0, lo=0.0),
         every_s=ck.number(s, keys, "every_s", 0.2, lo=0.01),
         save_as=ck.get(s, keys, "save_as", str, None),
@@ -139,6 +144,10 @@ def _step(
             step.seconds = ck.number(s, keys, "wait_s", 0.0)
     elif kind == "wait_stream":
         step.stream = ck.get(s, keys, "wait_stream", str, "")
+    elif kind == "restart":
+        step.module = ck.get(s, keys, "restart", str, "")
+        if step.module not in modules:
+            ck.error((*keys, "restart"), unknown_message("module", step.module, modules))
     else:
         step.module = ck.get(s, keys, "macro", str, "")
         if step.module not in macros:

@@ -23,6 +23,20 @@ def short(value: Any, limit: int = 110) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def step_line(rep: Any) -> str:
+    """One finished macro step (a StepReport or its dict), as ``up`` and ``macro`` print it."""
+    get = rep.get if isinstance(rep, dict) else lambda k, d=None: getattr(rep, k, d)
+    what = f"{get('module')} {get('cmd')}" if get("cmd") else get("label")
+    if get("kind") == "restart":
+        what = f"restart {get('module')}"
+    elif get("kind") == "until":
+        what = f"until {what}"
+    index = f"{'finally ' if get('section') == 'finally' else ''}{get('index'):>2}"
+    mark = "ok" if get("ok") else "FAILED"
+    detail = short(get("result")) if get("ok") else get("error")
+    return f"{index} {what:<28} {mark} {get('duration_s'):6.2f}s  {detail}"
+
+
 class Console:
     """Writes to ``stream`` (None: silent); thread-safe."""
 
@@ -52,7 +66,9 @@ class Console:
             extra = []
             for key in ("ready_s", "pid", "port", "exit_code", "attempt", "error"):
                 if d.get(key) is not None:
-                    extra.append(f"{key}={d[key]}")
+                    # the first line only: a start error's output tail is printed once, with the
+                    # final error, not again here
+                    extra.append(f"{key}={(str(d[key]).splitlines() or [''])[0]}")
             self._write(f"{d.get('module', '?'):<16} {state:<12} {' '.join(extra)}")
             for line in d.get("last_output") or []:
                 self._write(f"{'':<16} | {line}")
@@ -64,12 +80,7 @@ class Console:
             self._write(f"{d.get('source')}: {d.get('module')} {d.get('cmd')} -> {res}")
 
     def step(self, macro: str, rep: Any) -> None:
-        what = f"{rep.module} {rep.cmd}" if rep.module else rep.label
-        if rep.kind == "until":
-            what = f"until {what}"
-        mark = "ok" if rep.ok else "FAILED"
-        detail = short(rep.result) if rep.ok else rep.error
-        self._write(f"[{macro}] {rep.index:>2} {what:<28} {mark} {rep.duration_s:6.2f}s  {detail}")
+        self._write(f"[{macro}] {step_line(rep)}")
 
     def log_record(self, rec: dict[str, Any]) -> None:
         if (rec.get("levelno") or 0) >= 30 and rec.get("source") != "receiver":

@@ -1,13 +1,12 @@
-"""One supervised module: its process, output capture, readiness check and graceful stop.
+"""One supervised module: its process, readiness check, commands and graceful stop.
 
-Why so careful with output: a crashing module's last words are usually a traceback on stderr;
-both pipes are read line by line on their own threads until EOF, so nothing it printed is lost
-even when it dies during start-up.
+Its output is captured by control_room/output.py; every connection to it is made by
+:meth:`ModuleHandle.client`, so none can forget the module's token.
 """
 
 from __future__ import annotations
 
-import collections
+import json
 import os
 import subprocess
 import threading
@@ -17,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from control_room.config import ModuleSpec
-from control_room.output_gate import LINES_PER_S, OutputGate
+from control_room.output import LineSink, OutputCapture
 from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
+from control_room.tokens import auth_refusal, child_env
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
 from shared_utils.platform.processes import end_group, signal_group
 from shared_utils.protocol import dareplane
@@ -27,19 +27,37 @@ from shared_utils.protocol.client import ModuleClient
 from shared_utils.protocol.commands import unknown_command_message
 
 ROOT = Path(__file__).resolve().parent.parent
-LineSink = Callable[[str, str, str], None]  # (module, "stdout"|"stderr", line)
-MAX_OUTPUT_LINE = 16384  # bytes; a longer line arrives in pieces (no unbounded reads)
+CONNECT_TIMEOUT_S = 3.0  # a host that went away fails a connect within this, whatever the command
 
 
 class StartError(RuntimeError):
     """A module could not be started or did not become ready; the text says why."""
 
 
+_UNUSABLE = {
+    "pending": "has not been started",
+    "starting": "is starting",
+    "restarting": "is restarting",
+    "crashed": "has crashed",
+    "failed": "has failed",
+    "stopping": "is stopping",
+    "stopped": "is stopped",
+    "unresponsive": "is unresponsive (no answer to its last UP checks)",
+}
+
+
 class ModuleHandle:
     """State and process of one module. States: pending, starting, ready, crashed, restarting,
     failed, stopping, stopped."""
 
-    def __init__(self, spec: ModuleSpec, line_sink: LineSink, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        spec: ModuleSpec,
+        line_sink: LineSink,
+        extra_env: dict[str, str],
+        token: str | None = None,
+        token_source: str = "none",
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.host = spec.host
@@ -53,13 +71,18 @@ class ModuleHandle:
         self.started_at: float | None = None
         self.error: str | None = None
         self.answered = False  # answered UP since its last launch (else stop() only signals)
-        self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.output = OutputCapture(spec.name, line_sink)
         self.commands: list[str] = []  # from GET_PCOMMS (or the config's pcomms)
-        self._sink = line_sink
+        self.generation = 0  # bumped by a restart by hand: the old watcher then lets go
+        self.refused_auth = False  # it answered "authentication required" / "wrong token"
         self._extra_env = extra_env
-        self._pumps: list[threading.Thread] = []
+        self._token = token  # kept here only: never in info(), logs or argv
+        self._token_source = token_source
+        self._last_failure = ""  # why the last readiness probe failed (for the timeout message)
         self._client: ModuleClient | None = None
         self._client_lock = threading.Lock()
+        self._inflight: dict[ModuleClient, str | None] = {}  # requests waiting -> abort reason
+        self._inflight_lock = threading.Lock()
         # Dareplane modules serve one connection at a time and write callbacks on it, so once
         # ready all their traffic goes through the router's link (set by CallbackRouter.attach).
         self.link: Any = None
@@ -76,6 +99,27 @@ class ModuleHandle:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def client(self, timeout: float) -> ModuleClient:
+        """A new connection to this module, authenticated with its token when there is one.
+
+        Every connection the control room opens to a module (readiness, watchdog, commands) is
+        made here, so none of them can forget the token.
+        """
+        return ModuleClient(
+            self.host,
+            self.port,
+            timeout=timeout,
+            protocol=self.protocol,  # type: ignore[arg-type]
+            token=self._token,
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
+
+    def auth_request(self) -> bytes:
+        """The ``AUTH`` line for connections made without :meth:`client` (callback listener)."""
+        if not self._token:
+            return b""
+        return json.dumps({"cmd": "AUTH", "kwargs": {"token": self._token}}).encode() + b"\n"
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -83,7 +127,8 @@ class ModuleHandle:
             "kind": self.spec.kind,
             "host": self.host,
             "port": self.port,
-            "pid": self.pid,
+            "pid": self.pid if self.alive() else None,  # never a dead process's pid
+            "last_pid": self.pid,
             "restarts": self.restarts,
             "exit_code": self.exit_code,
             "ready_s": self.ready_s,
@@ -96,6 +141,7 @@ class ModuleHandle:
     def launch(self) -> None:
         """Start the process (or check an attached module's port); does not wait for readiness."""
         self.error = None
+        self.refused_auth = False
         self.exit_code = None
         self.answered = False
         if not self.owned:
@@ -110,7 +156,7 @@ class ModuleHandle:
                 f"or choose another port (port = 0 picks a free one)"
             )
         argv = [self._fill(a) for a in self.spec.argv]
-        env = {**os.environ, **self._extra_env, **self.spec.env}
+        env = {**child_env(os.environ, self._token), **self._extra_env, **self.spec.env}
         env["MESH_PARENT_PID"] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(
@@ -129,12 +175,7 @@ class ModuleHandle:
                 f"{self.name}: cannot run {argv[0]!r}: {exc.strerror or exc}"
             ) from None
         self.started_at = time.monotonic()
-        self._pumps = [
-            threading.Thread(target=self._pump, args=(s, n), name=f"{self.name}-{n}", daemon=True)
-            for s, n in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr"))
-        ]
-        for t in self._pumps:
-            t.start()
+        self.output.start(self.proc.stdout, self.proc.stderr)
 
     def _fill(self, arg: str) -> str:
         return (
@@ -142,34 +183,6 @@ class ModuleHandle:
             .replace("{host}", self.host)
             .replace("{name}", self.name)
         )
-
-    def _pump(self, stream: Any, name: str) -> None:
-        """Read as fast as the module writes; the gate decides what also goes to the central log
-        (all lines up to a rate; the tail, and so crash reports, always has the last ones)."""
-
-        def report(n: int) -> None:
-            last = self.tail[-1][:200] if self.tail else ""
-            note = f"[control room] {n} more {name} lines not logged (over {LINES_PER_S}/s)"
-            self._sink(self.name, name, f"{note}; the last: {last!r}")
-
-        gate = OutputGate(report)
-        for raw in iter(lambda: stream.readline(MAX_OUTPUT_LINE), b""):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if not line:
-                continue
-            self.tail.append(line)
-            if gate.admit():
-                self._sink(self.name, name, line)
-        gate.close()
-        stream.close()
-
-    def flush_output(self, timeout: float = 2.0) -> None:
-        """After the process exited: end what it left in its process group (a child of a killed
-        module can hold the pipes and the port), then wait until both pipes reached EOF."""
-        if self.proc is not None and self.proc.poll() is not None:
-            end_group(self.proc.pid, 0.5)
-        for t in self._pumps:
-            t.join(timeout)
 
     def wait_ready(
         self, stop: threading.Event, stream_check: Callable[[str, float], bool]
@@ -181,9 +194,11 @@ class ModuleHandle:
         ready = self.spec.ready
         deadline = time.monotonic() + ready.timeout_s
         if ready.up:
+            self._last_failure = ""
             while not self._try_up():
+                last = f" (last: {self._last_failure})" if self._last_failure else ""
                 self._check_still_starting(
-                    stop, deadline, f"no answer to UP on {self.host}:{self.port}"
+                    stop, deadline, f"no answer to UP on {self.host}:{self.port}", last
                 )
                 time.sleep(0.02)
         if ready.stream:
@@ -196,7 +211,9 @@ class ModuleHandle:
         self.answered = True
         return self.ready_s
 
-    def _check_still_starting(self, stop: threading.Event, deadline: float, failure: str) -> None:
+    def _check_still_starting(
+        self, stop: threading.Event, deadline: float, failure: str, detail: str = ""
+    ) -> None:
         """One readiness wait, one set of reasons to give up: the module exited, the start was
         cancelled, or ``deadline`` passed (``failure`` says what was still missing)."""
         self._check_alive_or_raise()
@@ -204,7 +221,8 @@ class ModuleHandle:
             raise StartError(f"{self.name}: start cancelled")
         if time.monotonic() > deadline:
             raise StartError(
-                f"{self.name}: {failure} within {self.spec.ready.timeout_s} s{self._tail_text()}"
+                f"{self.name}: {failure} within {self.spec.ready.timeout_s} s{detail}"
+                f"{self.output.tail_text()}"
             )
 
     def _check_alive_or_raise(self) -> None:
@@ -213,24 +231,31 @@ class ModuleHandle:
             self.flush_output(1.0)
             raise StartError(
                 f"{self.name}: exited with code {self.exit_code} before it was ready"
-                f"{self._tail_text()}"
+                f"{self.output.tail_text()}"
             )
 
-    def _tail_text(self, n: int = 12) -> str:
-        lines = list(self.tail)[-n:]
-        return ("; last output:\n    " + "\n    ".join(lines)) if lines else ""
-
     def _try_up(self) -> bool:
+        """One readiness probe; raises :class:`StartError` at once if the module refuses us."""
         try:
-            with ModuleClient(self.host, self.port, timeout=1.0, protocol=self.protocol) as c:  # type: ignore[arg-type]
+            with self.client(1.0) as c:
                 if c.send("UP") is not True:
+                    self._last_failure = "UP did not answer true"
                     return False
                 if self.protocol == "auto":
                     self.protocol = c.protocol  # remember the dialect: later connects skip the wait
                 self._learn_commands(c)
                 return True
-        except (ModuleError, OSError, ValueError):
-            return False
+        except CommandFailed as exc:
+            refusal = auth_refusal(
+                f"{self.name}: {self.host}:{self.port}", exc.error, self._token_source
+            )
+            if refusal:
+                self.refused_auth = True
+                raise StartError(refusal) from None
+            self._last_failure = f"{exc.cmd}: {exc.error}"
+        except (ModuleError, OSError, ValueError) as exc:
+            self._last_failure = str(exc)
+        return False
 
     def _learn_commands(self, c: ModuleClient) -> None:
         """Ask for the command names once (macros are checked against them before sending)."""
@@ -243,6 +268,17 @@ class ModuleHandle:
             return
         if isinstance(names, list) and all(isinstance(n, str) and n for n in names):
             self.commands = names
+
+    def check_usable(self) -> None:
+        """Refuse at once to command a module that cannot answer, instead of waiting out a
+        timeout (a host that vanished shows as ``unresponsive`` within a few watchdog rounds)."""
+        why = _UNUSABLE.get(self.state)
+        if why is None:
+            return
+        hint = ""
+        if self.state in ("failed", "unresponsive"):
+            hint = f"; `control-room restart {self.name}` starts it again"
+        raise ModuleUnreachable(f"{self.name} on {self.host}:{self.port} {why}; not sent{hint}")
 
     def check_command(self, cmd: str) -> None:
         """Refuse a command the module did not list (matched case-insensitively)."""
@@ -267,9 +303,9 @@ class ModuleHandle:
         if self._client_lock.acquire(blocking=False):
             try:
                 if self._client is None:
-                    self._client = ModuleClient(self.host, self.port, protocol=self.protocol)  # type: ignore[arg-type]
+                    self._client = self.client(timeout)
                 self._client.timeout = timeout
-                return self._client.call(cmd, kwargs)
+                return self._call(self._client, cmd, kwargs)
             except ModuleError as exc:
                 if not isinstance(exc, CommandFailed) and self._client is not None:
                     self._client.close()
@@ -277,8 +313,35 @@ class ModuleHandle:
                 raise
             finally:
                 self._client_lock.release()
-        with ModuleClient(self.host, self.port, timeout=timeout, protocol=self.protocol) as c:  # type: ignore[arg-type]
+        with self.client(timeout) as c:
+            return self._call(c, cmd, kwargs)
+
+    def _call(self, c: ModuleClient, cmd: str, kwargs: dict[str, Any]) -> Any:
+        """One request that :meth:`abort_commands` can end early."""
+        with self._inflight_lock:
+            self._inflight[c] = None
+        try:
             return c.call(cmd, kwargs)
+        except ModuleUnreachable as exc:
+            with self._inflight_lock:
+                why = self._inflight.get(c)
+            if why is None:
+                raise
+            raise ModuleUnreachable(
+                f"{self.name} on {self.host}:{self.port} {why}; {cmd} was sent and may or may "
+                "not have run"
+            ) from exc
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(c, None)
+
+    def abort_commands(self, why: str) -> None:
+        """End every command waiting for a reply now (the watchdog calls this when the module
+        stopped answering: a host that vanished must not hold a macro for a whole timeout)."""
+        with self._inflight_lock:
+            for c in self._inflight:
+                self._inflight[c] = why
+                c.abort()
 
     def drop_client(self) -> None:
         with self._client_lock:
@@ -295,22 +358,28 @@ class ModuleHandle:
             self._reap()
             return ["already exited"]
         offered = {c.upper() for c in self.commands}
-        polite = ("STOP", "CLOSE") if self.owned else ("STOP",)
-        for cmd in polite if self.answered else ():  # else asking only waits out a timeout
+        cmds = ("STOP", "CLOSE") if self.owned else ("STOP",)
+        closing = False  # CLOSE reached the module: worth waiting for it to exit on its own
+        # A module that refused our token would refuse STOP and CLOSE too, and one that never
+        # answered UP would only make us wait out a timeout: straight to signals for both.
+        for cmd in cmds if self.answered and not self.refused_auth else ():
             if offered and cmd not in offered:
                 continue  # a module with only the required commands: signals do the stopping
             try:
                 self.command(cmd, {}, timeout=timeout)
                 steps.append(cmd)
+                closing = cmd == "CLOSE"
             except ModuleError as exc:
                 steps.append(f"{cmd} failed: {exc}")
+                # "cannot connect": not listening (yet), so nothing will make it exit but a signal
+                closing = cmd == "CLOSE" and not str(exc).startswith("cannot connect")
                 if not self.alive() or not isinstance(exc, CommandFailed):
                     break  # gone, or not answering: CLOSE would only wait as long again
         self.drop_client()
         if not self.owned or self.proc is None:
             return steps
-        exits_itself = timeout if "CLOSE" in steps else 0.0  # else no point waiting for it
-        for sig, wait in ((None, exits_itself), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
+        first_wait = timeout if closing else 0.0
+        for sig, wait in ((None, first_wait), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
             if sig is not None:
                 if not signal_group(self.proc, kill=sig == "SIGKILL"):
                     break
@@ -322,6 +391,13 @@ class ModuleHandle:
                 continue
         self._reap()
         return steps
+
+    def flush_output(self, timeout: float = 2.0) -> None:
+        """After the process exited: end what it left in its process group (a child of a killed
+        module can hold the pipes and the port), then wait until both pipes reached EOF."""
+        if self.proc is not None and self.proc.poll() is not None:
+            end_group(self.proc.pid, 0.5)
+        self.output.flush(timeout)
 
     def _reap(self) -> None:
         """Collect the exit code and make sure nothing of the process group is left."""

@@ -1,10 +1,13 @@
 """Run a named macro: templated commands, waits and checks, reporting every step.
 
-Templating: ``"$name"`` or ``"${name.key}"`` inside string values. A string that is exactly one
-template keeps the value's type (``"$streams"`` -> ``null``, ``"${fit.accuracy}"`` -> 0.93);
-otherwise values are inserted as text. Names come from the macro's ``default_json``, the caller's
-arguments (which win), earlier steps' ``save_as`` results, ``modules.<name>.host/port`` and
-``date``/``time``. An unknown name fails the step and names what is available.
+Names for templates (control_room/templates.py) come from the macro's ``default_json``, the
+caller's arguments (which win), earlier steps' ``save_as`` results, ``modules.<name>.host/port``
+and ``date``/``time``.
+
+``finally`` steps run after the steps whatever happened: a failing step, a cancel (Ctrl-C,
+``CANCEL``, ``control-room down``) or an exception in the caller's thread. A failed calibration must
+not leave the recording, the mock EEG and a stimulus block running until someone notices. Every
+finally step runs even if an earlier one fails; their outcome is part of the report.
 
 Dareplane's ``cmds`` steps keep their meaning: ``[module, PCOMM, 'dst=src']`` sends
 ``{dst: value_of_src}`` after ``$key`` substitution inside the defaults.
@@ -12,22 +15,41 @@ Dareplane's ``cmds`` steps keep their meaning: ``[module, PCOMM, 'dst=src']`` se
 
 from __future__ import annotations
 
-import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from control_room.config import MacroSpec, Step
+from control_room.templates import MacroError, check_expect, lookup, render
 from shared_utils.checks import unknown_message
 
-_FULL = re.compile(r"^\$(?:\{([A-Za-z_][\w.\-]*)\}|([A-Za-z_]\w*))$")
-_PART = re.compile(r"\$(?:\{([A-Za-z_][\w.\-]*)\}|([A-Za-z_]\w*))")
+__all__ = [
+    "Cancel",
+    "MacroError",
+    "MacroReport",
+    "MacroRunner",
+    "StepReport",
+    "check_expect",
+    "lookup",
+    "render",
+]
 MAX_DEPTH = 5
 
 
-class MacroError(Exception):
-    """A step failed; the text says which step, what it did and why."""
+class Cancel(threading.Event):
+    """Set to cancel a running macro; ``reason`` says why (shown in the failing step)."""
+
+    reason = "cancelled"
+
+    def cancel(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+        self.set()
+
+
+_NEVER = Cancel()  # finally steps are never cancelled: their waits end on their own timeouts
 
 
 @dataclass
@@ -42,13 +64,16 @@ class StepReport:
     result: Any = None
     error: str | None = None
     duration_s: float = 0.0
+    section: str = "steps"  # "steps" or "finally"
 
     def describe(self) -> str:
         what = {
             "send": f"{self.module} {self.cmd}",
             "until": f"until {self.module} {self.cmd}",
+            "restart": f"restart {self.module}",
         }.get(self.kind, self.label)
-        return f"step {self.index} ({what})"
+        prefix = "finally step" if self.section == "finally" else "step"
+        return f"{prefix} {self.index} ({what})"
 
 
 @dataclass
@@ -56,6 +81,7 @@ class MacroReport:
     macro: str
     ok: bool = True
     steps: list[StepReport] = field(default_factory=list)
+    finally_steps: list[StepReport] = field(default_factory=list)
     error: str | None = None
     duration_s: float = 0.0
     context: dict[str, Any] = field(default_factory=dict)
@@ -67,65 +93,8 @@ class MacroReport:
             "error": self.error,
             "duration_s": self.duration_s,
             "steps": [vars(s) for s in self.steps],
+            "finally": [vars(s) for s in self.finally_steps],
         }
-
-
-def lookup(ctx: dict[str, Any], dotted: str) -> Any:
-    cur: Any = ctx
-    for part in dotted.split("."):
-        if isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
-        else:
-            avail = ", ".join(sorted(k for k in ctx if not k.startswith("_")))
-            raise MacroError(
-                f"template ${{{dotted}}}: no value for {part!r} (known names: {avail})"
-            )
-    return cur
-
-
-def render(value: Any, ctx: dict[str, Any]) -> Any:
-    """Substitute templates in every string inside ``value`` (dicts and lists recursively)."""
-    if isinstance(value, str):
-        m = _FULL.match(value)
-        if m:
-            return lookup(ctx, m.group(1) or m.group(2))
-        return _PART.sub(lambda mm: str(lookup(ctx, mm.group(1) or mm.group(2))), value)
-    if isinstance(value, dict):
-        return {k: render(v, ctx) for k, v in value.items()}
-    if isinstance(value, list):
-        return [render(v, ctx) for v in value]
-    return value
-
-
-def check_expect(result: Any, expect: dict[str, Any]) -> str | None:
-    """None if ``result`` matches every ``expect`` entry, else what differed.
-
-    Keys are dotted paths into the result; a value is compared for equality, or a table of
-    operators: ``{">=": 5}``, ``{"!=": "running"}``.
-    """
-    for key, want in expect.items():
-        try:
-            got = lookup(result if isinstance(result, dict) else {"result": result}, key)
-        except MacroError:
-            return f"{key} missing in reply"
-        tests = want if isinstance(want, dict) else {"==": want}
-        for op, ref in tests.items():
-            try:
-                ok = {
-                    "==": lambda a, b: a == b,
-                    "!=": lambda a, b: a != b,
-                    ">=": lambda a, b: a >= b,
-                    "<=": lambda a, b: a <= b,
-                    ">": lambda a, b: a > b,
-                    "<": lambda a, b: a < b,
-                }[op](got, ref)
-            except (KeyError, TypeError):
-                return f"{key}: cannot test {got!r} {op} {ref!r}"
-            if not ok:
-                return f"{key} is {got!r}, want {op} {ref!r}"
-    return None
 
 
 class MacroRunner:
@@ -140,6 +109,7 @@ class MacroRunner:
         stop_event: Any,
         step_sleep_s: float = 0.0,
         on_step: Callable[[str, StepReport], None] | None = None,
+        restart: Callable[[str], Any] | None = None,
     ) -> None:
         self.macros = macros
         self._send = send
@@ -148,53 +118,107 @@ class MacroRunner:
         self._stop = stop_event
         self._step_sleep = step_sleep_s
         self._on_step = on_step
+        self._restart = restart
 
-    def run(self, name: str, kwargs: dict[str, Any] | None = None, _depth: int = 0) -> MacroReport:
-        """Run macro ``name``; raises :class:`MacroError` (with the report attached) on failure."""
+    def run(
+        self,
+        name: str,
+        kwargs: dict[str, Any] | None = None,
+        _depth: int = 0,
+        cancel: threading.Event | None = None,
+    ) -> MacroReport:
+        """Run macro ``name``, then its finally steps; raises :class:`MacroError` (with the report
+        attached) if a step or a finally step failed. ``cancel`` (default: the runner's stop
+        event) ends the steps early; the finally steps still run."""
         if name not in self.macros:
             raise MacroError(unknown_message("macro", name, self.macros))
         if _depth > MAX_DEPTH:
             raise MacroError(
                 f"macro {name!r}: nesting deeper than {MAX_DEPTH} (a macro calls itself?)"
             )
+        cancel = cancel if cancel is not None else self._stop
         spec = self.macros[name]
         report = MacroReport(macro=name)
         t0 = time.monotonic()
         ctx = self._context(spec, kwargs or {})
         report.context = ctx
-        if spec.delay_s:
-            self._sleep(spec.delay_s)
+        try:
+            self._run_steps(spec, report, ctx, _depth, cancel)
+        finally:  # also on KeyboardInterrupt in the caller's thread, which then propagates
+            self._run_finally(spec, report, ctx, _depth)
+            report.duration_s = round(time.monotonic() - t0, 3)
+        if not report.ok:
+            err = MacroError(report.error)
+            err.report = report  # type: ignore[attr-defined]
+            raise err
+        return report
+
+    def _run_steps(
+        self, spec: MacroSpec, report: MacroReport, ctx: dict[str, Any], depth: int, cancel: Any
+    ) -> None:
+        """The steps in order, up to the first failure (not ``continue_on_error``)."""
         for i, step in enumerate(spec.steps, start=1):
-            rep = StepReport(index=i, label=step.label or step.kind, kind=step.kind)
+            pause = spec.delay_s if i == 1 else 0.0  # Dareplane's delay_s: once, before the first
+            rep = self._one(spec.name, step, i, "steps", ctx, depth, cancel, pause)
             report.steps.append(rep)
-            s0 = time.monotonic()
-            try:
-                if self._stop.is_set():
-                    raise MacroError("cancelled: the control room is shutting down")
-                if step.delay_s:
-                    self._sleep(step.delay_s)
-                self._run_step(step, rep, ctx, _depth)
-                rep.ok = True
-            except Exception as exc:  # every failure becomes a clear step report
-                rep.error = str(exc)
-            rep.duration_s = round(time.monotonic() - s0, 3)
-            if self._on_step is not None:
-                self._on_step(name, rep)
             if not rep.ok and not step.continue_on_error:
                 report.ok = False
-                report.duration_s = round(time.monotonic() - t0, 3)
                 done = f"{i - 1} of {len(spec.steps)} steps had completed"
                 report.error = (
-                    f"macro {name!r} stopped at {rep.describe()}"
-                    f"{f' [line {step.line}]' if step.line else ''}: {rep.error} ({done})"
+                    f"macro {spec.name!r} stopped at {rep.describe()}"
+                    f"{_line(step)}: {rep.error} ({done})"
                 )
-                err = MacroError(report.error)
-                err.report = report  # type: ignore[attr-defined]
-                raise err
-            if step.save_as:
-                ctx[step.save_as] = rep.result
-        report.duration_s = round(time.monotonic() - t0, 3)
-        return report
+                return
+
+    def _run_finally(
+        self, spec: MacroSpec, report: MacroReport, ctx: dict[str, Any], depth: int
+    ) -> None:
+        """Every finally step, whatever the others did; failures are added to the report."""
+        failures = []
+        for i, step in enumerate(spec.finally_steps, start=1):
+            rep = self._one(spec.name, step, i, "finally", ctx, depth, _NEVER)
+            report.finally_steps.append(rep)
+            if not rep.ok and not step.continue_on_error:
+                failures.append(f"{rep.describe()}{_line(step)}: {rep.error}")
+        if failures:
+            report.ok = False
+            text = "; ".join(failures)
+            if report.error:
+                report.error += f"; then {text}"
+            else:
+                report.error = f"macro {spec.name!r}: {text}"
+
+    def _one(
+        self,
+        macro: str,
+        step: Step,
+        index: int,
+        section: str,
+        ctx: dict[str, Any],
+        depth: int,
+        cancel: Any,
+        pause_s: float = 0.0,
+    ) -> StepReport:
+        """Run one step into a report (never raises: every failure becomes the step's error)."""
+        rep = StepReport(index=index, label=step.label or step.kind, kind=step.kind)
+        rep.section = section
+        s0 = time.monotonic()
+        try:
+            if cancel.is_set():
+                raise MacroError(f"cancelled: {getattr(cancel, 'reason', 'cancelled')}")
+            for pause in (pause_s, step.delay_s):
+                if pause:
+                    self._sleep(pause, cancel)
+            self._run_step(step, rep, ctx, depth, cancel)
+            rep.ok = True
+        except Exception as exc:  # every failure becomes a clear step report
+            rep.error = str(exc)
+        rep.duration_s = round(time.monotonic() - s0, 3)
+        if rep.ok and step.save_as:
+            ctx[step.save_as] = rep.result
+        if self._on_step is not None:
+            self._on_step(macro, rep)
+        return rep
 
     def _context(self, spec: MacroSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
         ctx: dict[str, Any] = {
@@ -208,9 +232,10 @@ class MacroRunner:
             ctx[k] = render(v, {**ctx, **defaults})
         return ctx
 
-    def _sleep(self, seconds: float) -> None:
-        if self._stop.wait(seconds):
-            raise MacroError("cancelled: the control room is shutting down")
+    @staticmethod
+    def _sleep(seconds: float, cancel: Any) -> None:
+        if cancel.wait(seconds):
+            raise MacroError(f"cancelled: {getattr(cancel, 'reason', 'cancelled')}")
 
     def _payload(self, step: Step, ctx: dict[str, Any]) -> dict[str, Any]:
         if step.mapping is not None:
@@ -223,10 +248,12 @@ class MacroRunner:
             return {dst: ctx[src] for dst, src in step.mapping}
         return render(step.kwargs or {}, ctx)
 
-    def _run_step(self, step: Step, rep: StepReport, ctx: dict[str, Any], depth: int) -> None:
+    def _run_step(
+        self, step: Step, rep: StepReport, ctx: dict[str, Any], depth: int, cancel: Any
+    ) -> None:
         if step.kind == "send":
             if self._step_sleep:
-                self._sleep(self._step_sleep)
+                self._sleep(self._step_sleep, cancel)
             rep.module, rep.cmd = step.module, step.cmd
             rep.kwargs = self._payload(step, ctx)
             rep.result = self._send(
@@ -244,27 +271,32 @@ class MacroRunner:
             seconds = render(step.seconds, ctx)
             if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
                 raise MacroError(f"wait_s must be a number of seconds >= 0, got {seconds!r}")
-            self._sleep(seconds)
+            self._sleep(seconds, cancel)
             rep.result = {"waited_s": seconds}
         elif step.kind == "wait_stream":
             stream = render(step.stream, ctx)
             rep.kwargs = {"stream": stream}
             deadline = time.monotonic() + step.timeout_s
             while not self._wait_stream(stream, min(0.5, max(0.05, deadline - time.monotonic()))):
-                if self._stop.is_set():
-                    raise MacroError("cancelled: the control room is shutting down")
+                if cancel.is_set():
+                    raise MacroError(f"cancelled: {getattr(cancel, 'reason', 'cancelled')}")
                 if time.monotonic() >= deadline:
                     raise MacroError(
                         f"LSL stream {stream!r} did not appear within {step.timeout_s} s"
                     )
             rep.result = {"stream": stream, "found": True}
         elif step.kind == "until":
-            self._until(step, rep, ctx)
+            self._until(step, rep, ctx, cancel)
+        elif step.kind == "restart":
+            rep.module = step.module
+            if self._restart is None:
+                raise MacroError("restart steps need a control room")
+            rep.result = self._restart(step.module)
         elif step.kind == "macro":
-            sub = self.run(step.module or "", render(step.kwargs or {}, ctx), depth + 1)
+            sub = self.run(step.module or "", render(step.kwargs or {}, ctx), depth + 1, cancel)
             rep.result = sub.as_dict()
 
-    def _until(self, step: Step, rep: StepReport, ctx: dict[str, Any]) -> None:
+    def _until(self, step: Step, rep: StepReport, ctx: dict[str, Any], cancel: Any) -> None:
         """Repeat a command until it succeeds (and its reply matches ``expect``)."""
         rep.module, rep.cmd = step.module, step.cmd
         rep.kwargs = self._payload(step, ctx)
@@ -291,4 +323,8 @@ class MacroRunner:
                     f"{step.module} {step.cmd} did not succeed within {step.timeout_s} s "
                     f"({polls} tries); last: {last}"
                 )
-            self._sleep(step.every_s)
+            self._sleep(step.every_s, cancel)
+
+
+def _line(step: Step) -> str:
+    return f" [line {step.line}]" if step.line else ""

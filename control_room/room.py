@@ -19,7 +19,7 @@ from control_room.config import MeshConfig
 from control_room.console import Console
 from control_room.events import CommandMarkers, EventBus
 from control_room.handle import ModuleHandle, StartError
-from control_room.macros import MacroError, MacroReport, MacroRunner, StepReport
+from control_room.macros import Cancel, MacroError, MacroReport, MacroRunner, StepReport
 from control_room.ports import port_holder
 from control_room.router import CallbackRouter
 from control_room.spawn import spawn
@@ -30,6 +30,7 @@ from shared_utils.platform.xvfb import Xvfb
 from shared_utils.streams.lsl import use_loopback
 
 QUIET_CMDS = {"UP", "STATUS", "HELP", "GET_PCOMMS"}  # read-only: not worth an LSL marker
+FINALLY_WAIT_S = 30.0  # shutdown waits this long for a cancelled macro's finally steps
 
 
 class ControlRoom:
@@ -55,6 +56,9 @@ class ControlRoom:
         self._is_down = False
         self.startup_s: float | None = None
         self.running_macro: str | None = None
+        self._cancels: set[Cancel] = set()  # one per running macro
+        self._macro_idle = threading.Event()
+        self._macro_idle.set()
         self.last_reports: dict[str, dict[str, Any]] = {}
         self.reply_ms: collections.deque[float] = collections.deque(maxlen=10_000)
         self.log = std_logging.getLogger("control_room")
@@ -66,6 +70,7 @@ class ControlRoom:
             stop_event=self.stop_event,
             step_sleep_s=cfg.step_sleep_s,
             on_step=self._on_step,
+            restart=self.restart_module,
         )
 
     # -- start-up --------------------------------------------------------------------------------
@@ -82,6 +87,8 @@ class ControlRoom:
                 extra_env=self._module_env,
                 on_ready=self.router.attach,
             )
+            if self.stop_event.is_set():  # a stop signal while the services started
+                self.supervisor.request_stop()
             self.startup_s = self.supervisor.start_all()
         except BaseException:
             self.down()
@@ -157,7 +164,11 @@ class ControlRoom:
                 return {}
             self._is_down = True
         self.stop_event.set()
+        self.cancel_macro("the control room is shutting down")
         self.down_requested.set()
+        if not self._macro_idle.wait(FINALLY_WAIT_S):  # its finally steps need the modules
+            self.log.warning("macro %s still running after %s s; stopping the modules anyway",
+                             self.running_macro, FINALLY_WAIT_S)  # fmt: skip
         steps: dict[str, list[str]] = {}
         if self.supervisor is not None:
             steps = self.supervisor.stop_all()
@@ -210,6 +221,7 @@ class ControlRoom:
         """
         kwargs = kwargs or {}
         h = self.handle(module)
+        h.check_usable()
         h.check_command(cmd)
         entry = {"module": module, "cmd": cmd, "kwargs": kwargs, "source": source}
         lsl_t = None
@@ -237,11 +249,17 @@ class ControlRoom:
         return result
 
     def run_macro(self, name: str, kwargs: dict[str, Any] | None = None) -> MacroReport:
-        """Run a macro to its end; raises :class:`MacroError` naming the failing step."""
+        """Run a macro to its end, then its finally steps; raises :class:`MacroError` naming the
+        failing step. :meth:`cancel_macro` (Ctrl-C, ``CANCEL``, shutdown) ends it early."""
+        cancel = Cancel()
+        if self.stop_event.is_set():
+            cancel.cancel("the control room is shutting down")
+        self._cancels.add(cancel)
+        self._macro_idle.clear()
         self.running_macro = name
         self.publish("macro", macro=name, state="started", kwargs=kwargs or {})
         try:
-            report = self.runner.run(name, kwargs)
+            report = self.runner.run(name, kwargs, cancel=cancel)
         except MacroError as exc:
             rep = getattr(exc, "report", None)
             if rep is not None:
@@ -249,13 +267,34 @@ class ControlRoom:
             self.publish("macro", macro=name, state="failed", error=str(exc))
             raise
         finally:
+            self._cancels.discard(cancel)
             self.running_macro = None
+            if not self._cancels:
+                self._macro_idle.set()
         self.last_reports[name] = report.as_dict()
         self.publish("macro", macro=name, state="done", duration_s=report.duration_s)
         return report
 
+    def cancel_macro(self, reason: str) -> bool:
+        """Cancel running macros (their finally steps still run).
+
+        True if a macro was running."""
+        running = list(self._cancels)
+        for c in running:
+            c.cancel(reason)
+        return bool(running)
+
+    def restart_module(self, name: str) -> dict[str, Any]:
+        """Restart one module by hand (also one that ``failed``); returns its info once ready."""
+        h = self.handle(name)
+        assert self.supervisor is not None
+        self.publish("status", module=name, state="restart_requested", previous=h.state)
+        return self.supervisor.restart(name)
+
     def _on_step(self, macro: str, rep: StepReport) -> None:
         self.publish("macro", macro=macro, state="step", step=vars(rep))
+        if self.server is not None:  # `control-room macro` prints each step as it finishes
+            self.server.send_event("macro_step", macro=macro, step=vars(rep))
         self.console.step(macro, rep)
 
     def _route_callback(self, source: str, target: str, cmd: str, kwargs: dict[str, Any]) -> None:

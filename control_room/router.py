@@ -21,6 +21,9 @@ from shared_utils.protocol import dareplane
 
 Route = Callable[[str, str, str, dict[str, Any]], None]  # (source, target, cmd, kwargs)
 _DECODER = json.JSONDecoder()
+# Every socket operation here has a timeout: a module whose host vanished must never leave a
+# write (a command, a health check) or the shutdown waiting forever.
+IO_TIMEOUT_S = 1.0
 
 
 class DareplaneLink:
@@ -39,6 +42,7 @@ class DareplaneLink:
         self.acks = 0
 
     def write(self, data: bytes) -> None:
+        """Send ``data``; ``OSError`` (a timeout too) if the module does not take it in time."""
         with self._wlock:
             self.sock.sendall(data)
 
@@ -78,6 +82,8 @@ class CallbackRouter:
             return  # a module without SUBSCRIBE sends no callbacks (a minimal foreign module)
         try:
             sock = socket.create_connection((h.host, h.port), timeout=2.0)
+            sock.settimeout(IO_TIMEOUT_S)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except OSError:
             return
         with self._lock:
@@ -90,16 +96,20 @@ class CallbackRouter:
             h.link = link
             target, args, thread_name = self._listen_dareplane, (h.name, link), f"link-{h.name}"
         else:
-            target, args, thread_name = self._listen_json, (h.name, sock), f"callbacks-{h.name}"
+            target, args = self._listen_json, (h.name, sock, h.auth_request())
+            thread_name = f"callbacks-{h.name}"
         threading.Thread(target=target, args=args, name=thread_name, daemon=True).start()
 
-    def _listen_json(self, name: str, sock: socket.socket) -> None:
+    def _listen_json(self, name: str, sock: socket.socket, auth: bytes) -> None:
         try:
-            sock.sendall(b"SUBSCRIBE\n")
-            sock.settimeout(None)
+            # AUTH first when the module has a token (its reply, like SUBSCRIBE's, is skipped below)
+            sock.sendall(auth + b"SUBSCRIBE\n")
             buf = b""
             while not self._stop.is_set():
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    continue
                 if not data:
                     return
                 buf += data
@@ -128,13 +138,16 @@ class CallbackRouter:
             text = data.decode(errors="replace")
             if text.startswith("Connected to"):
                 text = text.partition("\n")[2]
-            sock.settimeout(None)
+            sock.settimeout(IO_TIMEOUT_S)
             while not self._stop.is_set():
                 callbacks, text, acks = dareplane.parse_callbacks(text, link.pending_acks)
                 link.acked(acks)
                 for target, cmd, kwargs in callbacks:
                     self._route(name, target, cmd, kwargs)
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    continue
                 if not data:
                     return
                 text += data.decode(errors="replace")

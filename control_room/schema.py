@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from control_room.tokens import Tokens
+
 RESTART_POLICIES = ("no", "on-failure", "always")
 PROTOCOLS = ("auto", "json", "dareplane")
 
@@ -50,12 +52,13 @@ class ModuleSpec:
     display: bool = False
     protocol: str = "auto"
     pcomms: dict[str, str] = field(default_factory=dict)
+    token_env: str | None = None  # the variable holding this module's token (else $MESH_TOKEN)
     line: int = 0
 
 
 @dataclass
 class Step:
-    """One macro step; ``kind`` is send | wait | wait_stream | until | macro."""
+    """One macro step; ``kind`` is send | wait | wait_stream | until | macro | restart."""
 
     kind: str
     module: str | None = None
@@ -84,6 +87,8 @@ class MacroSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     delay_s: float = 0.0
     steps: list[Step] = field(default_factory=list)
+    # run after the steps whatever happened (failure, Ctrl-C, DOWN): stop recording, streams...
+    finally_steps: list[Step] = field(default_factory=list)
     line: int = 0
 
 
@@ -100,6 +105,7 @@ class ControlSettings:
     watchdog_s: float = 0.5
     xvfb: str = "auto"  # auto | never
     run_macro: str | None = None
+    token_file: str | None = None  # the mesh token's file (else $MESH_TOKEN); never the token
 
 
 @dataclass
@@ -110,6 +116,7 @@ class MeshConfig:
     macros: dict[str, MacroSpec]
     step_sleep_s: float = 0.0  # Dareplane's [macros.globals] sleep_s
     warnings: list[str] = field(default_factory=list)
+    tokens: Tokens = field(default_factory=Tokens)  # resolved on load; repr shows no value
 
     def start_order(self) -> list[list[str]]:
         """Modules grouped in waves: each wave depends only on earlier waves."""

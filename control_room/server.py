@@ -1,7 +1,9 @@
 """The control room's own commands: it is a module on the same protocol as the others.
 
 So the CLI, a script or ``nc`` drive a running session the same way they drive any module:
-``STATUS``, ``MODULES``, ``SEND``, ``MACRO``, ``MACROS``, ``LOGS``, ``DOWN``.
+``STATUS``, ``MODULES``, ``SEND``, ``MACRO``, ``MACROS``, ``CANCEL``, ``RESTART``, ``LOGS``,
+``DOWN``. With a mesh token the port enforces it like any module's (``AUTH`` first), also on
+loopback.
 
 This module does not import the room: it serves anything that offers :class:`Room` (the control
 room passes itself), so the dependency points one way, room -> server.
@@ -35,13 +37,16 @@ class Room(Protocol):
         self, module: str, cmd: str, kwargs: dict[str, Any], *, source: str, timeout: float
     ) -> Any: ...
     def run_macro(self, name: str, kwargs: dict[str, Any] | None = None) -> Any: ...
+    def cancel_macro(self, reason: str) -> bool: ...
+    def restart_module(self, name: str) -> dict[str, Any]: ...
     def get_logs(self, module: str | None, since: int, n: int) -> dict[str, Any]: ...
 
 
 def start_command_server(room: Room) -> DefaultServer:
     """Bind the control room's command port and serve :func:`build_commands` from a thread."""
     c = room.cfg.control
-    server = DefaultServer(c.port, ip=c.host, name="control_room")
+    # The mesh token (from token_file or $MESH_TOKEN) protects our own port too; None = open.
+    server = DefaultServer(c.port, ip=c.host, name="control_room", token=room.cfg.tokens.mesh)
     server.set_commands(build_commands(room))
     try:
         server.init_server()
@@ -119,6 +124,23 @@ class RoomCommands:
             for m in self.room.cfg.macros.values()
         ]
 
+    def cancel(self) -> dict[str, Any]:
+        """Cancel the running macro: its current step ends, its finally steps still run."""
+        running = self.room.running_macro
+        if not self.room.cancel_macro("cancelled by CANCEL"):
+            raise CommandError("no macro is running")
+        return {"cancelled": running}
+
+    def restart(self, module: str) -> dict[str, Any]:
+        """Restart one module (also one that failed): stop it if it runs, start, wait until
+        ready; its restart budget starts again. Replies with its new state."""
+        try:
+            return self.room.restart_module(module)
+        except KeyError as exc:
+            raise CommandError(str(exc.args[0])) from None
+        except StartError as exc:
+            raise CommandError(f"restart failed: {exc}") from None
+
     def logs(self, module: str | None = None, since: int = 0, n: int = 200) -> dict[str, Any]:
         """Recent log records (all modules or one); pass 'next' back as 'since' to follow."""
         known = [*self.room.cfg.modules, *LOG_SOURCES]
@@ -129,7 +151,8 @@ class RoomCommands:
     def down(self) -> dict[str, Any]:
         """Shut the whole mesh down (STOP, CLOSE, signals) and exit the control room."""
         self.room.down_requested.set()
-        self.room.stop_event.set()  # cancel a running macro
+        self.room.stop_event.set()
+        self.room.cancel_macro("the control room is shutting down")  # its finally steps run
         return {"shutting_down": True}
 
 
@@ -142,6 +165,8 @@ def build_commands(room: Room) -> dict[str, Any]:
         "SEND": c.send,
         "MACRO": c.macro,
         "MACROS": c.macros,
+        "CANCEL": c.cancel,
+        "RESTART": c.restart,
         "LOGS": c.logs,
         "DOWN": c.down,
     }
@@ -160,7 +185,7 @@ def _failure_text(exc: Exception) -> str:
     rep = getattr(exc, "report", None)
     lines = [str(exc)]
     if rep is not None:
-        for s in rep.steps:
+        for s in [*rep.steps, *rep.finally_steps]:
             mark = "ok" if s.ok else "FAILED"
             lines.append(f"  {s.describe()}: {mark}" + (f" - {s.error}" if s.error else ""))
     return "\n".join(lines)

@@ -54,7 +54,8 @@ def _ms_stats(values: list[float]) -> dict[str, float] | None:
 def collect_summary(room: Any, report: MacroReport | None, macro_s: float) -> dict[str, Any]:
     """Figures from the macro's step results and the control room's own bookkeeping."""
     steps = report.steps if report is not None else []
-    results = [s.result for s in steps if s.ok]
+    cleanup = report.finally_steps if report is not None else []
+    results = [s.result for s in [*steps, *cleanup] if s.ok]
     files = [
         f for r in results for f in find(r, "file") if isinstance(f, str) and f.endswith(".xdf")
     ]
@@ -73,6 +74,11 @@ def collect_summary(room: Any, report: MacroReport | None, macro_s: float) -> di
         "macro_s": round(macro_s, 1),
         "steps_ok": sum(1 for s in steps if s.ok),
         "steps": len(steps),
+        # what the macro's finally steps did (stop recording, streams, blocks), failures named
+        "finally": [
+            {"step": s.describe(), "ok": s.ok, **({"error": s.error} if s.error else {})}
+            for s in cleanup
+        ],
         "file": files[-1] if files else None,
         "recorder_counts": _last(results, "counts", want=dict),
         "decoder_accuracy": _last(results, "cv_accuracy", "accuracy", want=(int, float)),
@@ -120,6 +126,13 @@ def print_summary(s: dict[str, Any], error: str | None) -> None:
         f"  startup to all modules ready: {s.get('startup_s')} s;  macro {s.get('macro')!r}: "
         f"{s.get('steps_ok')}/{s.get('steps')} steps in {s.get('macro_s')} s"
     )
+    cleanup = s.get("finally") or []
+    if cleanup:
+        ok = sum(1 for c in cleanup if c["ok"])
+        w(f"  finally steps (always run): {ok}/{len(cleanup)} ok")
+        for c in cleanup:
+            if not c["ok"]:
+                w(f"    {c['step']} FAILED: {c.get('error')}")
     w(f"  recording: {s.get('file')}")
     rep = s.get("report")
     if rep:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from control_room.config import MeshConfig
-from control_room.handle import LineSink, ModuleHandle, StartError
+from control_room.handle import ModuleHandle, StartError
+from control_room.output import LineSink
 from shared_utils.errors import ModuleError
-from shared_utils.protocol.client import ModuleClient
 
 Publish = Callable[..., None]
 UNRESPONSIVE_AFTER = 3  # missed UPs in a row before a live process is reported unresponsive
@@ -36,13 +36,17 @@ class Supervisor:
     ) -> None:
         self.cfg = cfg
         self.handles = {
-            n: ModuleHandle(spec, line_sink, extra_env(n)) for n, spec in cfg.modules.items()
+            n: ModuleHandle(
+                spec, line_sink, extra_env(n), cfg.tokens.for_module(n), cfg.tokens.source_of(n)
+            )
+            for n, spec in cfg.modules.items()
         }
         self._publish = publish
         self._stream_check = stream_check
         self._on_ready = on_ready
         self._stopping = threading.Event()
         self._watchers: dict[str, threading.Thread] = {}
+        self._restart_lock = threading.Lock()
         self.startup_s: float | None = None
 
     # -- state changes ---------------------------------------------------------------------------
@@ -113,15 +117,20 @@ class Supervisor:
 
     def _watch_loop(self, h: ModuleHandle) -> None:
         period = self.cfg.control.watchdog_s
-        client = ModuleClient(h.host, h.port, timeout=1.0, protocol=h.protocol)  # type: ignore[arg-type]
+        client = h.client(1.0)
         missed = 0
-        while not self._stopping.is_set() and h.state in ("ready", "unresponsive"):
+        gen = h.generation
+
+        def mine() -> bool:  # False once shutdown or a restart by hand took the module over
+            return not self._stopping.is_set() and h.generation == gen
+
+        while mine() and h.state in ("ready", "unresponsive"):
             if h.owned and h.proc is not None:
                 try:
                     h.proc.wait(period)
                 except Exception:  # TimeoutExpired: still running
                     pass
-                if self._stopping.is_set():
+                if not mine():
                     break
                 if h.proc.poll() is not None:
                     client.close()
@@ -137,6 +146,8 @@ class Supervisor:
             except (ModuleError, OSError, ValueError):
                 ok = False
                 client.close()
+            if not mine():
+                break
             if ok:
                 missed = 0
                 if h.state == "unresponsive":
@@ -145,6 +156,7 @@ class Supervisor:
                 missed += 1
                 if missed == UNRESPONSIVE_AFTER:
                     self._set(h, "unresponsive", error=f"no UP for {missed} checks")
+                    h.abort_commands(f"stopped answering ({missed} health checks missed)")
         client.close()
 
     def _crashed(self, h: ModuleHandle) -> None:
@@ -154,7 +166,7 @@ class Supervisor:
         h.flush_output(2.0)
         h.drop_client()
         h.link = None
-        self._set(h, "crashed", exit_code=h.exit_code, last_output=list(h.tail)[-10:])
+        self._set(h, "crashed", exit_code=h.exit_code, last_output=h.output.last(10))
         policy = h.spec.restart
         while True:
             wants = policy == "always" or (policy == "on-failure" and h.exit_code != 0)
@@ -176,7 +188,10 @@ class Supervisor:
                 self._start_one(h)
             except StartError as exc:
                 h.error = str(exc)
-                self._publish("status", module=h.name, state="restart_failed", error=str(exc))
+                self._publish(
+                    "status", module=h.name, state="restart_failed", error=str(exc),
+                    last_output=h.output.last(10),
+                )  # fmt: skip
                 if h.alive():
                     h.stop(1.0)
                 h.exit_code = h.exit_code if h.exit_code is not None else -1
@@ -184,16 +199,61 @@ class Supervisor:
             self._watch(h)
             return
 
+    # -- restart by hand ---------------------------------------------------------------------------
+    def restart(self, name: str) -> dict[str, Any]:
+        """Stop ``name`` if it runs, start it again with a fresh restart budget, wait until ready.
+
+        For a module that gave up (``failed``) or hangs (``unresponsive``) without restarting
+        the whole mesh. Raises :class:`StartError` if it cannot be restarted or does not get ready.
+        """
+        h = self.handles[name]
+        with self._restart_lock:
+            if self._stopping.is_set():
+                raise StartError(f"{name}: not restarted, the mesh is shutting down")
+            if h.state in ("starting", "restarting", "crashed", "stopping"):
+                raise StartError(
+                    f"{name} is {h.state} already; restart it once it is ready or failed"
+                )
+            h.generation += 1  # its watcher lets go: the exit below is not a crash
+            old = self._watchers.pop(name, None)
+            if h.owned and h.alive():
+                self._set(h, "stopping")
+                steps = h.stop()
+                self._set(h, "stopped", exit_code=h.exit_code, steps=steps)
+            if old is not None:
+                old.join(2.0)
+            h.drop_client()
+            h.link = None
+            h.restarts, h.error = 0, None
+            try:
+                self._start_one(h)
+            except StartError as exc:
+                h.error = str(exc)
+                if h.alive():
+                    h.stop(1.0)
+                self._set(h, "failed", error=h.error)
+                raise
+            self._watch(h)
+            return h.info()
+
     # -- stop ------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Cancel starts in progress and end the watchers (from any thread; returns at once)."""
+        self._stopping.set()
+
     def stop_all(self) -> dict[str, list[str]]:
-        """Stop modules in reverse dependency order (each wave in parallel)."""
+        """Stop modules in reverse dependency order (each wave in parallel).
+
+        Idempotent: a module already stopped (a start-up roll-back, then shutdown) is skipped,
+        so nothing is reported twice.
+        """
         self._stopping.set()
         out: dict[str, list[str]] = {}
         for wave in reversed(self.cfg.start_order()):
             threads = []
             for name in wave:
                 h = self.handles[name]
-                if h.state == "pending" or (h.owned and h.proc is None):
+                if h.state in ("pending", "stopped") or (h.owned and h.proc is None):
                     continue
 
                 def stop(h: ModuleHandle = h) -> None:

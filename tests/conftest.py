@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ("cr_helpers",)  # control-room fixtures: room_factory, running_up
 # Before anything imports pylsl: keep every LSL packet on this machine (children inherit it).
 os.environ["LSLAPICFG"] = str(ROOT / "config" / "lsl_loopback.cfg")
 os.environ.setdefault("MESH_LOG_SERVER", "none")  # modules under test do not look for port 9020

@@ -12,86 +12,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 
-import helpers
 import pytest
 from conftest import ROOT, free_port
+from cr_helpers import PY, RAW, cli, echo, header, pid_alive, wait_for
 
-from control_room.config import load_config
 from control_room.handle import StartError
 from control_room.macros import MacroError
-from control_room.room import ControlRoom
 from shared_utils.errors import CommandFailed
-
-PY = sys.executable
-ECHO = "tests.cr_modules.echo"
-RAW = ["python3", "tests/cr_modules/raw_dareplane.py", "--port", "{port}"]
-
-
-wait_for = partial(helpers.wait_for, timeout=30.0)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def header(tmp_path: Path, markers: str, port: int = 0) -> str:
-    return f"""
-[control_room]
-port = {port}
-pub_port = 0
-log_port = 0
-log_dir = "{tmp_path / "logs"}"
-marker_stream = "{markers}"
-watchdog_s = 0.2
-"""
-
-
-@pytest.fixture
-def room_factory(tmp_path: Path, lsl_name: str) -> Iterator[Callable[[str], ControlRoom]]:
-    """Write a config (header + ``body``), start a ControlRoom in this process, stop it at teardown."""
-    rooms: list[ControlRoom] = []
-
-    def make(body: str, start: bool = True) -> ControlRoom:
-        path = tmp_path / f"mesh{len(rooms)}.toml"
-        path.write_text(header(tmp_path, lsl_name) + body)
-        room = ControlRoom(load_config(path))
-        rooms.append(room)
-        if start:
-            room.up()
-        return room
-
-    yield make
-    for r in rooms:
-        r.down()
-
-
-def echo(
-    name: str, *extra: str, after: str = "", port: int = 0, restart: str = "on-failure"
-) -> str:
-    args = ", ".join(json.dumps(a) for a in ("--name", name, *extra))
-    dep = f"after = [{after}]" if after else ""
-    return f"""
-[modules.{name}]
-module = "{ECHO}"
-port = {port}
-args = [{args}]
-restart = "{restart}"
-restart_delay_s = 0.1
-{dep}
-"""
-
 
 # -- start-up ----------------------------------------------------------------------------------------
 
@@ -396,50 +326,6 @@ def test_zeromq_pub_status_commands_and_replies(room_factory) -> None:
 # -- the CLI against a running control room, and SIGKILL of the control room ------------------------
 
 
-def _cli(*args: str, port: int, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PY, "-m", "control_room", "--port", str(port), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.fixture
-def running_up(
-    tmp_path: Path, lsl_name: str
-) -> Iterator[Callable[[str], tuple[subprocess.Popen, int]]]:
-    """Run ``python -m control_room up CONFIG`` as its own process; wait until it reports ready."""
-    procs: list[subprocess.Popen] = []
-
-    def start(body: str) -> tuple[subprocess.Popen, int]:
-        port = free_port()
-        cfg = tmp_path / "up.toml"
-        cfg.write_text(header(tmp_path, lsl_name, port) + body)
-        proc = subprocess.Popen(
-            [PY, "-m", "control_room", "up", str(cfg)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        procs.append(proc)
-        for line in proc.stdout:  # type: ignore[union-attr]
-            if "modules ready in" in line:
-                return proc, port
-            if "start-up failed" in line:
-                break
-        raise AssertionError(f"control room did not start: {proc.stdout.read()}")  # type: ignore[union-attr]
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(10)
-
-
 def test_cli_against_running_control_room(running_up) -> None:
     body = (
         echo("a")
@@ -453,34 +339,34 @@ kwargs = { hi = 1 }
 """
     )
     proc, port = running_up(body)
-    st = _cli("status", port=port)
+    st = cli("status", port=port)
     assert st.returncode == 0, st.stderr
     assert "a " in st.stdout
     assert "ready" in st.stdout
     assert "raw" in st.stdout
-    res = _cli("send", "a", "ECHO", '{"x": 1}', port=port)
+    res = cli("send", "a", "ECHO", '{"x": 1}', port=port)
     assert res.returncode == 0
     assert json.loads(res.stdout) == {"x": 1}
-    bad = _cli("send", "a", "FAIL", port=port)
+    bad = cli("send", "a", "FAIL", port=port)
     assert bad.returncode == 1
     assert "FAIL always fails" in bad.stderr
-    nope = _cli("send", "raw", "NOPE", port=port)  # a Dareplane module would silently ignore it
+    nope = cli("send", "raw", "NOPE", port=port)  # a Dareplane module would silently ignore it
     assert nope.returncode == 1
     assert "raw: unknown command 'NOPE'" in nope.stderr
     assert "Valid commands: EMIT" in nope.stderr
-    unknown = _cli("send", "nobody", "UP", port=port)
+    unknown = cli("send", "nobody", "UP", port=port)
     assert unknown.returncode == 1
     assert "unknown module 'nobody'" in unknown.stderr
-    mac = _cli("macro", "hi", port=port)
+    mac = cli("macro", "hi", port=port)
     assert mac.returncode == 0
     assert "a ECHO" in mac.stdout
     assert '{"hi": 1}' in mac.stdout
-    logs = _cli("logs", "--module", "a", "-n", "500", port=port)
+    logs = cli("logs", "--module", "a", "-n", "500", port=port)
     assert logs.returncode == 0
     assert "[a" in logs.stdout
-    status = json.loads(_cli("status", "--json", port=port).stdout)
+    status = json.loads(cli("status", "--json", port=port).stdout)
     a_port = status["modules"]["a"]["port"]
-    chk = _cli("check", f"127.0.0.1:{a_port}", port=port)
+    chk = cli("check", f"127.0.0.1:{a_port}", port=port)
     assert "R1" in chk.stdout
     assert "pass" in chk.stdout
     follow = subprocess.Popen(
@@ -490,7 +376,7 @@ kwargs = { hi = 1 }
         text=True,
     )
     try:
-        assert _cli("send", "a", "CRASH", port=port).returncode == 0
+        assert cli("send", "a", "CRASH", port=port).returncode == 0
         for line in follow.stdout:  # type: ignore[union-attr]
             if "echo: last words on stderr" in line:
                 break
@@ -499,13 +385,13 @@ kwargs = { hi = 1 }
         follow.wait(10)
 
     def a_restarted() -> bool:
-        a = json.loads(_cli("status", "--json", port=port).stdout)["modules"]["a"]
+        a = json.loads(cli("status", "--json", port=port).stdout)["modules"]["a"]
         return a["state"] == "ready" and a["restarts"] == 1
 
     wait_for(a_restarted, "a restarted")
-    status = json.loads(_cli("status", "--json", port=port).stdout)
+    status = json.loads(cli("status", "--json", port=port).stdout)
     pids = [m["pid"] for m in status["modules"].values()]
-    down = _cli("down", port=port)
+    down = cli("down", port=port)
     assert down.returncode == 0
     assert proc.wait(30) == 0
     assert "shutting down" in proc.stdout.read()  # type: ignore[union-attr]
@@ -516,7 +402,7 @@ kwargs = { hi = 1 }
 def test_no_orphans_when_control_room_is_sigkilled(running_up) -> None:
     body = echo("a") + echo("b", after='"a"') + f"\n[modules.raw]\ncmd = {json.dumps(RAW)}\n"
     proc, port = running_up(body)
-    status = json.loads(_cli("status", "--json", port=port).stdout)
+    status = json.loads(cli("status", "--json", port=port).stdout)
     pids = {n: m["pid"] for n, m in status["modules"].items()}
     assert all(pid_alive(p) for p in pids.values())
     os.kill(proc.pid, signal.SIGKILL)  # only the control room, not its process group

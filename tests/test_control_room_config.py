@@ -315,3 +315,65 @@ def test_expect_operators() -> None:
     assert check_expect({"state": "idle", "n": 5}, {"state": "idle", "n": {">=": 5}}) is None
     assert check_expect({"n": 4}, {"n": {">=": 5}}) == "n is 4, want >= 5"
     assert check_expect({}, {"x.y": 1}) == "x.y missing in reply"
+
+
+# -- tokens (issue 12 item 2) ---------------------------------------------------------------------
+
+REMOTE = """\
+[control_room]
+port = 0
+
+[modules.far]
+attach = true
+host = "10.1.2.3"
+port = 8200
+"""
+
+
+def test_module_beyond_loopback_without_a_token_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MESH_TOKEN", raising=False)
+    (problem,) = errors_of(REMOTE, tmp_path)
+    assert f"mesh.toml:{line_of(REMOTE, '[modules.far]')}: modules.far.host: 10.1.2.3" in problem
+    assert 'set $MESH_TOKEN or [control_room] token_file = "path"' in problem
+    monkeypatch.setenv("MESH_TOKEN", "t0ken")
+    p = tmp_path / "ok.toml"
+    p.write_text(REMOTE)
+    assert load_config(p).tokens.for_module("far") == "t0ken"
+
+
+def test_token_sources_are_checked_and_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESH_TOKEN", "from-env")
+    missing = REMOTE.replace("port = 0\n", 'port = 0\ntoken_file = "nope.token"\n', 1)
+    (problem,) = errors_of(missing, tmp_path)
+    assert "control_room.token_file: cannot read token file" in problem
+    (tmp_path / "mesh.token").write_text("from-file\nsecond line ignored\n")
+    text = REMOTE.replace("port = 0\n", 'port = 0\ntoken_file = "mesh.token"\n', 1)
+    p = tmp_path / "file.toml"
+    p.write_text(text)
+    cfg = load_config(p)
+    assert cfg.tokens.mesh == "from-file"  # the file wins over the environment
+    assert "from-file" not in repr(cfg)
+    unset = REMOTE + 'token_env = "LAB_FAR_TOKEN"\n'
+    monkeypatch.delenv("LAB_FAR_TOKEN", raising=False)
+    (problem,) = errors_of(unset, tmp_path)
+    assert "modules.far.token_env: $LAB_FAR_TOKEN is not set" in problem
+    monkeypatch.setenv("LAB_FAR_TOKEN", "far-only")
+    p.write_text(unset)
+    assert load_config(p).tokens.for_module("far") == "far-only"
+
+
+def test_a_token_written_into_the_config_is_refused(tmp_path: Path) -> None:
+    text = (
+        OURS.replace("log_port = 0", 'log_port = 0\ntoken = "abc"')
+        .replace("env = { REC_DEBUG = 1 }", 'env = { REC_DEBUG = 1, MESH_TOKEN = "abc" }')
+        .replace('cmd = ["./native_module"', 'args = ["--token", "abc"]\ncmd = ["./native_module"')
+    )
+    joined = "\n".join(errors_of(text, tmp_path))
+    assert "control_room.token: a token never goes in the config file" in joined
+    assert "modules.recorder.env.MESH_TOKEN: the token is not set through env" in joined
+    assert "modules.native.args: --token on a command line shows in `ps`" in joined
+    assert "abc" not in joined

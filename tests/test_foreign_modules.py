@@ -25,7 +25,8 @@ from pathlib import Path
 import helpers
 import pytest
 from conftest import ROOT, free_port, stop_process_group
-from test_control_room import _cli, pid_alive, room_factory  # noqa: F401 (a fixture)
+from cr_helpers import cli as _cli
+from cr_helpers import pid_alive
 
 from control_room.handle import StartError
 from control_room.room import ControlRoom
@@ -273,7 +274,7 @@ def test_misbehaving_modules_after_a_restart_leave_the_mesh_running(mesh, tmp_pa
     text = console(room)
     assert "restart_failed" in text
     assert [part for part in REPORTED if part not in text] == []
-    assert room.supervisor.handles["flood"].tail[-1].endswith("(flood)")  # its last line kept
+    assert room.supervisor.handles["flood"].output.tail[-1].endswith("(flood)")  # its last line kept
     dropped = [
         r["event"]
         for _, r in list(room.logs)

@@ -39,10 +39,14 @@ class ModuleClient:
         protocol: Protocol = "auto",
         token: str | None = None,
         banner_wait_s: float = 0.15,
+        connect_timeout: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        # A host that is gone answers no SYN: give up on connecting within seconds even when
+        # replies may take long (FIT, a recording's STOP). None: the reply timeout.
+        self.connect_timeout = connect_timeout
         self.protocol: Protocol = protocol
         self.token = token
         self.banner_wait_s = banner_wait_s
@@ -68,23 +72,47 @@ class ModuleClient:
                 self._sock = None
                 self._buf.clear()
 
+    def abort(self) -> None:
+        """Make a request waiting in another thread fail now (``ModuleUnreachable``) by shutting
+        the connection down; for a supervisor that knows the module stopped answering."""
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def connect(self) -> None:
         """Open the connection (done lazily by ``send``)."""
         if self._sock is not None:
             return
+        limit = self.timeout
+        if self.connect_timeout is not None:
+            limit = self.connect_timeout if limit is None else min(limit, self.connect_timeout)
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = socket.create_connection((self.host, self.port), timeout=limit)
         except OSError as exc:
             raise ModuleUnreachable(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.timeout)
         self._sock = sock
         self._buf.clear()
         if self.protocol == "auto":
             self.protocol = "dareplane" if self._read_banner() else "json"
         elif self.protocol == "dareplane":
             self._read_banner()
-        if self.token:
-            self._request("AUTH", {"token": self.token})
+        # A banner means dareplane-utils, which has no AUTH (and would log the line, token and all).
+        if self.token and self.banner is None:
+            try:
+                self._request("AUTH", {"token": self.token})
+            except ConnectionError as exc:
+                self.close()
+                raise ModuleUnreachable(
+                    f"{self.host}:{self.port}: connection lost during AUTH ({exc})"
+                ) from exc
+            except BaseException:
+                self.close()  # never leave an unauthenticated connection behind for the next call
+                raise
 
     def _read_banner(self) -> bool:
         assert self._sock is not None
