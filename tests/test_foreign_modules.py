@@ -274,7 +274,9 @@ def test_misbehaving_modules_after_a_restart_leave_the_mesh_running(mesh, tmp_pa
     text = console(room)
     assert "restart_failed" in text
     assert [part for part in REPORTED if part not in text] == []
-    assert room.supervisor.handles["flood"].output.tail[-1].endswith("(flood)")  # its last line kept
+    assert (
+        room.supervisor.handles["flood"].output.tail[-1].endswith("(flood)")
+    )  # its last line kept
     dropped = [
         r["event"]
         for _, r in list(room.logs)
