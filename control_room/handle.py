@@ -21,7 +21,7 @@ from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
 from control_room.tokens import auth_refusal, child_env
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
-from shared_utils.platform.processes import end_group, signal_group
+from shared_utils.platform.processes import end_group
 from shared_utils.protocol import dareplane
 from shared_utils.protocol.client import ModuleClient
 from shared_utils.protocol.commands import unknown_command_message
@@ -352,45 +352,9 @@ class ModuleHandle:
     # -- stop ------------------------------------------------------------------------------------
     def stop(self, timeout: float | None = None) -> list[str]:
         """STOP, CLOSE, then SIGTERM and SIGKILL the process group; returns what was needed."""
-        timeout = self.spec.stop_timeout_s if timeout is None else timeout
-        steps: list[str] = []
-        if self.owned and not self.alive():
-            self._reap()
-            return ["already exited"]
-        offered = {c.upper() for c in self.commands}
-        cmds = ("STOP", "CLOSE") if self.owned else ("STOP",)
-        closing = False  # CLOSE reached the module: worth waiting for it to exit on its own
-        # A module that refused our token would refuse STOP and CLOSE too, and one that never
-        # answered UP would only make us wait out a timeout: straight to signals for both.
-        for cmd in cmds if self.answered and not self.refused_auth else ():
-            if offered and cmd not in offered:
-                continue  # a module with only the required commands: signals do the stopping
-            try:
-                self.command(cmd, {}, timeout=timeout)
-                steps.append(cmd)
-                closing = cmd == "CLOSE"
-            except ModuleError as exc:
-                steps.append(f"{cmd} failed: {exc}")
-                # "cannot connect": not listening (yet), so nothing will make it exit but a signal
-                closing = cmd == "CLOSE" and not str(exc).startswith("cannot connect")
-                if not self.alive() or not isinstance(exc, CommandFailed):
-                    break  # gone, or not answering: CLOSE would only wait as long again
-        self.drop_client()
-        if not self.owned or self.proc is None:
-            return steps
-        first_wait = timeout if closing else 0.0
-        for sig, wait in ((None, first_wait), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
-            if sig is not None:
-                if not signal_group(self.proc, kill=sig == "SIGKILL"):
-                    break
-                steps.append(sig)
-            try:
-                self.proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self._reap()
-        return steps
+        from control_room.stopping import stop_module
+
+        return stop_module(self, self.spec.stop_timeout_s if timeout is None else timeout)
 
     def flush_output(self, timeout: float = 2.0) -> None:
         """After the process exited: end what it left in its process group (a child of a killed
@@ -398,12 +362,3 @@ class ModuleHandle:
         if self.proc is not None and self.proc.poll() is not None:
             end_group(self.proc.pid, 0.5)
         self.output.flush(timeout)
-
-    def _reap(self) -> None:
-        """Collect the exit code and make sure nothing of the process group is left."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is not None:
-            self.exit_code = self.proc.returncode
-        signal_group(self.proc.pid, kill=True)  # helpers it started in its group (a GUI child)
-        self.flush_output(2.0)

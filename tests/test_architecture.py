@@ -157,3 +157,24 @@ def test_importing_every_module_starts_nothing() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.strip()) > 50
+
+
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def test_product_files_and_functions_stay_small() -> None:
+    """No product file over 400 lines, no function over 80: split where the parts have names."""
+    big_files, big_funcs = [], []
+    for path in _py_files(*PRODUCT):
+        text = path.read_text()
+        n = text.count("\n")
+        if n > MAX_FILE_LINES:
+            big_files.append(f"{_rel(path)}: {n} lines")
+        for node in ast.walk(ast.parse(text, filename=str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    big_funcs.append(f"{_rel(path)}:{node.lineno} {node.name}: {length} lines")
+    assert not big_files, "files over 400 lines:\n" + "\n".join(big_files)
+    assert not big_funcs, "functions over 80 lines:\n" + "\n".join(big_funcs)
