@@ -93,7 +93,10 @@ class Builtins:
             if "STOP" in d.commands
             else None
         )
-        stopped = d.tasks.stop_all()
+        # A STOP naming what to stop (the mockup's STOP|{"stream": "x"}) stops only that; a
+        # bare STOP stops every task as well.
+        targeted = any(v is not None for v in kwargs.values())
+        stopped = [] if targeted else d.tasks.stop_all()
         if isinstance(own, dict):
             return {**own, "stopped_tasks": stopped}
         return (
