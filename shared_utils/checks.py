@@ -22,6 +22,7 @@ __all__ = [
     "check_text",
     "did_you_mean",
     "resolve_name",
+    "short",
     "unknown_message",
 ]
 
@@ -54,7 +55,14 @@ def unknown_message(
     text = ", ".join(listed[:limit]) + (
         f", ... ({len(listed)} in all)" if len(listed) > limit else ""
     )
-    return f"unknown {kind} {name!r}{hint}; valid: {text or 'none'}"
+    return f"unknown {kind} {short(name)}{hint}; valid: {text or 'none'}"
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: error messages quote what a client sent,
+    and a 100 kB name must not come back as a 100 kB reply."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve_name(name: str, names: Iterable[str]) -> str | None:
@@ -105,7 +113,7 @@ def check_ranges(ranges: Mapping[str, Range], **values: Any) -> None:
         if rng is None or value is None:
             continue
         if not is_finite_number(value) or not rng.contains(value):
-            raise CommandError(f"{name}: {value!r} is out of range; use {rng.describe(name)}")
+            raise CommandError(f"{name}: {short(value)} is out of range; use {rng.describe(name)}")
 
 
 def check_text(name: str, value: Any, max_len: int = 256) -> None:
@@ -113,8 +121,8 @@ def check_text(name: str, value: Any, max_len: int = 256) -> None:
     name, a template field): such strings mean a client bug, and a 100 kB name would end up in
     every log line and LSL header."""
     if not isinstance(value, str) or not value.strip():
-        raise CommandError(f"{name}: give a non-empty string, got {value!r}"[:200])
+        raise CommandError(f"{name}: give a non-empty string, got {short(value)}")
     if len(value) > max_len:
         raise CommandError(f"{name}: {len(value)} characters is too long (at most {max_len})")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise CommandError(f"{name}: {value[:40]!r} contains control characters")
+        raise CommandError(f"{name}: {short(value)} contains control characters")

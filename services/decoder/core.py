@@ -29,7 +29,7 @@ from services.decoder.online import (
     output_labels,
 )
 from services.decoder.training import TrainingError, fit_recording, read_recording
-from shared_utils.checks import Range, check_ranges, check_text, unknown_message
+from shared_utils.checks import Range, check_ranges, check_text, short, unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.paths import data_dir as default_data_dir
@@ -373,7 +373,7 @@ def _bands(bands: list | None) -> list[list[float]]:
     """FIT's ``bands``: at most ``MAX_BANDS`` pairs ``[low_hz, high_hz]`` with low < high."""
     if bands is None:
         return [[float(a), float(b)] for a, b in DEFAULT_BANDS]
-    shape = f"bands must be a list of [low_hz, high_hz] pairs, got {bands!r}"[:200]
+    shape = f"bands must be a list of [low_hz, high_hz] pairs, got {short(bands)}"
     if not bands or len(bands) > MAX_BANDS:
         raise CommandError(f"{shape} (1 to {MAX_BANDS} pairs)")
     out = []
@@ -383,7 +383,7 @@ def _bands(bands: list | None) -> list[list[float]]:
         check_ranges({"bands": RANGES["band_hz"]}, bands=pair[0])
         check_ranges({"bands": RANGES["band_hz"]}, bands=pair[1])
         if not pair[0] < pair[1]:
-            raise CommandError(f"bands: {pair!r} must have low_hz < high_hz")
+            raise CommandError(f"bands: {short(pair)} must have low_hz < high_hz")
         out.append([float(pair[0]), float(pair[1])])
     return out
 

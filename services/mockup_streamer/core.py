@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from services.mockup_streamer.paced import SyntheticStream, make_synthetic
 from services.mockup_streamer.replay import ReplayStream, make_replay, start_all
 from services.mockup_streamer.synth import STATES, StateSchedule
-from shared_utils.checks import Range, check_ranges, check_text, unknown_message
+from shared_utils.checks import Range, check_ranges, check_text, short, unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.paths import data_dir as default_data_dir
@@ -107,6 +107,8 @@ class MockupStreamer:
         delay_s: float = 0.0,
     ) -> dict[str, Any]:
         """Start a synthetic EEG stream (alpha high/low states + "<stream>_markers"), or replay `xdf`."""
+        if prefix:  # used with xdf only, but a bad value is refused either way
+            check_text("prefix", prefix, MAX_NAME)
         if xdf is not None:
             return self.replay(xdf=xdf, loop=loop, prefix=prefix, delay_s=delay_s)
         check_ranges(RANGES, **{k: v for k, v in locals().items() if k in RANGES})
@@ -213,7 +215,7 @@ class MockupStreamer:
         with self._lock:
             if stream is not None and stream not in self.streams:
                 raise CommandError(
-                    f"stream {stream!r} is not running; running: {', '.join(sorted(self.streams)) or 'none'}"
+                    f"stream {short(stream)} is not running; running: {', '.join(sorted(self.streams)) or 'none'}"
                 )
             names = [stream] if stream is not None else list(self.streams)
             stopped = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared_utils.checks import short
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.paths import resolve_in
@@ -68,7 +70,7 @@ class ExportJobs:
         bad = [f for f in formats if f not in FORMATS]
         if bad or not formats:
             raise CommandError(
-                f'"to" must be "bids", "nwb" or a list of them, got {bad or formats}'
+                f'"to" must be "bids", "nwb" or a list of them, got {short(bad or formats)}'
             )
         src = self._inside(source, "file")
         rec_path = Path(os.path.realpath(recording)) if recording else None
@@ -159,8 +161,9 @@ class ExportJobs:
             state["seconds"] = round(time.time() - state["started"], 2)
             if rc == 0 and "results" in state:
                 state["state"] = "done"
-            else:  # a signal: STOP|{"task": id}, STOP or CLOSE cancelled it
-                state["state"] = "cancelled" if state.get("cancelled") or rc < 0 else "failed"
+            else:  # SIGTERM (STOP|{"task": id}, STOP, CLOSE) cancelled it: exit 143 or a signal
+                cancelled = state.get("cancelled") or rc < 0 or rc == 128 + signal.SIGTERM
+                state["state"] = "cancelled" if cancelled else "failed"
                 state.setdefault("error", err)
         log.info("export ended", state=state["state"], error=state.get("error"))
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shared_utils.checks import short
 from shared_utils.errors import CommandError
 
 MAX_FIELD = 128  # characters in one template field's value
@@ -35,14 +36,14 @@ def template_fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:
-        raise CommandError(f"bad file template {template!r}: {e}") from None
+        raise CommandError(f"bad file template {short(template)}: {e}") from None
     names = []
     for _, name, _, _ in parsed:
         if name is None:
             continue
         if not name.isidentifier():
             raise CommandError(
-                f"bad placeholder {{{name}}} in file template {template!r}: use plain names such "
+                f"bad placeholder {{{name}}} in file template {short(template)}: use plain names such "
                 "as {subject}, {session}, {run}, {date}"
             )
         names.append(name)
@@ -61,13 +62,13 @@ def expand_template(
     if missing:
         need = ", ".join(f'"{m}"' for m in dict.fromkeys(missing))
         raise CommandError(
-            f"file template {template!r} needs {need}: pass them with START "
+            f"file template {short(template)} needs {need}: pass them with START "
             f'(e.g. START|{{"file": "...", {need.split(",")[0]}: "01"}})'
         )
     try:
         return template.format(**vals)
     except (ValueError, TypeError) as e:
-        raise CommandError(f"cannot fill file template {template!r}: {e}") from None
+        raise CommandError(f"cannot fill file template {short(template)}: {e}") from None
 
 
 def expand_labrecorder(template: str, values: Mapping[str, Any]) -> str:
@@ -88,7 +89,7 @@ def check_fields(template: str, values: Mapping[str, Any]) -> None:
             continue
         if not isinstance(value, str | int | float):
             raise CommandError(
-                f'template field "{name}" must be a string or a number, got {value!r}'[:200]
+                f'template field "{name}" must be a string or a number, got {short(value)}'
             )
         text = str(value)
         if len(text) > MAX_FIELD:

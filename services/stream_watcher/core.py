@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pylsl
+from pylsl.util import LostError
+from pylsl.util import TimeoutError as LslTimeout
 
-from shared_utils.checks import Range, check_ranges, check_text
+from shared_utils.checks import Range, check_ranges, check_text, short
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.streams.lsl import FORMAT_DTYPES, StreamNotFoundError, describe_all, resolve
@@ -39,7 +41,7 @@ MAX_BUFFER_BYTES = 2**30  # one watched stream's buffer (1 GiB)
 RANGES = {
     "wait_s": Range(0, 10, "s", open_lo=True),
     "buffer_s": Range(0, 3600, "s", open_lo=True),
-    "timeout_s": Range(0, 30, "s", open_lo=True),
+    "timeout_s": Range(0.1, 30, "s"),
     "seconds": Range(0, 3600, "s", open_lo=True),
     "max_values": Range(1, 50_000_000),
 }
@@ -129,7 +131,14 @@ class WatchService:
         except StreamNotFoundError as exc:
             raise CommandError(f"stream: {exc}") from None
         _check_buffer(info, buf, w.irregular_size)
-        w.attach(info)
+        try:
+            w.attach(info)
+        except (LslTimeout, LostError) as exc:
+            w.close()
+            raise CommandError(
+                f"stream: {stream!r} did not open within timeout_s={timeout_s:g} s ({exc}); "
+                "try again or give more time"
+            ) from None
         with self._lock:
             if stream in self.watchers:  # lost a race with another connection
                 w.close()
@@ -172,7 +181,7 @@ class WatchService:
         watched = ", ".join(sorted(self.watchers)) or "none"
         visible = ", ".join(sorted(self.visible)) or "none"
         return (
-            f"stream: {stream!r} is not watched (WATCH it first); watched: {watched}; "
+            f"stream: {short(stream)} is not watched (WATCH it first); watched: {watched}; "
             f"visible: {visible}"
         )
 
