@@ -22,7 +22,12 @@ from test_decoder_core import SETTINGS, as_recording, synth_eeg
 from wire_helpers import Wire
 
 from services.decoder import model_io
+from services.decoder.core import RANGES as DECODER_RANGES
 from services.decoder.training import fit_recording
+from services.mockup_streamer.core import RANGES as MOCKUP_RANGES
+from services.recorder.core import RANGES as RECORDER_RANGES
+from services.stream_watcher.core import RANGES as WATCHER_RANGES
+from shared_utils.checks import Range
 
 HUGE_OK = {"seed", "task"}  # a 62-bit seed is a seed; a huge task id is just unknown
 TRAVERSAL = ["../../../../etc/passwd", "/etc/passwd", "a/../../../x.xdf", "sub/../../x.json"]
@@ -88,6 +93,24 @@ BASES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+RANGES: dict[str, dict[str, Range]] = {
+    "services.mockup_streamer": MOCKUP_RANGES,
+    "services.recorder": RECORDER_RANGES,
+    "services.decoder": DECODER_RANGES,
+    "services.stream_watcher": WATCHER_RANGES,
+}
+
+
+def _out_of_range(ranges: dict[str, Range], arg: str, type_name: str, value: Any) -> bool:
+    """A number of an accepted type outside the argument's documented range."""
+    rng = ranges.get(arg)
+    if rng is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, float) and "float" not in type_name:
+        return False  # a type error, not a range error
+    return not rng.contains(value)
+
+
 def _commands(w: Wire) -> list[dict[str, Any]]:
     help_ = w.cmd("HELP")["result"]["commands"]
     return [c for c in help_ if c["name"] not in SKIP and c["name"] not in SESSION]
@@ -95,7 +118,7 @@ def _commands(w: Wire) -> list[dict[str, Any]]:
 
 def _fuzz(w: Wire, module: str, live: str, only: set[str] | None = None) -> dict[str, int]:
     """Send every (command, argument, value) line; check each reply; returns counts."""
-    counts = {"lines": 0, "refused": 0}
+    counts = {"lines": 0, "refused": 0, "range": 0}
     for entry in _commands(w):
         cmd = entry["name"]
         if only is not None and cmd not in only:
@@ -106,6 +129,7 @@ def _fuzz(w: Wire, module: str, live: str, only: set[str] | None = None) -> dict
         }
         for arg in entry["kwargs"]:
             for value, must_refuse in _values(arg["name"], arg["type"]):
+                must_refuse |= _out_of_range(RANGES[module], arg["name"], arg["type"], value)
                 line = f"{cmd}|{json.dumps({**base, arg['name']: value})}\n"
                 w.send(line.encode())
                 reply = w.reply()
@@ -120,8 +144,13 @@ def _fuzz(w: Wire, module: str, live: str, only: set[str] | None = None) -> dict
                         assert stopped["ok"] or "no task" in stopped["error"], (where, stopped)
                 else:
                     counts["refused"] += 1
-                    assert " raised " not in reply["error"], (where, reply["error"][:500])
-                    assert len(reply["error"]) < 5000, where
+                    error = reply["error"]
+                    assert " raised " not in error, (where, error[:500])
+                    assert len(error) < 5000, where
+                    if _out_of_range(RANGES[module], arg["name"], arg["type"], value):
+                        want = f"{arg['name']}: {value!r} is out of range; use "
+                        assert want in error, (where, error[:300])  # the documented range
+                        counts["range"] += 1
     w.send(b'{"id": "end", "cmd": "UP"}\n')  # exactly one reply per line: UP comes next
     assert w.reply() == {"ok": True, "cmd": "UP", "id": "end", "result": True}
     return counts
@@ -158,8 +187,9 @@ def test_every_argument_of_every_command_survives_bad_values(
         assert w.cmd("UP")["result"] is True
         status = w.cmd("STATUS")["result"]
         assert status["tasks"] == [], status["tasks"]  # everything started was stopped
-    print(f"{module}: {counts['lines']} lines, {counts['refused']} refused")
+    print(f"{module}: {counts}")
     assert counts["lines"] > 100
+    assert counts["range"] >= 3 * len(RANGES[module]) // 2, counts  # ranges really checked
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing written beside it
     assert sorted(p.name for p in ROOT.iterdir()) == root_before  # nor in the working directory
     del live

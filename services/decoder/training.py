@@ -130,7 +130,8 @@ def calibration_needs(
     lengths = np.diff(times)
     seg_s = float(np.median(lengths)) if len(lengths) else have_s
     found = ", ".join(
-        f"{c}: {segments.get(c, 0)} segments / {n} windows" for c, n in counts.items()
+        f"{c}: {_plural(segments.get(c, 0), 'segment')} / {_plural(n, 'window')}"
+        for c, n in counts.items()
     )
     present = sorted(set(rec.marker_labels))
     k = max(2, len(counts) if len(counts) >= 2 else len(present))
@@ -158,6 +159,10 @@ def calibration_needs(
         f"least {need_s:.1f} s of recording after the first marker: record "
         f"{max(0.0, need_s - have_s):.1f} s longer, or lower tmin_s / window_s"
     )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def fit_recording(
