@@ -229,6 +229,7 @@ def test_replay_xdf_at_original_timing(streamer, lsl_name, tmp_path):
         assert poll_until(
             lambda: all(s["done"] for s in streamer.send("STATUS")["streams"].values()), 10
         )
+        assert poll_until(lambda: eeg.total >= len(data) and mk.total >= 3, 10)  # all arrived
         got, gts = eeg.window(copy=True)
         mlab, gmts = mk.window(copy=True)
     assert np.array_equal(got, data)

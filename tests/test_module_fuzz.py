@@ -22,7 +22,7 @@ from test_decoder_core import SETTINGS, as_recording, synth_eeg
 from wire_helpers import Wire
 
 from services.decoder import model_io
-from services.decoder.core import RANGES as DECODER_RANGES
+from services.decoder.arguments import RANGES as DECODER_RANGES
 from services.decoder.training import fit_recording
 from services.mockup_streamer.core import RANGES as MOCKUP_RANGES
 from services.recorder.core import RANGES as RECORDER_RANGES
@@ -85,7 +85,7 @@ BASES: dict[str, dict[str, dict[str, Any]]] = {
         "SET": {"on_threshold": 0.7},
     },
     "services.stream_watcher": {
-        "WATCH": {"stream": "{live}", "timeout_s": 2.0},
+        "WATCH": {"stream": "{live}", "timeout_s": 0.5},
         "UNWATCH": {"stream": "{live}"},
         "STATS": {"stream": "{live}"},
         "GET_WINDOW": {"stream": "{live}"},

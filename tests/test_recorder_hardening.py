@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, free_port, stop_process_group, wait_until_up
+from conftest import ROOT, free_port, stop_process_group
 from test_recorder import RECORDER, client, counter_block, eeg_outlet, load_strict, wait_for
 
 from shared_utils.errors import CommandFailed
@@ -242,7 +242,7 @@ TMPFS_EXEC = r"""
 import os, subprocess, sys
 folder, size = sys.argv[1], sys.argv[2]
 subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], check=True)
-os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
+os.execv(sys.argv[3], sys.argv[3:])
 """
 
 
@@ -267,61 +267,52 @@ def _fill(folder: Path) -> Path:
     os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
 )
 def test_full_disk_ends_the_recording_at_once_and_a_failed_start_leaves_no_file(
-    tmp_path: Path, lsl_name: str
+    module_process, tmp_path: Path, lsl_name: str
 ) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", TMPFS_EXEC]
-        + [str(disk), "512k", "-m", RECORDER, "--port", str(port), "--data-dir", str(disk)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    unshare = ("unshare", "--mount", "--propagation", "private")
+    proc, port = module_process(
+        RECORDER,
+        "--data-dir",
+        str(disk),
+        wrap=(*unshare, sys.executable, "-c", TMPFS_EXEC, str(disk), "512k"),
     )
-    try:
-        wait_until_up(port, proc)
-        seen = Path(f"/proc/{proc.pid}/root{disk}")  # the tmpfs, as the recorder sees it
-        out = eeg_outlet(lsl_name, n_ch=16, srate=1000.0)
-        with client(port) as c:
-            c.send("START", file="full.xdf", streams=[lsl_name])
-            wait_for(lambda: out.have_consumers(), "subscribe")
-            pushed, states = 0, []
-            while True:  # 512 kB hold ~7500 samples of 16 ch
-                out.push_chunk(counter_block(pushed, 100, 16))
-                pushed += 100
-                st = c.send("STATUS")
-                states.append((st["recording"], st.get("error")))
-                if st.get("error") or not st["recording"]:
-                    break
-                time.sleep(0.005)
-                assert pushed < 100_000, "the write error never surfaced"
-            for _ in range(20):  # and while the readers drain
-                st = c.send("STATUS")
-                states.append((st["recording"], st.get("error")))
-            assert not [s for s in states if s[0] and s[1]], "recording: true after an error"
-            assert "No space left" in st["error"]
-            rep = c.send("STOP")
-            kept = rep["counts"][lsl_name]
-            assert kept > 0
-            assert rep["error"] == st["error"]
-            s = load_strict(_copy(seen / "full.xdf", tmp_path), dejitter_timestamps=False)[lsl_name]
-            np.testing.assert_array_equal(s["time_series"], counter_block(0, kept, 16))
+    seen = Path(f"/proc/{proc.pid}/root{disk}")  # the tmpfs, as the recorder sees it
+    out = eeg_outlet(lsl_name, n_ch=16, srate=1000.0)
+    with client(port) as c:
+        c.send("START", file="full.xdf", streams=[lsl_name])
+        wait_for(lambda: out.have_consumers(), "subscribe")
+        pushed, states = 0, []
+        while True:  # 512 kB hold ~7500 samples of 16 ch
+            out.push_chunk(counter_block(pushed, 100, 16))
+            pushed += 100
+            st = c.send("STATUS")
+            states.append((st["recording"], st.get("error")))
+            if st.get("error") or not st["recording"]:
+                break
+            time.sleep(0.005)
+            assert pushed < 100_000, "the write error never surfaced"
+        for _ in range(20):  # and while the readers drain
+            st = c.send("STATUS")
+            states.append((st["recording"], st.get("error")))
+        assert not [s for s in states if s[0] and s[1]], "recording: true after an error"
+        assert "No space left" in st["error"]
+        rep = c.send("STOP")
+        kept = rep["counts"][lsl_name]
+        assert kept > 0
+        assert rep["error"] == st["error"]
+        s = load_strict(_copy(seen / "full.xdf", tmp_path), dejitter_timestamps=False)[lsl_name]
+        np.testing.assert_array_equal(s["time_series"], counter_block(0, kept, 16))
 
-            filler = _fill(seen)
-            with pytest.raises(CommandFailed, match="No space left"):
-                c.send("START", file="next.xdf", streams=[lsl_name])
-            assert not (seen / "next.xdf").exists()  # no empty file to block a retry
-            assert c.send("STATUS")["recording"] is False
-            filler.unlink()
-            res = c.send("START", file="next.xdf", streams=[lsl_name])
-            assert res["file"] == str(disk / "next.xdf")
-            c.send("STOP")
-            assert lsl_name in load_strict(_copy(seen / "next.xdf", tmp_path))
-    finally:
-        stop_process_group(proc)
-        if proc.stdout:
-            proc.stdout.close()
-    assert list(disk.iterdir()) == []  # the tmpfs went with the recorder's namespace
+        filler = _fill(seen)
+        with pytest.raises(CommandFailed, match="No space left"):
+            c.send("START", file="next.xdf", streams=[lsl_name])
+        assert not (seen / "next.xdf").exists()  # no empty file to block a retry
+        assert c.send("STATUS")["recording"] is False
+        filler.unlink()
+        res = c.send("START", file="next.xdf", streams=[lsl_name])
+        assert res["file"] == str(disk / "next.xdf")
+        c.send("STOP")
+        assert lsl_name in load_strict(_copy(seen / "next.xdf", tmp_path))
+    assert list(disk.iterdir()) == []  # the tmpfs is only in the recorder's namespace

@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.decoder import model_io
+from services.decoder.arguments import (
+    MAX_NAMES,
+    MODEL_SUFFIXES,
+    RANGES,
+    XDF_SUFFIXES,
+    parse_bands,
+)
 from services.decoder.controller import HysteresisController
-from services.decoder.features import DEFAULT_BANDS, FeatureSettings
+from services.decoder.features import FeatureSettings
 from services.decoder.live_io import make_outlet, open_input
 from services.decoder.model_io import DecoderModel, ModelFileError
 from services.decoder.notify import Notifier, NotifyConfig
@@ -29,7 +36,7 @@ from services.decoder.online import (
     output_labels,
 )
 from services.decoder.training import TrainingError, fit_recording, read_recording
-from shared_utils.checks import Range, check_ranges, check_text, short, unknown_message
+from shared_utils.checks import check_ranges, check_text, unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.paths import data_dir as default_data_dir
@@ -39,27 +46,6 @@ if TYPE_CHECKING:
     from shared_utils.protocol.tasks import TaskManager
 
 log = get_logger("decoder")
-
-#: The documented range of every numeric argument (docs/decoder.md).
-RANGES = {
-    "window_s": Range(0.05, 60, "s"),
-    "epoch_step_s": Range(0.01, 60, "s"),
-    "tmin_s": Range(0, 60, "s"),
-    "order": Range(1, 8),
-    "folds": Range(2, 20),
-    "shrinkage": Range(0, 1),
-    "step_s": Range(0, 10, "s"),
-    "on_threshold": Range(0, 1),
-    "off_threshold": Range(0, 1),
-    "smoothing_s": Range(0, 3600, "s"),
-    "min_dwell_s": Range(0, 3600, "s"),
-    "resolve_timeout_s": Range(0, 60, "s"),
-    "band_hz": Range(0, 100_000, "Hz", open_lo=True),
-}
-MAX_BANDS = 16
-MAX_NAMES = 4096  # classes or channels named in FIT
-XDF_SUFFIXES = (".xdf", ".xdfz")
-MODEL_SUFFIXES = (".json",)
 
 
 class DecoderService:
@@ -86,10 +72,8 @@ class DecoderService:
         self.last_run: dict[str, Any] = {}
         self.controller = HysteresisController()
         self.notifier: Notifier | None = None
-        if model_file:
-            self._load(
-                resolve_in(self.data_dir, model_file, what="model file", allow_absolute=True)
-            )
+        if model_file:  # the operator's option, not a command: any path, relative to data_dir
+            self._load((self.data_dir / Path(model_file).expanduser()).resolve())
 
     def _path(self, name: str, what: str, suffixes: tuple[str, ...], **kw: Any) -> Path:
         return resolve_in(
@@ -130,7 +114,7 @@ class DecoderService:
         for what, names in (("classes", classes), ("channels", channels)):
             if names is not None and len(names) > MAX_NAMES:
                 raise CommandError(f"{what}: {len(names)} names, at most {MAX_NAMES}")
-        band_list = _bands(bands)
+        band_list = parse_bands(bands)
         settings = FeatureSettings(bands=band_list, order=order, window_s=window_s)
         path = self._path(xdf, "xdf", XDF_SUFFIXES, must_exist=True)
         try:
@@ -367,25 +351,6 @@ class DecoderService:
     def close(self) -> None:
         """Release LSL objects before the process exits."""
         self.stop()
-
-
-def _bands(bands: list | None) -> list[list[float]]:
-    """FIT's ``bands``: at most ``MAX_BANDS`` pairs ``[low_hz, high_hz]`` with low < high."""
-    if bands is None:
-        return [[float(a), float(b)] for a, b in DEFAULT_BANDS]
-    shape = f"bands must be a list of [low_hz, high_hz] pairs, got {short(bands)}"
-    if not bands or len(bands) > MAX_BANDS:
-        raise CommandError(f"{shape} (1 to {MAX_BANDS} pairs)")
-    out = []
-    for pair in bands:
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise CommandError(shape)
-        check_ranges({"bands": RANGES["band_hz"]}, bands=pair[0])
-        check_ranges({"bands": RANGES["band_hz"]}, bands=pair[1])
-        if not pair[0] < pair[1]:
-            raise CommandError(f"bands: {short(pair)} must have low_hz < high_hz")
-        out.append([float(pair[0]), float(pair[1])])
-    return out
 
 
 def _given(

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import pylsl
 
 from services.recorder.export_job import ExportJobs
-from services.recorder.inlet_reader import describe
 from services.recorder.paths import check_fields, check_target, expand_template
 from services.recorder.rcs import RcsServer
 from services.recorder.recording import Recording, RecordingOptions
@@ -30,6 +29,7 @@ from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.paths import data_dir as default_data_dir
 from shared_utils.paths import resolve_in
+from shared_utils.streams.lsl import FORMAT_NAMES
 from shared_utils.streams.xdf_writer import XdfWriter
 
 if TYPE_CHECKING:
@@ -274,3 +274,17 @@ def _open_writer(path: Path, overwrite: bool) -> XdfWriter:
         except OSError:
             pass
         raise CommandError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def describe(info: pylsl.StreamInfo) -> dict[str, Any]:
+    """The LIST view of a stream."""
+    return {
+        "name": info.name(),
+        "type": info.type(),
+        "channel_count": info.channel_count(),
+        "nominal_srate": info.nominal_srate(),
+        "channel_format": FORMAT_NAMES.get(info.channel_format(), str(info.channel_format())),
+        "source_id": info.source_id(),
+        "hostname": info.hostname(),
+        "uid": info.uid(),
+    }

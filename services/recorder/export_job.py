@@ -103,20 +103,7 @@ class ExportJobs:
                 "overwrite": overwrite,
                 "options": options,
             }
-            argv = [sys.executable, "-m", "shared_utils.export", json.dumps(request)]
-            popen: dict[str, Any] = {
-                "stdout": subprocess.PIPE,
-                "stderr": subprocess.STDOUT,  # one pipe: a chatty library cannot fill a second
-                "text": True,
-                "cwd": str(Path(__file__).resolve().parents[2]),
-            }
-            task = None
-            if self._tasks is not None:  # its own process group; STOP|{"task": id} ends it
-                task = self._tasks.start_process(argv, name=f"EXPORT {src.name}", **popen)
-                self._proc = task.process
-            else:
-                self._proc = subprocess.Popen(argv, **popen)  # noqa: S603 - argv list, no shell
-            assert self._proc is not None
+            self._proc, task = self._spawn(request, f"EXPORT {src.name}")
             self._state = {
                 "id": self._ids,
                 "state": "running",
@@ -134,6 +121,22 @@ class ExportJobs:
             ).start()
         log.info("export started", file=str(src), outputs=reply["outputs"])
         return {"export": reply["id"], **reply}
+
+    def _spawn(self, request: dict[str, Any], name: str) -> tuple[subprocess.Popen, Any]:
+        """Start the export child: a task in its own process group when there is a task table
+        (``STOP|{"task": id}`` ends it), else a plain child."""
+        argv = [sys.executable, "-m", "shared_utils.export", json.dumps(request)]
+        popen: dict[str, Any] = {
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.STDOUT,  # one pipe: a chatty library cannot fill a second one
+            "text": True,
+            "cwd": str(Path(__file__).resolve().parents[2]),
+        }
+        if self._tasks is None:
+            return subprocess.Popen(argv, **popen), None  # noqa: S603 - argv list, no shell
+        task = self._tasks.start_process(argv, name=name, **popen)
+        assert task.process is not None
+        return task.process, task
 
     def _follow(self, proc: subprocess.Popen, state: dict[str, Any]) -> None:
         """Read the child's JSON lines into ``state`` until it exits."""

@@ -50,26 +50,12 @@ PULL_BUFFERS = 4
 
 
 def stream_key(info: pylsl.StreamInfo) -> str:
-    """Identity used to avoid recording one source twice: a recoverable stream (with a source_id)
-    comes back under a new uid after a restart and the inlet reconnects to it by itself."""
+    """Identity used to avoid recording one source twice: a stream with a source_id keeps its key
+    when it comes back under a new uid, so the new outlet takes over from the lost reader."""
     sid = info.source_id()
     if sid:
         return f"src:{info.hostname()}:{info.name()}:{info.type()}:{sid}"
     return f"uid:{info.uid()}"
-
-
-def describe(info: pylsl.StreamInfo) -> dict[str, Any]:
-    """The LIST view of a stream."""
-    return {
-        "name": info.name(),
-        "type": info.type(),
-        "channel_count": info.channel_count(),
-        "nominal_srate": info.nominal_srate(),
-        "channel_format": FORMAT_NAMES.get(info.channel_format(), str(info.channel_format())),
-        "source_id": info.source_id(),
-        "hostname": info.hostname(),
-        "uid": info.uid(),
-    }
 
 
 def inlet_buflen(info: pylsl.StreamInfo) -> int:
@@ -190,12 +176,8 @@ class StreamReader:
     @property
     def running(self) -> bool:
         """Opened and its inlet still open (a silent stream reported lost may still be)."""
-        return (
-            self.stream_id is not None
-            and self._thread.is_alive()
-            and not self._stop.is_set()
-            and not self.connection_lost
-        )
+        ended = self._stop.is_set() or self.connection_lost or not self._thread.is_alive()
+        return self.stream_id is not None and not ended
 
     def replaceable_by(self, info: pylsl.StreamInfo, rejoin_after_s: float) -> bool:
         """True when ``info`` should get a fresh reader (and XDF stream id) instead of this one:
