@@ -247,7 +247,8 @@ def run_arm(arm: str, seconds: float, rep: int, model_file: Path) -> dict:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             dec = subprocess.Popen(
-                [sys.executable, "-m", "services.decoder", "--port", str(port)],
+                [sys.executable, "-m", "services.decoder", "--port", str(port)]
+                + ["--data-dir", str(model_file.parent)],  # LOAD resolves names there
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

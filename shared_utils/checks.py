@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from shared_utils.errors import CommandError
+
 __all__ = [
+    "Range",
+    "check_ranges",
+    "check_text",
     "did_you_mean",
     "resolve_name",
+    "short",
     "unknown_message",
 ]
 
@@ -48,7 +55,14 @@ def unknown_message(
     text = ", ".join(listed[:limit]) + (
         f", ... ({len(listed)} in all)" if len(listed) > limit else ""
     )
-    return f"unknown {kind} {name!r}{hint}; valid: {text or 'none'}"
+    return f"unknown {kind} {short(name)}{hint}; valid: {text or 'none'}"
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: error messages quote what a client sent,
+    and a 100 kB name must not come back as a 100 kB reply."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve_name(name: str, names: Iterable[str]) -> str | None:
@@ -65,3 +79,50 @@ def is_finite_number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return isinstance(value, int) or math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The documented range of one numeric argument: ``lo <= x <= hi`` (``lo < x`` if ``open_lo``).
+
+    Modules keep a ``RANGES`` table of these next to their commands and list it in their doc, so
+    an absurd but finite value (a 1e300 Hz rate, a 1e9 s period) is refused with the range in the
+    message instead of exhausting memory or overflowing later.
+    """
+
+    lo: float
+    hi: float
+    unit: str = ""
+    open_lo: bool = False
+
+    def describe(self, name: str = "x") -> str:
+        """``0 < srate <= 100000 Hz``."""
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.lo:g} {'<' if self.open_lo else '<='} {name} <= {self.hi:g}{unit}"
+
+    def contains(self, value: float) -> bool:
+        above = value > self.lo if self.open_lo else value >= self.lo
+        return above and value <= self.hi
+
+
+def check_ranges(ranges: Mapping[str, Range], **values: Any) -> None:
+    """Refuse the first value outside its range: ``srate: 1e+09 is out of range; use 0 < srate
+    <= 100000 Hz``. ``None`` (an optional argument left out) and names without a range pass."""
+    for name, value in values.items():
+        rng = ranges.get(name)
+        if rng is None or value is None:
+            continue
+        if not is_finite_number(value) or not rng.contains(value):
+            raise CommandError(f"{name}: {short(value)} is out of range; use {rng.describe(name)}")
+
+
+def check_text(name: str, value: Any, max_len: int = 256) -> None:
+    """Refuse a name that is empty, too long or holds control characters (a stream or class
+    name, a template field): such strings mean a client bug, and a 100 kB name would end up in
+    every log line and LSL header."""
+    if not isinstance(value, str) or not value.strip():
+        raise CommandError(f"{name}: give a non-empty string, got {short(value)}")
+    if len(value) > max_len:
+        raise CommandError(f"{name}: {len(value)} characters is too long (at most {max_len})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise CommandError(f"{name}: {short(value)} contains control characters")

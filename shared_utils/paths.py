@@ -22,6 +22,7 @@ from shared_utils.errors import CommandError
 __all__ = ["DATA_ENV", "data_dir", "resolve_in"]
 
 DATA_ENV = "MESH_DATA_DIR"
+MAX_NAME = 1024  # characters in a file name from a command (PATH_MAX is 4096)
 
 
 def data_dir(default: str | os.PathLike[str] = "data") -> Path:
@@ -43,25 +44,35 @@ def resolve_in(
     """``name`` resolved inside ``folder``, or a :class:`CommandError` that says why not.
 
     - ``name`` is relative to ``folder``; ``..`` may not lead out of it (symlinks included);
-    - an absolute ``name`` is refused unless ``allow_absolute`` (a module's start-up flag);
+    - an absolute ``name`` outside ``folder`` is refused unless ``allow_absolute`` (a module's
+      start-up flag); one inside it is accepted (a path a reply gave, sent back);
     - ``suffixes``: accepted endings (``.xdf``); ``must_exist``: the file must be there (the
       error names close matches in the folder); ``overwrite=False``: an existing file is refused;
     - ``create_dirs``: make missing parent folders (only ever inside ``folder``).
     """
     if not isinstance(name, str) or not name.strip():
         raise CommandError(f"{what}: give a file name (relative to {folder})")
-    base = Path(folder).expanduser().resolve()
-    given = Path(name).expanduser()
-    if given.is_absolute():
-        if not allow_absolute:
-            raise CommandError(
-                f"{what} {name!r}: absolute paths are not accepted; give a name relative to the "
-                f"data folder {base} (or start the module with --allow-absolute-paths)"
-            )
-        target = given.resolve()
-    else:
+    if len(name) > MAX_NAME:
+        raise CommandError(
+            f"{what}: a name of {len(name)} characters is too long (at most {MAX_NAME})"
+        )
+    try:
+        base = Path(folder).expanduser().resolve()
+        given = Path(name)
+        if name.startswith("~"):
+            given = given.expanduser()
         target = (base / given).resolve()
-        if target != base and base not in target.parents:
+    except (OSError, RuntimeError) as exc:  # a symlink loop, an unknown ~user
+        raise CommandError(f"{what} {name[:80]!r}: {exc}") from None
+    if target != base and base not in target.parents:
+        # An absolute path inside the folder is fine (a reply's resolved path sent back).
+        if given.is_absolute() and not allow_absolute:
+            raise CommandError(
+                f"{what} {name!r}: absolute paths outside the data folder {base} are not "
+                "accepted; give a name relative to it (or start the module with "
+                "--allow-absolute-paths)"
+            )
+        if not given.is_absolute():
             raise CommandError(
                 f"{what} {name!r} leads outside the data folder {base}; use a name inside it"
             )
@@ -69,19 +80,19 @@ def resolve_in(
         ends = [s.lower() for s in suffixes]
         if not any(target.name.lower().endswith(s) for s in ends):
             raise CommandError(f"{what} {name!r} must end with {' or '.join(ends)}")
-    if must_exist and not target.is_file():
-        near = _nearby(target)
-        hint = f" (did you mean {near!r}?)" if near else ""
-        raise CommandError(f"{what} not found: {target}{hint}")
-    if not overwrite and target.exists():
-        raise CommandError(
-            f"{what} {target} already exists; choose another name or pass overwrite: true"
-        )
-    if create_dirs:
-        try:
+    try:
+        if must_exist and not target.is_file():
+            near = _nearby(target)
+            hint = f" (did you mean {near!r}?)" if near else ""
+            raise CommandError(f"{what} not found: {target}{hint}")
+        if not overwrite and target.exists():
+            raise CommandError(
+                f"{what} {target} already exists; choose another name or pass overwrite: true"
+            )
+        if create_dirs:
             target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CommandError(f"cannot create folder {target.parent}: {exc.strerror}") from None
+    except OSError as exc:
+        raise CommandError(f"{what} {target}: {exc.strerror or exc}") from None
     return target
 
 

@@ -69,7 +69,10 @@ def _free_port() -> Callable[[], int]:
 
 @pytest.fixture
 def module_process() -> Iterator[Callable[..., tuple[subprocess.Popen, int]]]:
-    """Start ``python -m <module> --port P [args]``; returns (proc, port) once it answers UP."""
+    """Start ``python -m <module> --port P [args]``; returns (proc, port) once it answers UP.
+
+    ``wrap``: a launcher command that ends by exec'ing the rest of the line (``unshare ...``).
+    """
     procs: list[subprocess.Popen] = []
 
     def start(
@@ -79,10 +82,11 @@ def module_process() -> Iterator[Callable[..., tuple[subprocess.Popen, int]]]:
         wait: bool = True,
         env: dict[str, str] | None = None,
         timeout: float = 30.0,
+        wrap: tuple[str, ...] = (),
     ) -> tuple[subprocess.Popen, int]:
         port = port or free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--port", str(port), *args],
+            [*wrap, sys.executable, "-m", module, "--port", str(port), *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -85,7 +85,7 @@ def fit_file(tmp_path: Path, seed: int = 1, dur_s: float = 60.0, name: str = "ee
 def test_fit_save_load_and_decode_a_new_recording_live(
     module_process, lsl_name: str, tmp_path: Path
 ) -> None:
-    _, port = module_process("services.decoder")
+    _, port = module_process("services.decoder", "--data-dir", str(tmp_path))
     xdf = fit_file(tmp_path)
     with ModuleClient("127.0.0.1", port, timeout=20, protocol="json") as c:
         fit = c.send("FIT", xdf=str(xdf), signal="eeg_train", markers="eeg_train_markers")
@@ -137,7 +137,7 @@ def test_fit_save_load_and_decode_a_new_recording_live(
 def test_bad_input_gets_clear_errors_and_the_module_keeps_running(
     module_process, lsl_name: str, tmp_path: Path
 ) -> None:
-    _, port = module_process("services.decoder")
+    _, port = module_process("services.decoder", "--data-dir", str(tmp_path))
     xdf = fit_file(tmp_path)
     short = fit_file(tmp_path, seed=3, dur_s=9.0)
     data, _, switches = synth_eeg(seed=1)
@@ -194,7 +194,7 @@ def test_a_model_fitted_without_channel_labels_decodes_a_live_stream_without_lab
 ) -> None:
     """Channels without labels are ch1..chN in XDF files and on live streams alike, so a model
     fitted on an unlabelled recording accepts the same unlabelled stream live."""
-    _, port = module_process("services.decoder")
+    _, port = module_process("services.decoder", "--data-dir", str(tmp_path))
     data, _, switches = synth_eeg(seed=1)
     xdf = tmp_path / "unlabelled.xdf"
     write_xdf(xdf, data, switches, "eeg_bare", labelled=False)
@@ -225,7 +225,7 @@ def test_control_mode_notifies_another_module_and_set_changes_thresholds(
 
     target = DefaultServer(0, name="bpod_like", pcommand_map={"SOFT_CODE": soft_code})
     target.start_in_thread()
-    _, port = module_process("services.decoder")
+    _, port = module_process("services.decoder", "--data-dir", str(tmp_path))
     xdf = fit_file(tmp_path)
     notify = {
         "host": "127.0.0.1",
@@ -314,7 +314,7 @@ def test_fit_on_a_recording_of_the_mockup_streamer_then_decode_it_live(
     """The whole chain with the real mockup streamer (2 s states): record -> FIT -> live decode,
     scored against the live marker stream."""
     _, mock_port = module_process("services.mockup_streamer")
-    _, dec_port = module_process("services.decoder")
+    _, dec_port = module_process("services.decoder", "--data-dir", str(tmp_path))
     with ModuleClient("127.0.0.1", mock_port, timeout=10, protocol="json") as mock:
         mock.send("START", stream=lsl_name, period_s=2.0, seed=11)
         infos = {}

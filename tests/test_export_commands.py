@@ -50,8 +50,8 @@ def test_recorder_exports_what_it_recorded(module_process, tmp_path: Path, lsl_n
         wait_for(lambda: c.send("STATUS")["counts"].get(names[1]) == 1, "marker recorded")
         c.send("STOP")
         for bad, msg in [
-            ({"file": "../elsewhere.xdf"}, "outside the recorder's data folder"),
-            ({"out": "/tmp"}, "outside the recorder's data folder"),
+            ({"file": "../elsewhere.xdf"}, "outside the data folder"),
+            ({"out": "/tmp"}, "outside the data folder"),
             ({"to": "edf"}, '"to" must be'),
         ]:
             with pytest.raises(CommandFailed, match=msg):

@@ -76,8 +76,8 @@ def test_generation_is_phase_continuous_across_chunks():
 
 # ------------------------------------------------------------------------------ module
 @pytest.fixture
-def streamer(module_process):
-    _, port = module_process(MODULE)
+def streamer(module_process, tmp_path):
+    _, port = module_process(MODULE, "--data-dir", str(tmp_path))
     with ModuleClient("127.0.0.1", port, timeout=10) as c:
         yield c
 
@@ -215,9 +215,10 @@ def test_replay_xdf_at_original_timing(streamer, lsl_name, tmp_path):
     eeg_name, mk_name = lsl_name + "_eeg", lsl_name + "_mk"
     ts, data, mts = write_xdf(tmp_path / "rec.xdf", eeg_name, mk_name)
     with pytest.raises(CommandFailed, match="xdf"):
-        streamer.send("REPLAY", xdf=str(tmp_path / "missing.xdf"))
+        streamer.send("REPLAY", xdf="missing.xdf")
     # A start delay lets the watchers connect before the first sample is due.
-    res = streamer.send("START", xdf=str(tmp_path / "rec.xdf"), prefix="r_", delay_s=1.5)
+    res = streamer.send("START", xdf="rec.xdf", prefix="r_", delay_s=1.5)
+    assert res["xdf"] == str(tmp_path / "rec.xdf")  # the resolved path
     assert set(res["streams"]) == {"r_" + eeg_name, "r_" + mk_name}
     eeg = StreamWatcher("r_" + eeg_name, 5.0, background=True, timeout_s=10)
     mk = StreamWatcher("r_" + mk_name, background=True, timeout_s=10)
@@ -228,6 +229,7 @@ def test_replay_xdf_at_original_timing(streamer, lsl_name, tmp_path):
         assert poll_until(
             lambda: all(s["done"] for s in streamer.send("STATUS")["streams"].values()), 10
         )
+        assert poll_until(lambda: eeg.total >= len(data) and mk.total >= 3, 10)  # all arrived
         got, gts = eeg.window(copy=True)
         mlab, gmts = mk.window(copy=True)
     assert np.array_equal(got, data)

@@ -143,16 +143,17 @@ def test_start_refusals_name_the_problem(recorder, tmp_path: Path, lsl_name: str
     _, port = recorder
     existing = tmp_path / "old.xdf"
     existing.write_bytes(b"precious")
+    (tmp_path / "plain").write_text("a file")
     with client(port) as c:
-        with pytest.raises(CommandFailed, match=r"cannot write /dev/null/x\.xdf.*not a folder"):
-            c.send("START", file="/dev/null/x.xdf")
+        with pytest.raises(CommandFailed, match=r"cannot write .*plain/x\.xdf.*not a folder"):
+            c.send("START", file="plain/x.xdf")
         assert c.send("STATUS")["recording"] is False
         with pytest.raises(CommandFailed, match=r"already exists.*overwrite"):
             c.send("START", file="old.xdf")
         assert existing.read_bytes() == b"precious"
         with pytest.raises(CommandFailed, match=r'needs "subject"'):
             c.send("START", file="{subject}.xdf")
-        with pytest.raises(CommandFailed, match=r"end in \.xdf"):
+        with pytest.raises(CommandFailed, match=r"must end with \.xdf"):
             c.send("START", file="notes.txt")
         with pytest.raises(CommandFailed, match=r"streams"):
             c.send("START", file="a.xdf", streams=[1, 2])
@@ -295,7 +296,7 @@ def _rcs(sock: socket.socket, line: str) -> bytes:
 
 def test_labrecorder_remote_control(module_process, tmp_path: Path, lsl_name: str) -> None:
     rcs_port = free_port()
-    _, port = module_process(RECORDER, "--rcs-port", str(rcs_port))
+    _, port = module_process(RECORDER, "--rcs-port", str(rcs_port), "--data-dir", str(tmp_path))
     out = eeg_outlet(lsl_name, n_ch=1, srate=100.0)
     with client(port) as c, socket.create_connection(("127.0.0.1", rcs_port), timeout=10) as s:
         wait_for(lambda: lsl_name in {x["name"] for x in c.send("LIST")}, "LIST")

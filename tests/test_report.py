@@ -319,7 +319,7 @@ def real_session_config(tmp_path: Path, fit_on: Path, names: dict[str, str]) -> 
     args = {
         "mock": ("services.mockup_streamer", []),
         "rec": ("services.recorder", ["--data-dir", str(tmp_path), "--flush-ms", "200"]),
-        "dec": ("services.decoder", []),
+        "dec": ("services.decoder", ["--data-dir", str(fit_on.parent)]),  # FIT's file is there
         "bpod": ("services.bpod", ["--emulator", "--stream-name", names["bpod"],
                                    "--trials-file", str(tmp_path / "trials.jsonl")]),
         "pres": ("services.presenter", ["--size", "320x240", "--marker-stream", names["presenter"]]),

@@ -1,7 +1,10 @@
 """The decoder's commands (FIT, SAVE, LOAD, START, STOP, STATUS, SET) as one stateful object.
 
 No sockets here: ``commands.py`` maps command names onto these methods. A lock serialises commands
-that change state, because the server runs each connection on its own thread.
+that change state, because the server runs each connection on its own thread. Numbers are checked
+against the documented ``RANGES`` (docs/decoder.md); file names resolve in the mesh data folder
+(:mod:`shared_utils.paths`), so the file the recorder just wrote is found under the same name. A
+live run is a task in the server's table when the service is given the server's ``tasks``.
 """
 
 from __future__ import annotations
@@ -10,11 +13,18 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.decoder import model_io
+from services.decoder.arguments import (
+    MAX_NAMES,
+    MODEL_SUFFIXES,
+    RANGES,
+    XDF_SUFFIXES,
+    parse_bands,
+)
 from services.decoder.controller import HysteresisController
-from services.decoder.features import DEFAULT_BANDS, FeatureSettings
+from services.decoder.features import FeatureSettings
 from services.decoder.live_io import make_outlet, open_input
 from services.decoder.model_io import DecoderModel, ModelFileError
 from services.decoder.notify import Notifier, NotifyConfig
@@ -26,9 +36,14 @@ from services.decoder.online import (
     output_labels,
 )
 from services.decoder.training import TrainingError, fit_recording, read_recording
-from shared_utils.checks import unknown_message
+from shared_utils.checks import check_ranges, check_text, unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
+from shared_utils.paths import data_dir as default_data_dir
+from shared_utils.paths import resolve_in
+
+if TYPE_CHECKING:
+    from shared_utils.protocol.tasks import TaskManager
 
 log = get_logger("decoder")
 
@@ -36,8 +51,19 @@ log = get_logger("decoder")
 class DecoderService:
     """Holds the current model and at most one live decoding run."""
 
-    def __init__(self, model_file: str | None = None) -> None:
-        """``model_file``: a model to LOAD at once (a missing or bad file raises CommandError)."""
+    def __init__(
+        self,
+        model_file: str | None = None,
+        tasks: TaskManager | None = None,
+        data_dir: str | Path | None = None,
+        allow_absolute: bool = False,
+    ) -> None:
+        """``model_file``: a model to LOAD at once (a missing or bad file raises CommandError;
+        the operator's start-up option, so an absolute path is accepted); ``tasks``: the
+        server's task table; ``data_dir``: where FIT, SAVE and LOAD resolve names."""
+        self._tasks = tasks
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.allow_absolute = allow_absolute
         self._lock = threading.RLock()
         self.model: DecoderModel | None = None
         self.model_source: str | None = None  # "fit:<xdf>" or the file it was loaded from
@@ -46,8 +72,18 @@ class DecoderService:
         self.last_run: dict[str, Any] = {}
         self.controller = HysteresisController()
         self.notifier: Notifier | None = None
-        if model_file:
-            self.load(model_file)
+        if model_file:  # the operator's option, not a command: any path, relative to data_dir
+            self._load((self.data_dir / Path(model_file).expanduser()).resolve())
+
+    def _path(self, name: str, what: str, suffixes: tuple[str, ...], **kw: Any) -> Path:
+        return resolve_in(
+            self.data_dir,
+            name,
+            what=what,
+            suffixes=suffixes,
+            allow_absolute=self.allow_absolute,
+            **kw,
+        )
 
     # -- calibration --------------------------------------------------------------------------
     def fit(
@@ -65,21 +101,24 @@ class DecoderService:
         folds: int = 5,
         shrinkage: float | None = None,
     ) -> dict[str, Any]:
-        """Fit on a recording: epochs after each marker, band-power features, shrinkage LDA."""
+        """Fit on a recording: epochs after each marker, band-power features, shrinkage LDA.
+
+        "xdf" is a name in the mesh data folder (the recorder's reply "file" works as is)."""
         markers = markers or f"{signal}_markers"
-        if window_s <= 0 or epoch_step_s <= 0 or tmin_s < 0:
-            raise CommandError("window_s and epoch_step_s must be > 0 and tmin_s >= 0")
-        if folds < 2:
-            raise CommandError(f"folds must be >= 2, got {folds}")
-        try:
-            band_list = [[float(a), float(b)] for a, b in (bands or DEFAULT_BANDS)]
-        except (TypeError, ValueError) as e:
-            raise CommandError(
-                f"bands must be a list of [low_hz, high_hz] pairs, got {bands!r}"
-            ) from e
+        check_ranges(
+            RANGES, window_s=window_s, epoch_step_s=epoch_step_s, tmin_s=tmin_s, order=order,
+            folds=folds, shrinkage=shrinkage,
+        )  # fmt: skip
+        check_text("signal", signal)
+        check_text("markers", markers)
+        for what, names in (("classes", classes), ("channels", channels)):
+            if names is not None and len(names) > MAX_NAMES:
+                raise CommandError(f"{what}: {len(names)} names, at most {MAX_NAMES}")
+        band_list = parse_bands(bands)
         settings = FeatureSettings(bands=band_list, order=order, window_s=window_s)
+        path = self._path(xdf, "xdf", XDF_SUFFIXES, must_exist=True)
         try:
-            rec = read_recording(xdf, signal, markers)
+            rec = read_recording(str(path), signal, markers)
             model, report = fit_recording(
                 rec,
                 settings,
@@ -92,37 +131,45 @@ class DecoderService:
             )
         except (TrainingError, ValueError) as e:
             raise CommandError(str(e)) from e
-        model.training.update(xdf=str(xdf), signal=signal, markers=markers)
+        model.training.update(xdf=str(path), signal=signal, markers=markers)
         with self._lock:
-            self.model, self.model_source = model, f"fit:{xdf}"
+            self.model, self.model_source = model, f"fit:{path}"
         log.info("model fitted", **{k: report[k] for k in ("cv_accuracy", "n_epochs", "classes")})
-        return report
+        return {**report, "xdf": str(path)}
 
-    def save(self, file: str) -> dict[str, Any]:
-        """Write the current model to a versioned JSON file."""
+    def save(self, file: str, overwrite: bool = False) -> dict[str, Any]:
+        """Write the current model to a versioned JSON file in the data folder (an existing
+        file only with "overwrite": true)."""
         with self._lock:
             if self.model is None:
                 raise CommandError("no model to save: FIT or LOAD one first")
+            target = self._path(file, "model file", MODEL_SUFFIXES, overwrite=overwrite)
+            existed = target.exists()
             try:
-                path = model_io.save(self.model, file)
+                path = model_io.save(self.model, target)
             except OSError as e:
-                raise CommandError(f"cannot write {file}: {e}") from e
+                raise CommandError(f"cannot write {target}: {e.strerror or e}") from e
+        log.info("model saved", file=str(path), overwrote=existed)
         return {
             "file": str(path),
             "format": model_io.MODEL_FORMAT,
             "version": model_io.MODEL_VERSION,
+            "overwrote": existed,
         }
 
     def load(self, file: str) -> dict[str, Any]:
-        """Read a model file; it is used by the next START."""
+        """Read a model file from the data folder; it is used by the next START."""
+        return self._load(self._path(file, "model file", MODEL_SUFFIXES, must_exist=True))
+
+    def _load(self, path: Path) -> dict[str, Any]:
         try:
-            model = model_io.load(file)
+            model = model_io.load(path)
         except FileNotFoundError as e:
-            raise CommandError(f"model file not found: {file}") from e
+            raise CommandError(f"model file not found: {path}") from e
         except ModelFileError as e:
-            raise CommandError(f"{file}: {e}") from e
+            raise CommandError(f"{path}: {e}") from e
         with self._lock:
-            self.model, self.model_source = model, str(Path(file).expanduser().resolve())
+            self.model, self.model_source = model, str(path)
         return {"file": self.model_source, **model.summary()}
 
     # -- live decoding ------------------------------------------------------------------------
@@ -142,6 +189,15 @@ class DecoderService:
         resolve_timeout_s: float = 5.0,
     ) -> dict[str, Any]:
         """Decode the live ``input`` stream and push predictions to the LSL outlet ``output``."""
+        check_ranges(
+            RANGES, window_s=window_s, step_s=step_s, on_threshold=on_threshold,
+            off_threshold=off_threshold, smoothing_s=smoothing_s, min_dwell_s=min_dwell_s,
+            resolve_timeout_s=resolve_timeout_s,
+        )  # fmt: skip
+        check_text("input", input)
+        check_text("output", output)
+        if positive_class is not None:
+            check_text("positive_class", positive_class)
         thresholds = _given(on_threshold, off_threshold, smoothing_s, min_dwell_s)
         with self._lock:
             if self.loop is not None and self.loop.running:
@@ -182,8 +238,19 @@ class DecoderService:
                 "model": self.model_source,
             }
             loop.start()
+            if self._tasks is not None:
+                task = self._tasks.start_job(
+                    f"DECODE {input}", lambda: self._stop_loop(loop), lambda: not loop.running
+                )
+                self.run["task"] = task.id
         log.info("decoding", **{k: self.run[k] for k in ("input", "output", "mode")})
         return dict(self.run)
+
+    def _stop_loop(self, loop: LiveLoop) -> None:
+        """Its task was stopped: stop this run if it is still the current one."""
+        with self._lock:
+            if self.loop is loop:
+                self.stop()
 
     def _check_start(
         self, input: str, output: str, window_s: float | None, step_s: float, mode: str
@@ -221,6 +288,10 @@ class DecoderService:
         min_dwell_s: float | None = None,
     ) -> dict[str, Any]:
         """Change controller thresholds live (also before START: they seed the next run)."""
+        check_ranges(
+            RANGES, on_threshold=on_threshold, off_threshold=off_threshold,
+            smoothing_s=smoothing_s, min_dwell_s=min_dwell_s,
+        )  # fmt: skip
         changes = _given(on_threshold, off_threshold, smoothing_s, min_dwell_s)
         if not changes:
             raise CommandError(

@@ -44,9 +44,18 @@ class NotifyConfig:
             raise ValueError(f"notify.port must be an integer port number, got {port!r}")
         if not d.get("on") and not d.get("off"):
             raise ValueError("notify needs a command name in 'on' and/or 'off'")
+        for k in ("host", "on", "off"):
+            v = d.get(k)
+            if v is not None and (not isinstance(v, str) or len(v) > 256):
+                raise ValueError(f"notify.{k} must be a string (at most 256 characters)")
         for k in ("on_kwargs", "off_kwargs"):
             if not isinstance(d.get(k, {}), dict):
                 raise ValueError(f"notify.{k} must be an object")
+        timeout = d.get("timeout_s", 2.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise ValueError(f"notify.timeout_s must be a number of seconds, got {timeout!r}")
+        if not 0 < timeout <= 60:
+            raise ValueError(f"notify.timeout_s: use 0 < timeout_s <= 60 s, got {timeout}")
         return cls(
             host=str(d.get("host", "127.0.0.1")),
             port=port,
@@ -54,7 +63,7 @@ class NotifyConfig:
             off=d.get("off") or None,
             on_kwargs=dict(d.get("on_kwargs", {})),
             off_kwargs=dict(d.get("off_kwargs", {})),
-            timeout_s=float(d.get("timeout_s", 2.0)),
+            timeout_s=float(timeout),
         )
 
 

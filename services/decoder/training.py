@@ -10,6 +10,7 @@ live loop would see it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +104,67 @@ def make_epochs(
     return np.asarray(ends, dtype=int), labels, groups
 
 
+#: Cross-validation keeps whole segments together, so each class needs this many segments.
+MIN_SEGMENTS = 2
+
+
+def calibration_needs(
+    rec: Recording,
+    counts: dict[str, int],
+    segments: dict[str, int],
+    window_s: float,
+    tmin_s: float,
+    step_s: float,
+    min_epochs: int,
+) -> str:
+    """Why a calibration is too short, with what was found and what is needed.
+
+    The rule (see :func:`make_epochs`): a segment gives ``floor((length - tmin_s - window_s) /
+    step_s) + 1`` windows; each class needs at least ``MIN_SEGMENTS`` segments with a window and
+    ``min_epochs`` windows in all. With the classes taking turns in segments of the median
+    length, that fixes how long the recording must run after its first marker.
+    """
+    times = np.sort(rec.marker_times)
+    t_end = float(rec.times[-1]) + 1.0 / rec.srate
+    have_s = t_end - float(times[0]) if len(times) else 0.0
+    lengths = np.diff(times)
+    seg_s = float(np.median(lengths)) if len(lengths) else have_s
+    found = ", ".join(
+        f"{c}: {_plural(segments.get(c, 0), 'segment')} / {_plural(n, 'window')}"
+        for c, n in counts.items()
+    )
+    present = sorted(set(rec.marker_labels))
+    k = max(2, len(counts) if len(counts) >= 2 else len(present))
+    first = tmin_s + window_s
+    rule = (
+        f"FIT needs at least two classes, each with {MIN_SEGMENTS} or more marked segments at "
+        f"least tmin_s + window_s = {first:g} s long and {min_epochs} or more windows in all "
+        f"(a segment of L s gives floor((L - {first:g}) / {step_s:g}) + 1 windows)"
+    )
+    situation = (
+        f"found {found or 'no windows'} (marker labels: {present}; {len(times)} markers, "
+        f"{have_s:.1f} s of signal from the first marker, segments about {seg_s:.1f} s long)"
+    )
+    per_seg = math.floor((seg_s - first) / step_s) + 1 if seg_s >= first else 0
+    if per_seg <= 0:
+        return (
+            f"{rule}; {situation}: the segments are shorter than {first:g} s, so lower tmin_s "
+            "or window_s, or make the states last longer"
+        )
+    need_segs = max(MIN_SEGMENTS, math.ceil(min_epochs / per_seg))
+    last_windows = max(1, min_epochs - (need_segs - 1) * per_seg)
+    need_s = ((need_segs - 1) * k + k - 1) * seg_s + first + (last_windows - 1) * step_s
+    return (
+        f"{rule}; {situation}. With {k} classes taking turns every {seg_s:.1f} s that is at "
+        f"least {need_s:.1f} s of recording after the first marker: record "
+        f"{max(0.0, need_s - have_s):.1f} s longer, or lower tmin_s / window_s"
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def fit_recording(
     rec: Recording,
     settings: FeatureSettings,
@@ -130,26 +192,22 @@ def fit_recording(
     n_window = settings.n_window(rec.srate)
     ends, labels, groups = make_epochs(rec, n_window, tmin_s, epoch_step_s, classes)
     counts = {c: labels.count(c) for c in sorted(set(labels) | set(classes or []))}
-    present = sorted(set(rec.marker_labels))
-    if len(set(labels)) < 2:
-        raise TrainingError(
-            f"need epochs of at least two classes, got {counts} (marker labels present: {present}); "
-            "record longer, or lower window_s / tmin_s"
-        )
-    short = {c: n for c, n in counts.items() if n < min_epochs_per_class}
-    if short:
-        raise TrainingError(
-            f"too few epochs: {counts}, need >= {min_epochs_per_class} per class; "
-            "record longer, or lower window_s / epoch_step_s"
-        )
-    seg_per_class = min(
-        len({g for g, lab in zip(groups, labels, strict=True) if lab == c}) for c in counts
+    segments = {
+        c: len({g for g, lab in zip(groups, labels, strict=True) if lab == c}) for c in counts
+    }
+    enough = (
+        len(set(labels)) >= 2
+        and all(n >= min_epochs_per_class for n in counts.values())
+        and min(segments.values()) >= MIN_SEGMENTS
     )
-    n_folds = min(folds, seg_per_class)
-    if n_folds < 2:
+    if not enough:
         raise TrainingError(
-            "cross-validation needs at least 2 marked segments per class; record longer"
-        )
+            calibration_needs(
+                rec, counts, segments, n_window / rec.srate, tmin_s, epoch_step_s,
+                min_epochs_per_class,
+            )
+        )  # fmt: skip
+    n_folds = min(folds, min(segments.values()))
     feats = window_log_power(filter_offline(sos, rec.data[:, idx]), ends, n_window)
     cv_acc, fold_accs = cross_validate(feats, labels, groups, n_folds, shrinkage)
     lda = fit_lda(feats, labels, shrinkage)

@@ -16,7 +16,17 @@ def main(**common: Any) -> None:
     from services.mockup_streamer.commands import build_commands
     from services.mockup_streamer.core import MockupStreamer
 
-    run_module("mockup_streamer", lambda _server: build_commands(MockupStreamer()), **common)
+    run_module(
+        "mockup_streamer",
+        lambda server: build_commands(
+            MockupStreamer(
+                tasks=server.tasks,
+                data_dir=server.data_dir,
+                allow_absolute=server.allow_absolute_paths,
+            )
+        ),
+        **common,
+    )
 
 
 if __name__ == "__main__":

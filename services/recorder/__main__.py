@@ -72,7 +72,12 @@ def main(
         "recorder",
         lambda server: build_commands(
             Recorder(
-                data_dir=server.data_dir, options=options, rcs_port=rcs_port, rcs_host=rcs_host
+                data_dir=server.data_dir,
+                options=options,
+                rcs_port=rcs_port,
+                rcs_host=rcs_host,
+                tasks=server.tasks,
+                allow_absolute=server.allow_absolute_paths,
             )
         ),
         inlet_reserve_ms=inlet_reserve_ms,

@@ -6,41 +6,45 @@ running at the same time. The child (``python -m shared_utils.export``) reports 
 STATUS shows; CLOSE stops it (SIGTERM: its staging folders are removed, nothing half-written).
 
 Everything is checked before the child starts, so a bad request is refused at once: the source
-and the outputs must stay inside the recorder's data folder, the recording must be finished, the
-outputs must not exist (unless ``overwrite``), and the export libraries must be installed.
+and the outputs must stay inside the recorder's data folder (absolute paths elsewhere only with
+``--allow-absolute-paths``), the recording must be finished, the outputs must not exist (unless
+``overwrite``), and the export libraries must be installed. The child is a task in the server's
+table: STATUS lists it and ``STOP|{"task": id}`` cancels it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from shared_utils.checks import short
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
+from shared_utils.paths import resolve_in
+
+if TYPE_CHECKING:
+    from shared_utils.protocol.tasks import TaskManager
 
 log = get_logger("recorder.export")
-
-
-def inside(root: Path, name: str | os.PathLike[str], what: str) -> Path:
-    """``name`` (relative to ``root`` or absolute) resolved, refused if it leaves ``root``."""
-    p = Path(os.path.realpath(root / Path(name).expanduser()))
-    if p != root and root not in p.parents:
-        raise CommandError(f"{what} {name!r} is outside the recorder's data folder {root}")
-    return p
 
 
 class ExportJobs:
     """At most one export at a time; the last one stays visible in STATUS."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, tasks: TaskManager | None = None, allow_absolute: bool = False
+    ) -> None:
         self.root = Path(os.path.realpath(root))
+        self.allow_absolute = allow_absolute
+        self._tasks = tasks
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._state: dict[str, Any] | None = None
@@ -66,13 +70,13 @@ class ExportJobs:
         bad = [f for f in formats if f not in FORMATS]
         if bad or not formats:
             raise CommandError(
-                f'"to" must be "bids", "nwb" or a list of them, got {bad or formats}'
+                f'"to" must be "bids", "nwb" or a list of them, got {short(bad or formats)}'
             )
-        src = inside(self.root, source, "file")
+        src = self._inside(source, "file")
         rec_path = Path(os.path.realpath(recording)) if recording else None
         if rec_path is not None and (src == rec_path or src in rec_path.parents):
             raise CommandError(f"{src} is still being recorded; send STOP first, then EXPORT")
-        out_path = inside(self.root, out, "out") if out is not None else None
+        out_path = self._inside(out, "out") if out is not None else None
         missing = missing_dependencies(formats)
         if missing:
             raise CommandError(
@@ -84,7 +88,7 @@ class ExportJobs:
         except ExportError as exc:
             raise CommandError(str(exc)) from None
         for path in outs.values():
-            inside(self.root, path, "output")
+            self._inside(str(path), "output")
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 raise CommandError(
@@ -99,13 +103,7 @@ class ExportJobs:
                 "overwrite": overwrite,
                 "options": options,
             }
-            self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-                [sys.executable, "-m", "shared_utils.export", json.dumps(request)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,  # one pipe: a chatty library cannot fill a second one
-                text=True,
-                cwd=str(Path(__file__).resolve().parents[2]),
-            )
+            self._proc, task = self._spawn(request, f"EXPORT {src.name}")
             self._state = {
                 "id": self._ids,
                 "state": "running",
@@ -116,11 +114,29 @@ class ExportJobs:
                 "pid": self._proc.pid,
             }
             reply = {k: self._state[k] for k in ("id", "file", "outputs", "state")}
+            if task is not None:
+                reply["task"] = self._state["task"] = task.id
             threading.Thread(
                 target=self._follow, args=(self._proc, self._state), name="export", daemon=True
             ).start()
         log.info("export started", file=str(src), outputs=reply["outputs"])
         return {"export": reply["id"], **reply}
+
+    def _spawn(self, request: dict[str, Any], name: str) -> tuple[subprocess.Popen, Any]:
+        """Start the export child: a task in its own process group when there is a task table
+        (``STOP|{"task": id}`` ends it), else a plain child."""
+        argv = [sys.executable, "-m", "shared_utils.export", json.dumps(request)]
+        popen: dict[str, Any] = {
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.STDOUT,  # one pipe: a chatty library cannot fill a second one
+            "text": True,
+            "cwd": str(Path(__file__).resolve().parents[2]),
+        }
+        if self._tasks is None:
+            return subprocess.Popen(argv, **popen), None  # noqa: S603 - argv list, no shell
+        task = self._tasks.start_process(argv, name=name, **popen)
+        assert task.process is not None
+        return task.process, task
 
     def _follow(self, proc: subprocess.Popen, state: dict[str, Any]) -> None:
         """Read the child's JSON lines into ``state`` until it exits."""
@@ -148,10 +164,15 @@ class ExportJobs:
             state["seconds"] = round(time.time() - state["started"], 2)
             if rc == 0 and "results" in state:
                 state["state"] = "done"
-            else:
-                state["state"] = "cancelled" if state.get("cancelled") else "failed"
+            else:  # SIGTERM (STOP|{"task": id}, STOP, CLOSE) cancelled it: exit 143 or a signal
+                cancelled = state.get("cancelled") or rc < 0 or rc == 128 + signal.SIGTERM
+                state["state"] = "cancelled" if cancelled else "failed"
                 state.setdefault("error", err)
         log.info("export ended", state=state["state"], error=state.get("error"))
+
+    def _inside(self, name: str, what: str) -> Path:
+        """``name`` resolved in the data folder (absolute elsewhere only when allowed)."""
+        return resolve_in(self.root, name, what=what, allow_absolute=self.allow_absolute)
 
     def status(self) -> dict[str, Any] | None:
         with self._lock:

@@ -50,26 +50,12 @@ PULL_BUFFERS = 4
 
 
 def stream_key(info: pylsl.StreamInfo) -> str:
-    """Identity used to avoid recording one source twice: a recoverable stream (with a source_id)
-    comes back under a new uid after a restart and the inlet reconnects to it by itself."""
+    """Identity used to avoid recording one source twice: a stream with a source_id keeps its key
+    when it comes back under a new uid, so the new outlet takes over from the lost reader."""
     sid = info.source_id()
     if sid:
         return f"src:{info.hostname()}:{info.name()}:{info.type()}:{sid}"
     return f"uid:{info.uid()}"
-
-
-def describe(info: pylsl.StreamInfo) -> dict[str, Any]:
-    """The LIST view of a stream."""
-    return {
-        "name": info.name(),
-        "type": info.type(),
-        "channel_count": info.channel_count(),
-        "nominal_srate": info.nominal_srate(),
-        "channel_format": FORMAT_NAMES.get(info.channel_format(), str(info.channel_format())),
-        "source_id": info.source_id(),
-        "hostname": info.hostname(),
-        "uid": info.uid(),
-    }
 
 
 def inlet_buflen(info: pylsl.StreamInfo) -> int:
@@ -108,6 +94,8 @@ class ReaderStats:
     offsets: int = 0
     lost: bool = False
     note: str = ""
+    #: times this stream was reported lost (it may come back: a frozen source that resumes)
+    losses: int = 0
 
 
 class StreamReader:
@@ -146,6 +134,12 @@ class StreamReader:
         self._thread = threading.Thread(target=self._run, name=f"rec-{self.name}", daemon=True)
         self._clock_thread: threading.Thread | None = None
         self._last_offset = 0.0
+        #: monotonic time of the last pulled sample (or of the opening), for loss detection
+        self.last_data = time.monotonic()
+        #: monotonic time the stream was reported lost (None while it is fine)
+        self.lost_at: float | None = None
+        #: the outlet closed the connection (LostError): this inlet is done for good
+        self.connection_lost = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,6 +160,7 @@ class StreamReader:
         s = self.stats
         return {
             "id": self.stream_id,
+            "uid": self.info.uid(),
             "name": self.name,
             "type": self.info.type(),
             "samples": s.samples,
@@ -174,24 +169,56 @@ class StreamReader:
             "last_timestamp": s.last_timestamp,
             "clock_offsets": s.offsets,
             "lost": s.lost,
+            "losses": s.losses,
             "note": s.note,
         }
 
-    def replaceable_by(self, info: pylsl.StreamInfo) -> bool:
-        """True when this reader ended (stream lost, or never answered) and ``info`` is a new
-        outlet of the same source, which then gets a fresh reader and XDF stream id."""
-        ended = self.stats.lost or self.stream_id is None
-        return ended and not self._thread.is_alive() and info.uid() != self.info.uid()
+    @property
+    def running(self) -> bool:
+        """Opened and its inlet still open (a silent stream reported lost may still be)."""
+        ended = self._stop.is_set() or self.connection_lost or not self._thread.is_alive()
+        return self.stream_id is not None and not ended
+
+    def replaceable_by(self, info: pylsl.StreamInfo, rejoin_after_s: float) -> bool:
+        """True when ``info`` should get a fresh reader (and XDF stream id) instead of this one:
+        this stream was lost (or never answered) and ``info`` is a new outlet of the same source;
+        or it is the very outlet that was lost, still on the network ``rejoin_after_s`` after
+        the loss (a broken connection to a live outlet, not a dead one: the resolver forgets a
+        dead outlet before that)."""
+        if self.stream_id is None:  # never opened: retry once the reader gave up
+            return not self._thread.is_alive() and info.uid() != self.info.uid()
+        if not self.stats.lost or self.lost_at is None:
+            return False
+        if info.uid() != self.info.uid():
+            return True
+        return not self._thread.is_alive() and time.monotonic() - self.lost_at > rejoin_after_s
+
+    def mark_lost(self, note: str) -> None:
+        """Report this stream lost (STATUS ``lost``, the note); the data so far is kept."""
+        if self.stats.lost:
+            return
+        self.lost_at = time.monotonic()
+        self.stats.lost = True
+        self.stats.losses += 1
+        self.stats.note = note
+        log.warning("stream lost", stream=self.name, samples=self.stats.samples, note=note)
+
+    def mark_back(self, why: str) -> None:
+        """A stream reported lost while its inlet stayed open is alive after all."""
+        st = self.stats
+        if st.lost and self.running:
+            st.lost, self.lost_at = False, None
+            st.note = f"{st.note}; back ({why}), recorded again"
+            log.info("stream back", stream=self.name, why=why)
 
     # -- threads -----------------------------------------------------------------------------
     def _open(self) -> pylsl.StreamInlet | None:
-        # recover only where liblsl can (a source_id): otherwise the inlet would wait forever
-        # for a stream that cannot come back instead of reporting it lost
+        # No liblsl recovery: with it, an inlet whose outlet died waits silently forever (it
+        # would reconnect a restarted source into this XDF stream, under the old header and
+        # clock). Without it a closed connection raises LostError at once; the recording then
+        # reports the loss and gives a source that comes back a new XDF stream.
         inlet = pylsl.StreamInlet(
-            self.info,
-            max_buflen=inlet_buflen(self.info),
-            max_chunklen=0,
-            recover=bool(self.info.source_id()),
+            self.info, max_buflen=inlet_buflen(self.info), max_chunklen=0, recover=False
         )
         deadline = time.monotonic() + self.open_timeout_s
         while not self._stop.is_set():
@@ -210,6 +237,7 @@ class StreamReader:
         else:
             return None
         self.stream_id = self._next_id()
+        self.last_data = time.monotonic()
         self.writer.add_stream(self.stream_id, full.as_xml())
         if self.local:
             self._write_offset(0.0)
@@ -297,9 +325,8 @@ class StreamReader:
                     as_numpy=True,
                 )
             except LostError:
-                self.stats.lost = True
-                self.stats.note = "stream vanished during the recording; data up to then kept"
-                log.warning("stream lost", stream=self.name, samples=self.stats.samples)
+                self.connection_lost = True
+                self.mark_lost("stream vanished during the recording; data up to then kept")
                 return
             n = len(ts)
             if n:
@@ -334,6 +361,9 @@ class StreamReader:
         st.last_timestamp = float(ts[-1])
         st.samples += len(ts)
         st.chunks += 1
+        self.last_data = time.monotonic()
+        if st.lost:  # reported lost while silent, and its data flows again
+            self.mark_back("data flows again")
 
     def _write_offset(self, offset: float) -> None:
         assert self.stream_id is not None

@@ -1,7 +1,9 @@
 """File names for recordings: template expansion and the checks done before anything starts.
 
 Kept apart from the recording engine so START can refuse a bad path (unknown template field,
-unwritable directory, existing file) before a single thread or inlet exists.
+a field value that would change the folder, unwritable directory, existing file) before a single
+thread or inlet exists. Where a name may go at all is :func:`shared_utils.paths.resolve_in`'s
+rule: inside the data folder, absolute paths elsewhere only with ``--allow-absolute-paths``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shared_utils.checks import short
 from shared_utils.errors import CommandError
+
+MAX_FIELD = 128  # characters in one template field's value
 
 #: LabRecorder's file-name wildcards (remote-control ``filename {template:...}``) -> our fields
 LABRECORDER_WILDCARDS = {
@@ -31,14 +36,14 @@ def template_fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:
-        raise CommandError(f"bad file template {template!r}: {e}") from None
+        raise CommandError(f"bad file template {short(template)}: {e}") from None
     names = []
     for _, name, _, _ in parsed:
         if name is None:
             continue
         if not name.isidentifier():
             raise CommandError(
-                f"bad placeholder {{{name}}} in file template {template!r}: use plain names such "
+                f"bad placeholder {{{name}}} in file template {short(template)}: use plain names such "
                 "as {subject}, {session}, {run}, {date}"
             )
         names.append(name)
@@ -57,13 +62,13 @@ def expand_template(
     if missing:
         need = ", ".join(f'"{m}"' for m in dict.fromkeys(missing))
         raise CommandError(
-            f"file template {template!r} needs {need}: pass them with START "
+            f"file template {short(template)} needs {need}: pass them with START "
             f'(e.g. START|{{"file": "...", {need.split(",")[0]}: "01"}})'
         )
     try:
         return template.format(**vals)
     except (ValueError, TypeError) as e:
-        raise CommandError(f"cannot fill file template {template!r}: {e}") from None
+        raise CommandError(f"cannot fill file template {short(template)}: {e}") from None
 
 
 def expand_labrecorder(template: str, values: Mapping[str, Any]) -> str:
@@ -74,18 +79,35 @@ def expand_labrecorder(template: str, values: Mapping[str, Any]) -> str:
     return out
 
 
-def resolve_path(name: str, root: str | os.PathLike[str] | None) -> Path:
-    """Absolute path for ``name``; relative names are taken relative to ``root`` (or the cwd)."""
-    p = Path(os.path.expanduser(name))
-    if not p.is_absolute():
-        p = Path(root or os.getcwd()) / p
-    return Path(os.path.abspath(p))
+def check_fields(template: str, values: Mapping[str, Any]) -> None:
+    """The values of the fields ``template`` uses are plain names: a string or number without
+    a path separator or ``..``, so a field can never move the file into another folder (the
+    template itself is checked as a whole against the data folder)."""
+    for name in dict.fromkeys(template_fields(template)):
+        value = values.get(name)
+        if value is None or isinstance(value, bool):
+            continue
+        if not isinstance(value, str | int | float):
+            raise CommandError(
+                f'template field "{name}" must be a string or a number, got {short(value)}'
+            )
+        text = str(value)
+        if len(text) > MAX_FIELD:
+            raise CommandError(
+                f'template field "{name}" is {len(text)} characters long (at most {MAX_FIELD})'
+            )
+        if "/" in text or "\\" in text or ".." in text or any(ord(c) < 32 for c in text):
+            raise CommandError(
+                f'template field "{name}" = {text!r} may not contain "/", "\\", ".." or '
+                "control characters: field values name a file, they do not choose its folder"
+            )
 
 
 def check_target(path: Path, overwrite: bool) -> None:
-    """Refuse targets that would lose data or cannot be written; create missing folders."""
-    if path.suffix.lower() not in (".xdf",):
-        raise CommandError(f"recording file must end in .xdf, got {path.name!r}")
+    """Refuse targets that would lose data or cannot be written; create missing folders.
+
+    ``path`` is already resolved inside the data folder (:func:`shared_utils.paths.resolve_in`).
+    """
     if path.is_dir():
         raise CommandError(f"{path} is a directory; give a file name ending in .xdf")
     if path.exists() and not overwrite:

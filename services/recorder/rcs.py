@@ -92,9 +92,8 @@ def _start(state: RcsState, recorder: Recorder) -> dict[str, Any]:
     aside to ``<name>_oldN.xdf`` (LabRecorder's rule; RCS has no way to ask)."""
     if recorder.recording_file is not None:  # never move aside the file being written
         raise CommandError(f"already recording to {recorder.recording_file}")
-    path = Path(state.path())
-    if not path.is_absolute() and recorder.data_dir is not None:
-        path = recorder.data_dir / path
+    # Inside the data folder like any START (a root or wildcard value cannot lead out of it)
+    path = recorder.resolve(state.path(), {}, overwrite=True)
     if path.exists():
         n = 1
         while (backup := path.with_name(f"{path.stem}_old{n}{path.suffix}")).exists():

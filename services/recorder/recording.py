@@ -1,9 +1,17 @@
 """One recording: an open XDF file, a reader per stream, and a housekeeping thread.
 
 The housekeeping thread adds streams that appear while recording (from a warm LSL resolver, so
-adding costs no resolve wait), writes Boundary chunks so a damaged file can be re-synchronised,
-optionally fsyncs, and finishes the recording by itself when a write fails (disk full): readers
-stop, the file keeps every complete chunk, and the error is kept for STATUS and STOP.
+adding costs no resolve wait), reports streams that vanish, writes Boundary chunks so a damaged
+file can be re-synchronised, optionally fsyncs, and finishes the recording by itself when a write
+fails (disk full): readers stop, the file keeps every complete chunk, and the error is kept for
+STATUS and STOP.
+
+A vanished stream is reported lost in one of two ways: its connection closes (the source
+process ended or dropped its outlet: at once, from the reader), or it goes silent and stops
+answering LSL queries (a frozen process, a machine off the network: once the resolver forgets
+it). A source that comes back as a new outlet is recorded as a new XDF stream with the same
+name; ``counts`` keeps the key ``name`` for the first stream of a name and gives later ones
+``name#<stream id>``, so a key never changes meaning during a recording.
 """
 
 from __future__ import annotations
@@ -39,6 +47,11 @@ class RecordingOptions:
     fsync_interval_s: float = 0.0
     #: measure offsets of same-host streams instead of writing the exact 0
     probe_local_offsets: bool = False
+    #: a stream the resolver no longer lists is lost once it also sent nothing for this long
+    silent_lost_s: float = 1.0
+    #: an outlet still listed this long after its connection broke is alive: record it again
+    #: (longer than the resolver's forget_after, which drops dead outlets)
+    rejoin_after_s: float = 4.0
 
 
 class Recording:
@@ -99,16 +112,21 @@ class Recording:
         return [n for n in self.names if n not in have]
 
     def status(self) -> dict[str, Any]:
-        streams = [r.summary() for r in self.readers if r.stream_id is not None]
+        streams = sorted(
+            (r.summary() for r in self.readers if r.stream_id is not None), key=lambda s: s["id"]
+        )
+        keys = stream_keys(streams)
+        for s in streams:
+            s["key"] = keys[s["id"]]
         end = self._t_end if self._t_end is not None else time.monotonic()
         return {
             "file": str(self.path),
             "bytes": self.writer.bytes_written,
             "seconds": round(end - self._t0, 3),
             "streams": streams,
-            "counts": counts_by_name(streams),
+            "counts": {s["key"]: s["samples"] for s in streams},
             "gaps": sum(s["gaps"] for s in streams),
-            "lost": [s["name"] for s in streams if s["lost"]],
+            "lost": [s["key"] for s in streams if s["lost"]],
             "waiting_for": self.waiting_for(),
             "error": self.error,
         }
@@ -128,17 +146,21 @@ class Recording:
         except Exception:
             log.exception("listing LSL streams failed")
             return
+        rejoin = self.options.rejoin_after_s
         for info in infos:
             if not self._wanted(info):
                 continue
             key = stream_key(info)
             with self._lock:
                 old = self._readers.get(key)
-                if self._stop.is_set() or (old is not None and not old.replaceable_by(info)):
-                    if old is not None and old.info.uid() != info.uid():
+                if self._stop.is_set() or (
+                    old is not None and not old.replaceable_by(info, rejoin)
+                ):
+                    if old is not None and old.info.uid() != info.uid() and not old.stats.lost:
                         self._warn_shared_source(old.info, info)
                     continue
                 if old is not None:  # the same source is back after it was lost: new stream id
+                    old.request_stop()
                     self._retired.append(old)
                 reader = StreamReader(
                     info,
@@ -151,6 +173,25 @@ class Recording:
                 )
                 self._readers[key] = reader
             reader.start()
+        self._check_lost({info.uid() for info in infos})
+
+    def _check_lost(self, listed: set[str]) -> None:
+        """Report streams that went silent and that the resolver no longer lists (a frozen
+        source, a machine gone from the network: no closed connection tells the inlet)."""
+        now = time.monotonic()
+        quiet = self.options.silent_lost_s
+        with self._lock:
+            readers = list(self._readers.values())
+        for r in readers:
+            if not r.running:
+                continue
+            if r.info.uid() in listed:
+                r.mark_back("answers LSL queries again")
+            elif not r.stats.lost and now - r.last_data > quiet:
+                r.mark_lost(
+                    f"stream vanished: no data for {now - r.last_data:.1f} s and no answer to "
+                    "LSL queries; data up to then kept"
+                )
 
     def _warn_shared_source(self, recorded: pylsl.StreamInfo, other: pylsl.StreamInfo) -> None:
         """Two live outlets claim one source_id: LSL treats them as one source, so only the first
@@ -230,12 +271,13 @@ class Recording:
         return self.result
 
 
-def counts_by_name(streams: list[dict[str, Any]]) -> dict[str, int]:
-    """``{name: samples}``; a name used by several streams gets ``name#id`` keys."""
-    seen: dict[str, int] = {}
-    for s in streams:
-        seen[s["name"]] = seen.get(s["name"], 0) + 1
-    return {
-        (s["name"] if seen[s["name"]] == 1 else f"{s['name']}#{s['id']}"): s["samples"]
-        for s in streams
-    }
+def stream_keys(streams: list[dict[str, Any]]) -> dict[int, str]:
+    """``{stream id: key}``: the first stream of a name (lowest id) is keyed by its name, later
+    streams of that name (a restarted source, a second outlet) by ``name#id``. Ids only grow, so
+    the first stream's key never changes while the recording runs."""
+    keys: dict[int, str] = {}
+    seen: set[str] = set()
+    for s in sorted(streams, key=lambda s: s["id"]):
+        keys[s["id"]] = s["name"] if s["name"] not in seen else f"{s['name']}#{s['id']}"
+        seen.add(s["name"])
+    return keys

@@ -43,9 +43,13 @@ def main(
     # at once (its resolver and monitor start with it).
     run_module(
         "stream_watcher",
-        lambda _server: build_commands(
+        lambda server: build_commands(
             WatchService(
-                buffer_s=buffer_s, max_values=max_values, stall_after_s=stall_after_s, watch=watch
+                buffer_s=buffer_s,
+                max_values=max_values,
+                stall_after_s=stall_after_s,
+                watch=watch,
+                tasks=server.tasks,
             )
         ),
         **common,

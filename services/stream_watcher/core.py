@@ -4,6 +4,10 @@ One :class:`~shared_utils.stream_watcher.StreamWatcher` (background thread, cloc
 stream. A monitor thread notices streams that appear, stall or vanish, logs each transition once,
 keeps the last events for STATUS, and re-attaches a watched stream when it comes back (same name,
 possibly a new outlet). Windows go out as JSON so a module without an LSL library can read data.
+Numbers are checked against the documented ``RANGES`` (docs/data-layer.md), and a watch whose
+buffer would exceed ``MAX_BUFFER_BYTES`` is refused before anything is allocated. Each watched
+stream is a task in the server's table when the service is given the server's ``tasks``:
+``STOP|{"task": id}`` unwatches it.
 """
 
 from __future__ import annotations
@@ -13,19 +17,34 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pylsl
+from pylsl.util import LostError
+from pylsl.util import TimeoutError as LslTimeout
 
+from shared_utils.checks import Range, check_ranges, check_text, short
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
-from shared_utils.streams.lsl import StreamNotFoundError, describe_all
+from shared_utils.streams.lsl import FORMAT_DTYPES, StreamNotFoundError, describe_all, resolve
 from shared_utils.streams.watcher import StreamWatcher
+
+if TYPE_CHECKING:
+    from shared_utils.protocol.tasks import TaskManager
 
 log = get_logger("stream_watcher_service")
 
 DEFAULT_MAX_VALUES = 500_000  # samples x channels per GET_WINDOW reply (~5-10 MB of JSON)
+MAX_BUFFER_BYTES = 2**30  # one watched stream's buffer (1 GiB)
+#: The documented range of every numeric argument (docs/data-layer.md).
+RANGES = {
+    "wait_s": Range(0, 10, "s", open_lo=True),
+    "buffer_s": Range(0, 3600, "s", open_lo=True),
+    "timeout_s": Range(0.1, 30, "s"),
+    "seconds": Range(0, 3600, "s", open_lo=True),
+    "max_values": Range(1, 50_000_000),
+}
 
 
 class WatchService:
@@ -39,8 +58,11 @@ class WatchService:
         stall_after_s: float = 1.0,
         forget_after_s: float = 2.0,
         watch: Iterable[str] = (),
+        tasks: TaskManager | None = None,
     ) -> None:
-        """``watch``: stream names to watch as soon as they appear (``--watch`` at start-up)."""
+        """``watch``: stream names to watch as soon as they appear (``--watch`` at start-up);
+        ``tasks``: the server's task table (each watched stream is listed there)."""
+        self._tasks = tasks
         self.buffer_s = buffer_s
         self.max_values = max_values
         self.monitor_interval_s = monitor_interval_s
@@ -71,8 +93,7 @@ class WatchService:
     # -------------------------------------------------------------------------- commands
     def list_visible(self, wait_s: float = 1.0) -> dict[str, Any]:
         """Visible LSL streams with metadata (name, type, channels, srate, format, source, host)."""
-        if not 0 < wait_s <= 10:
-            raise CommandError(f"wait_s must be > 0 and <= 10 s, got {wait_s}")
+        check_ranges(RANGES, wait_s=wait_s)
         streams = self._visible_now(wait_s)
         with self._lock:
             for s in streams:
@@ -88,13 +109,9 @@ class WatchService:
         dejitter: bool = False,
     ) -> dict[str, Any]:
         """Start watching a stream by name (already watched: returns its stats)."""
-        if not stream.strip():
-            raise CommandError("stream: give a stream name (LIST shows the visible ones)")
+        check_text("stream", stream)
         buf = self.buffer_s if buffer_s is None else buffer_s
-        if not 0 < buf <= 3600:
-            raise CommandError(f"buffer_s must be > 0 and <= 3600 s, got {buf}")
-        if not 0 < timeout_s <= 30:
-            raise CommandError(f"timeout_s must be > 0 and <= 30 s, got {timeout_s}")
+        check_ranges(RANGES, buffer_s=buf, timeout_s=timeout_s)
         with self._lock:
             if stream in self.watchers:
                 return {"already_watching": True, **self.watchers[stream].stats()}
@@ -110,9 +127,18 @@ class WatchService:
             logger=log,
         )
         try:
-            w.connect_to_stream()
+            info = resolve(stream, None, timeout_s)
         except StreamNotFoundError as exc:
             raise CommandError(f"stream: {exc}") from None
+        _check_buffer(info, buf, w.irregular_size)
+        try:
+            w.attach(info)
+        except (LslTimeout, LostError) as exc:
+            w.close()
+            raise CommandError(
+                f"stream: {stream!r} did not open within timeout_s={timeout_s:g} s ({exc}); "
+                "try again or give more time"
+            ) from None
         with self._lock:
             if stream in self.watchers:  # lost a race with another connection
                 w.close()
@@ -120,7 +146,22 @@ class WatchService:
             self.watchers[stream] = w
             self.health[stream] = "ok"
         self._event("watched", stream, srate=w.srate, channels=w.n_channels)
-        return {"already_watching": False, "channel_names": w.ch_names, **w.stats()}
+        reply = {"already_watching": False, "channel_names": w.ch_names, **w.stats()}
+        if self._tasks is not None:
+            task = self._tasks.start_job(
+                f"WATCH {stream}",
+                lambda: self._unwatch_if(stream, w),
+                lambda: self.watchers.get(stream) is not w,
+            )
+            reply["task"] = task.id
+        return reply
+
+    def _unwatch_if(self, stream: str, w: StreamWatcher) -> None:
+        """Its task was stopped: unwatch ``stream`` if ``w`` still watches it."""
+        with self._lock:
+            if self.watchers.get(stream) is not w:
+                return
+        self.unwatch(stream)
 
     def unwatch(self, stream: str | None = None) -> dict[str, Any]:
         """Stop watching one stream, or all."""
@@ -140,7 +181,7 @@ class WatchService:
         watched = ", ".join(sorted(self.watchers)) or "none"
         visible = ", ".join(sorted(self.visible)) or "none"
         return (
-            f"stream: {stream!r} is not watched (WATCH it first); watched: {watched}; "
+            f"stream: {short(stream)} is not watched (WATCH it first); watched: {watched}; "
             f"visible: {visible}"
         )
 
@@ -164,11 +205,8 @@ class WatchService:
         self, stream: str, seconds: float = 1.0, max_values: int | None = None
     ) -> dict[str, Any]:
         """The newest `seconds` of a watched stream as JSON lists (data rows oldest first)."""
-        if not (seconds > 0 and math.isfinite(seconds)):
-            raise CommandError(f"seconds must be a positive number, got {seconds}")
+        check_ranges(RANGES, seconds=seconds, max_values=max_values)
         cap = self.max_values if max_values is None else max_values
-        if cap < 1:
-            raise CommandError(f"max_values must be >= 1, got {cap}")
         w = self._get(stream)
         n_ch = w.n_channels
         if w.srate > 0:
@@ -290,3 +328,18 @@ class WatchService:
                 return
         self.health[name] = "ok"
         self._event("reattached", name, srate=w.srate, channels=w.n_channels)
+
+
+def _check_buffer(info: pylsl.StreamInfo, buffer_s: float, irregular_size: int) -> None:
+    """Refuse a buffer over ``MAX_BUFFER_BYTES`` before it is allocated, saying what fits."""
+    srate, n_ch = info.nominal_srate(), max(1, info.channel_count())
+    width = n_ch * np.dtype(FORMAT_DTYPES.get(info.channel_format(), np.float64)).itemsize
+    rows = buffer_s * srate if srate > 0 else irregular_size
+    if rows * width > MAX_BUFFER_BYTES and srate <= 0:
+        raise CommandError(f"stream: {n_ch} channels of {irregular_size} samples is too much")
+    if rows * width > MAX_BUFFER_BYTES:
+        raise CommandError(
+            f"buffer_s: {buffer_s:g} s of {n_ch} channels at {srate:g} Hz needs "
+            f"{rows * width / 2**30:.1f} GiB, over the {MAX_BUFFER_BYTES / 2**30:g} GiB cap per "
+            f"stream; ask for at most {MAX_BUFFER_BYTES / (srate * width):.1f} s"
+        )

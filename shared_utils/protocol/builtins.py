@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared_utils.checks import resolve_name
 from shared_utils.errors import CommandError
-from shared_utils.protocol.commands import Command, make_command, unknown_command_message
+from shared_utils.protocol.commands import Command, _short, make_command, unknown_command_message
 from shared_utils.protocol.session import EXP_COMMANDS, SessionState, module_identity
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class Builtins:
         if task is not None:
             if not isinstance(task, int) or isinstance(task, bool):
                 raise CommandError(
-                    f"STOP: argument 'task' must be an integer task id, got {task!r}"
+                    f"STOP: argument 'task' must be an integer task id, got {_short(task)}"
                 )
             try:
                 return d.tasks.stop(task)
@@ -93,7 +93,10 @@ class Builtins:
             if "STOP" in d.commands
             else None
         )
-        stopped = d.tasks.stop_all()
+        # A STOP naming what to stop (the mockup's STOP|{"stream": "x"}) stops only that; a
+        # bare STOP stops every task as well.
+        targeted = any(v is not None for v in kwargs.values())
+        stopped = [] if targeted else d.tasks.stop_all()
         if isinstance(own, dict):
             return {**own, "stopped_tasks": stopped}
         return (

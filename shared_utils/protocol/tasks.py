@@ -111,6 +111,28 @@ class TaskManager:
         task.thread.start()
         return task
 
+    def start_job(
+        self,
+        name: str,
+        stop: Callable[[], Any],
+        finished: Callable[[], bool],
+        poll_s: float = 0.1,
+    ) -> Task:
+        """Track work a module runs with its own threads (a recording, a stream, a live loop).
+
+        The task stays alive until ``finished()`` is true; ``STOP|{"task": id}`` (or a bare
+        STOP) calls ``stop()``, which ends the work the module's own way (footers written,
+        outlets dropped). A small watcher thread checks ``finished`` every ``poll_s``.
+        """
+
+        def watch(stop_event: threading.Event) -> None:
+            while not stop_event.wait(poll_s):
+                if finished():
+                    return
+            stop()
+
+        return self.start_thread(watch, name)
+
     def adopt_thread(self, thread: threading.Thread, event: threading.Event, name: str) -> Task:
         """Track a ``(Thread, Event)`` pair a command returned (Dareplane convention)."""
         task = self._new(name, "thread", event)
