@@ -20,7 +20,12 @@ from control_room.config import ModuleSpec
 from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
-from shared_utils.platform.processes import signal_group
+from shared_utils.platform.processes import (
+    Scheduling,
+    parse_sched,
+    scheduling_problem,
+    signal_group,
+)
 from shared_utils.protocol import dareplane
 from shared_utils.protocol.client import ModuleClient
 from shared_utils.protocol.commands import unknown_command_message
@@ -87,6 +92,7 @@ class ModuleHandle:
             "protocol": self.protocol,
             "error": self.error,
             "commands": self.commands,
+            "scheduling": self.scheduling().describe() or None,
         }
 
     # -- start -----------------------------------------------------------------------------------
@@ -106,6 +112,10 @@ class ModuleHandle:
                 f"or choose another port (port = 0 picks a free one)"
             )
         argv = [self._fill(a) for a in self.spec.argv]
+        sched = self.scheduling()
+        problem = scheduling_problem(sched)
+        if problem:
+            raise StartError(f"{self.name}: cannot start with {problem}")
         env = {**os.environ, **self._extra_env, **self.spec.env}
         env["MESH_PARENT_PID"] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
@@ -115,15 +125,15 @@ class ModuleHandle:
         try:
             self.proc = spawn(
                 argv,
+                scheduling=sched,
                 cwd=self.spec.cwd,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-        except OSError as exc:
-            raise StartError(
-                f"{self.name}: cannot run {argv[0]!r}: {exc.strerror or exc}"
-            ) from None
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise StartError(f"{self.name}: cannot run {argv[0]!r}: {why}") from None
         self.started_at = time.monotonic()
         self._pumps = [
             threading.Thread(target=self._pump, args=(s, n), name=f"{self.name}-{n}", daemon=True)
@@ -131,6 +141,13 @@ class ModuleHandle:
         ]
         for t in self._pumps:
             t.start()
+
+    def scheduling(self) -> Scheduling:
+        """The CPU affinity and priority the config gives this module (empty: inherited)."""
+        s = self.spec
+        policy, prio = parse_sched(s.sched) if s.sched else (None, 0)
+        cpus = tuple(s.cpu_affinity) if s.cpu_affinity is not None else None
+        return Scheduling(cpus=cpus, nice=s.nice, policy=policy, priority=prio)
 
     def _fill(self, arg: str) -> str:
         return (

@@ -50,6 +50,10 @@ class ModuleSpec:
     display: bool = False
     protocol: str = "auto"
     pcomms: dict[str, str] = field(default_factory=dict)
+    # CPU affinity and priority applied when the control room starts it (None: inherited)
+    cpu_affinity: list[int] | None = None
+    nice: int | None = None
+    sched: str | None = None  # "other" | "batch" | "idle" | "fifo:<1-99>" | "rr:<1-99>"
     line: int = 0
 
 

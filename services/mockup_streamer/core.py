@@ -11,6 +11,7 @@ from typing import Any
 
 from services.mockup_streamer.paced import SyntheticStream, make_synthetic
 from services.mockup_streamer.replay import ReplayStream, make_replay, start_all
+from services.mockup_streamer.shm_stream import check_transport, make_shm_synthetic
 from services.mockup_streamer.synth import STATES, StateSchedule
 from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandError
@@ -68,11 +69,16 @@ class MockupStreamer:
         loop: bool = False,
         prefix: str = "",
         delay_s: float = 0.0,
+        transport: str = "lsl",
+        dtype: str = "float32",
+        capacity_s: float = 1.0,
+        lsl: str = "auto",
     ) -> dict[str, Any]:
         """Start a synthetic EEG stream (alpha high/low states + "<stream>_markers"), or replay `xdf`."""
         if xdf is not None:
             return self.replay(xdf=xdf, loop=loop, prefix=prefix, delay_s=delay_s)
         channels = _check_layout(stream, channels, srate, chunk, channel_names)
+        check_transport(transport, dtype, capacity_s, lsl)
         sched = _schedule(
             srate, period_s, random_durations, min_period_s, max_period_s, first_state, seed
         )
@@ -82,7 +88,10 @@ class MockupStreamer:
         with self._lock:
             names = [stream] + ([f"{stream}_markers"] if markers else [])
             self._claim(names)
-            s = make_synthetic(
+            shm = (
+                {"dtype": dtype, "capacity_s": capacity_s, "lsl": lsl} if transport == "shm" else {}
+            )
+            s = (make_shm_synthetic if shm else make_synthetic)(
                 stream,
                 channels,
                 srate,
@@ -97,6 +106,7 @@ class MockupStreamer:
                 noise_uv=noise_uv,
                 line_freq=line_freq,
                 line_uv=line_uv,
+                **shm,
             )
             s.start()
             self.streams[stream] = s
@@ -109,6 +119,9 @@ class MockupStreamer:
             "chunk": chunk,
             "states": list(STATES),
             "line_noise": line_uv > 0,
+            "transport": transport,
+            "dtype": dtype,
+            **(s.ring_info() if shm else {}),
         }
 
     def replay(

@@ -32,6 +32,7 @@ from pylsl.util import TimeoutError as LslTimeout
 
 from shared_utils.logging import get_logger
 from shared_utils.streams.lsl import FORMAT_NAMES
+from shared_utils.streams.shm.inlet import RingInlet, ring_inlet_for, ring_summary
 from shared_utils.streams.xdf_writer import CHANNEL_FORMATS, XdfWriteError, XdfWriter
 
 log = get_logger("recorder.reader")
@@ -124,8 +125,11 @@ class StreamReader:
         offset_interval_s: float = 3.0,
         probe_local_offsets: bool = False,
         open_timeout_s: float = 10.0,
+        transport: str = "auto",
     ) -> None:
         self.info = info
+        self.transport = transport  # "auto": read the same-host shm ring behind the stream if any
+        self.ring: RingInlet | None = None
         self.key = stream_key(info)
         self.name = info.name()
         self.writer = writer
@@ -175,6 +179,7 @@ class StreamReader:
             "clock_offsets": s.offsets,
             "lost": s.lost,
             "note": s.note,
+            **ring_summary(self.ring),
         }
 
     def replaceable_by(self, info: pylsl.StreamInfo) -> bool:
@@ -197,6 +202,11 @@ class StreamReader:
         while not self._stop.is_set():
             try:
                 full = inlet.info(timeout=0.5)
+                self.ring = ring_inlet_for(full, self.transport, log)
+                if self.ring is not None:  # same host: read the ring, never the LSL copy
+                    inlet.close_stream()
+                    inlet, full = self._use_ring(self.ring)
+                    break
                 inlet.open_stream(timeout=max(0.5, deadline - time.monotonic()))
                 break
             except LslTimeout:
@@ -215,6 +225,14 @@ class StreamReader:
             self._write_offset(0.0)
         self.connected.set()
         return inlet
+
+    def _use_ring(self, ring: RingInlet) -> tuple[RingInlet, Any]:
+        """Record from ``ring`` (full rate, this machine's clock) instead of the LSL inlet."""
+        self.info = ring.info()  # the LSL stream's info at the ring's full rate
+        self.srate = ring.srate
+        self._gap_s = 2.0 / self.srate + 0.05
+        log.info("recording from the shm ring", stream=self.name, segment=ring.reader.segment)
+        return ring, self.info
 
     def _run(self) -> None:
         try:
@@ -296,9 +314,11 @@ class StreamReader:
                     dest_obj=pool[i % len(pool)],
                     as_numpy=True,
                 )
-            except LostError:
+            except LostError as e:
                 self.stats.lost = True
                 self.stats.note = "stream vanished during the recording; data up to then kept"
+                if self.ring is not None:
+                    self.stats.note += f" ({e})"
                 log.warning("stream lost", stream=self.name, samples=self.stats.samples)
                 return
             n = len(ts)

@@ -39,6 +39,9 @@ class RecordingOptions:
     fsync_interval_s: float = 0.0
     #: measure offsets of same-host streams instead of writing the exact 0
     probe_local_offsets: bool = False
+    #: "auto": record a same-host shared-memory ring behind a stream from the ring (full rate);
+    #: "lsl": always record what LSL carries
+    transport: str = "auto"
 
 
 class Recording:
@@ -148,6 +151,7 @@ class Recording:
                     pull_timeout_s=self.options.flush_interval_s / 2,
                     offset_interval_s=self.options.offset_interval_s,
                     probe_local_offsets=self.options.probe_local_offsets,
+                    transport=self.options.transport,
                 )
                 self._readers[key] = reader
             reader.start()
