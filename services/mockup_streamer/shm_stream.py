@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from services.mockup_streamer.paced import SyntheticStream
-from services.mockup_streamer.synth import StateSchedule, SyntheticEEG
+from services.mockup_streamer.synth import SyntheticEEG
 from shared_utils.errors import CommandError
 from shared_utils.streams.lsl import default_channel_labels
 from shared_utils.streams.shm import ShmError, ShmUnsupportedError, ShmWriter
@@ -111,19 +111,7 @@ class ShmSyntheticStream(SyntheticStream):
     """
 
     min_wake_s = 0.001
-
-    def __init__(
-        self,
-        name: str,
-        channel_names: list[str],
-        srate: float,
-        chunk: int,
-        synth: TiledEEG,
-        markers: bool,
-        writer: ShmWriter,
-    ) -> None:
-        super().__init__(name, channel_names, srate, chunk, synth, markers, outlet=writer)
-        self.writer = writer
+    writer: ShmWriter  # also the outlet (the base class drops its outlet reference on stop)
 
     def _push_due(self, now: float) -> None:
         assert self.t0 is not None
@@ -164,22 +152,15 @@ class ShmSyntheticStream(SyntheticStream):
 
 
 def make_shm_synthetic(
-    name: str,
-    channels: int,
-    srate: float,
-    chunk: int,
-    channel_names: list[str] | None,
-    schedule: StateSchedule,
-    markers: bool,
-    seed: int | None,
-    *,
-    dtype: str,
-    capacity_s: float,
-    lsl: str,
-    **signal: Any,
+    *args: Any, dtype: str, capacity_s: float, lsl: str, **signal: Any
 ) -> ShmSyntheticStream:
-    """Build (not start) a ring-backed synthetic stream; refusals become CommandErrors that say
-    why (a live writer of that name, a ring too small for the rate, /dev/shm too small)."""
+    """Build (not start) a ring-backed synthetic stream from :func:`make_synthetic`'s arguments
+    (``name, channels, srate, chunk, channel_names, schedule, markers, seed``) plus the ring's.
+
+    Refusals become CommandErrors that say why (a live writer of that name, a ring too small for
+    the rate, /dev/shm too small).
+    """
+    name, channels, srate, chunk, channel_names, schedule, markers, seed = args
     labels = list(channel_names) if channel_names else default_channel_labels(channels)
     try:
         writer = ShmWriter(
@@ -197,7 +178,9 @@ def make_shm_synthetic(
         )
     try:
         synth = TiledEEG(len(labels), srate, schedule, seed=seed, dtype=dtype, **signal)
-        return ShmSyntheticStream(name, labels, srate, chunk, synth, markers, writer)
+        stream = ShmSyntheticStream(name, labels, srate, chunk, synth, markers, outlet=writer)
+        stream.writer = writer
+        return stream
     except BaseException:
         writer.close()
         raise
