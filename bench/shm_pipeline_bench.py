@@ -46,6 +46,12 @@ os.environ.setdefault("MESH_SHM_SESSION", f"pipebench{os.getpid()}")
 
 import numpy as np  # noqa: E402
 
+from shared_utils.platform.processes import (  # noqa: E402
+    Scheduling,
+    apply_scheduling,
+    scheduling_problem,
+)
+
 SR = 30000
 WARMUP_S = 2.0
 PROBE = {"transport": "shm", "channels": 384, "srate": SR, "dtype": "int16", "chunk": 30}
@@ -202,6 +208,7 @@ def closed_loop_arm(transport: str, seconds: float, sched: str, work: Path) -> d
         run = room.send("decoder", "START", {
             "input": name, "output": out, "transport": transport, "step_s": 1 / SR * 30,
         })  # fmt: skip
+        consumer = consumer_priority(sched)  # first: liblsl's receive threads inherit it
         inlet = pylsl.StreamInlet(pylsl.resolve_byprop("name", out, timeout=10)[0], max_buflen=5)
         inlet.open_stream(timeout=5)
         lat: list[float] = []
@@ -214,6 +221,8 @@ def closed_loop_arm(transport: str, seconds: float, sched: str, work: Path) -> d
                 cpu0, t0 = _common.proc_cpu_s(dec.pid), time.monotonic()
             if t0 is not None:
                 lat.extend(now - t for t in ts)
+        if consumer == "fifo:50":
+            apply_scheduling(Scheduling(policy="other"))
         assert cpu0 is not None
         assert t0 is not None
         cpu = 100 * (_common.proc_cpu_s(dec.pid) - cpu0) / (time.monotonic() - t0)
@@ -230,6 +239,7 @@ def closed_loop_arm(transport: str, seconds: float, sched: str, work: Path) -> d
     return {
         "transport_used": run["transport"],
         "scheduling": dec.info()["scheduling"],
+        "consumer_scheduling": consumer,
         "predictions": len(ms),
         "e2e_p50_ms": pct(ms, 50),
         "e2e_p99_ms": pct(ms, 99),
@@ -240,6 +250,20 @@ def closed_loop_arm(transport: str, seconds: float, sched: str, work: Path) -> d
         "decoder_error": status["error"],
         "loadavg": os.getloadavg(),
     }
+
+
+def consumer_priority(sched: str) -> str | None:
+    """``--sched rt``: this thread (the one reading the decoder's output) and the liblsl threads
+    it starts run SCHED_FIFO 50 too, so the measured tail is the pipeline's, not this process's
+    wake-up under load."""
+    if sched != "rt":
+        return None
+    want = Scheduling(policy="fifo", priority=50)
+    problem = scheduling_problem(want)
+    if problem:
+        return f"refused: {problem}"
+    apply_scheduling(want)
+    return "fifo:50"
 
 
 # -------------------------------------------------------------------------------------- main

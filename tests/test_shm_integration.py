@@ -30,7 +30,7 @@ from control_room.handle import StartError
 from shared_utils.client import ModuleClient
 from shared_utils.errors import CommandFailed
 from shared_utils.platform.processes import current_scheduling
-from shared_utils.streams.shm import list_rings, sweep_stale
+from shared_utils.streams.shm import ShmWriter, list_rings, sweep_stale
 from shared_utils.streams.watcher import StreamWatcher
 
 SR = 30000
@@ -142,6 +142,27 @@ def test_mockup_ring_through_watcher_decoder_and_recorder_into_one_xdf(
         good += (row[0] > 0.5) == (states[i] == "high")
     assert total > 50
     assert good / total > 0.8, (good, total)
+
+
+def test_a_decimated_stream_is_read_from_its_ring_at_full_rate_on_the_lsl_clock(
+    shm_session: str, lsl_name: str
+) -> None:
+    import pylsl
+
+    with ShmWriter(lsl_name, 160, SR, "float64") as w:  # 38 MB/s: LSL carries it halved
+        assert w.announcer.plan["factor"] == 2
+        with StreamWatcher(lsl_name, 1.0, background=True) as sw:
+            sw.connect_to_stream()
+            assert sw.srate == SR
+            assert sw.stats()["transport"] == "shm"
+            assert "<nominal_srate>30000.0</nominal_srate>" in sw.stream.as_xml()
+            before = pylsl.local_clock()
+            w.push_chunk(np.ones((30, 160)))
+            after = pylsl.local_clock()
+            assert sw.wait_for_samples(30, 5)
+            _, ts = sw.window(samples=30)
+            assert before <= ts[-1] <= after  # stamped on liblsl's clock, with no pylsl involved
+            assert np.allclose(np.diff(ts), 1 / SR)
 
 
 def test_bad_input_is_reported_and_the_others_carry_on(
