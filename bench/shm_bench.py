@@ -36,7 +36,8 @@ import time
 from typing import Any
 
 import _common
-from shared_utils.lsl_config import use_loopback  # noqa: E402
+
+from shared_utils.streams.lsl import use_loopback  # noqa: E402
 
 use_loopback()  # before pylsl is imported anywhere (children inherit LSLAPICFG)
 os.environ.setdefault("MESH_LOG_SERVER", "none")

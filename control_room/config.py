@@ -34,6 +34,7 @@ from control_room.schema import (
     Step,
 )
 from shared_utils.checks import unknown_message
+from shared_utils.platform.processes import parse_sched
 
 __all__ = [
     "ConfigError",
@@ -54,7 +55,8 @@ _CONTROL_KEYS = {
 _OUR_MODULE_KEYS = {
     "module", "cmd", "attach", "host", "ip", "port", "args", "cwd", "env", "after", "ready",
     "ready_timeout_s", "restart", "max_restarts", "restart_delay_s", "stop_timeout_s", "display",
-    "protocol", "pcomms", "kwargs", "python_executable", "token_env",
+    "protocol", "pcomms", "kwargs", "python_executable", "token_env", "cpu_affinity", "nice",
+    "sched",
 }  # fmt: skip
 _DAREPLANE_MODULE_KEYS = {
     "kind", "path", "retry_after_s", "max_connect_retries", "custom_entry_point",
@@ -212,6 +214,7 @@ def _module(
     if bad_env:
         ck.error((*keys, "env"), f"values must be strings or numbers: {', '.join(bad_env)}")
     pcomms = ck.get(t, keys, "pcomms", dict, {})
+    cpus, nice, sched = _scheduling(ck, t, keys, mkind)
     return ModuleSpec(
         name=name,
         kind=mkind,
@@ -230,8 +233,39 @@ def _module(
         protocol=protocol,
         pcomms={k: str(v) for k, v in pcomms.items()},
         token_env=ck.get(t, keys, "token_env", str, None) or None,
+        cpu_affinity=cpus,
+        nice=nice,
+        sched=sched,
         line=line,
     )
+
+
+def _scheduling(
+    ck: Checker, t: dict[str, Any], keys: tuple[Any, ...], mkind: str
+) -> tuple[list[int] | None, int | None, str | None]:
+    """``cpu_affinity`` (CPU numbers), ``nice`` (-20..19), ``sched`` ("fifo:50", "rr:10", "other",
+    "batch", "idle"); whether this machine allows them is checked when the module starts."""
+    given = [k for k in ("cpu_affinity", "nice", "sched") if k in t]
+    if given and mkind == "attach":
+        ck.error((*keys, given[0]), "only for modules the control room starts (not attach)")
+    cpus = ck.get(t, keys, "cpu_affinity", list, None)
+    if cpus is not None and (
+        not cpus or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus)
+    ):
+        ck.error((*keys, "cpu_affinity"), f"must be a non-empty list of CPU numbers, got {cpus!r}")
+        cpus = None
+    nice = ck.get(t, keys, "nice", int, None)
+    if nice is not None and not -20 <= nice <= 19:
+        ck.error((*keys, "nice"), f"must be -20..19 (lower runs first), got {nice}")
+        nice = None
+    sched = ck.get(t, keys, "sched", str, None)
+    if sched is not None:
+        try:
+            parse_sched(sched)
+        except ValueError as exc:
+            ck.error((*keys, "sched"), str(exc))
+            sched = None
+    return cpus, nice, sched
 
 
 def _how_to_start(

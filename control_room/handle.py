@@ -21,7 +21,12 @@ from control_room.ports import free_port, port_holder, port_in_use
 from control_room.spawn import spawn
 from control_room.tokens import auth_refusal, child_env
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
-from shared_utils.platform.processes import end_group
+from shared_utils.platform.processes import (
+    Scheduling,
+    end_group,
+    parse_sched,
+    scheduling_problem,
+)
 from shared_utils.protocol import dareplane
 from shared_utils.protocol.client import ModuleClient
 from shared_utils.protocol.commands import unknown_command_message
@@ -135,6 +140,7 @@ class ModuleHandle:
             "protocol": self.protocol,
             "error": self.error,
             "commands": self.commands,
+            "scheduling": self.scheduling().describe() or None,
         }
 
     # -- start -----------------------------------------------------------------------------------
@@ -156,6 +162,10 @@ class ModuleHandle:
                 f"or choose another port (port = 0 picks a free one)"
             )
         argv = [self._fill(a) for a in self.spec.argv]
+        sched = self.scheduling()
+        problem = scheduling_problem(sched)
+        if problem:
+            raise StartError(f"{self.name}: cannot start with {problem}")
         env = {**child_env(os.environ, self._token), **self._extra_env, **self.spec.env}
         env["MESH_PARENT_PID"] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
@@ -165,17 +175,24 @@ class ModuleHandle:
         try:
             self.proc = spawn(
                 argv,
+                scheduling=sched,
                 cwd=self.spec.cwd,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-        except OSError as exc:
-            raise StartError(
-                f"{self.name}: cannot run {argv[0]!r}: {exc.strerror or exc}"
-            ) from None
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise StartError(f"{self.name}: cannot run {argv[0]!r}: {why}") from None
         self.started_at = time.monotonic()
         self.output.start(self.proc.stdout, self.proc.stderr)
+
+    def scheduling(self) -> Scheduling:
+        """The CPU affinity and priority the config gives this module (empty: inherited)."""
+        s = self.spec
+        policy, prio = parse_sched(s.sched) if s.sched else (None, 0)
+        cpus = tuple(s.cpu_affinity) if s.cpu_affinity is not None else None
+        return Scheduling(cpus=cpus, nice=s.nice, policy=policy, priority=prio)
 
     def _fill(self, arg: str) -> str:
         return (

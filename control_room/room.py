@@ -172,6 +172,7 @@ class ControlRoom:
         steps: dict[str, list[str]] = {}
         if self.supervisor is not None:
             steps = self.supervisor.stop_all()
+        self._sweep_rings()
         self.router.close()
         if self.xvfb is not None:
             self.xvfb.stop()
@@ -199,6 +200,22 @@ class ControlRoom:
             time.sleep(0.15)  # one receiver select round to write what just arrived
             self.receiver.close()
         return steps
+
+    def _sweep_rings(self) -> None:
+        """Remove the shared-memory rings of this mesh's session whose writer is gone (a module
+        that was killed cannot remove its own), so none outlives the mesh."""
+        try:
+            from shared_utils.streams.shm import sweep_stale
+
+            removed = sweep_stale()
+        except (ImportError, OSError) as exc:  # not Linux: no rings to sweep
+            self.log.warning("could not sweep shared-memory rings: %s", exc)
+            return
+        if removed:
+            names = ", ".join(str(r.get("name") or r.get("segment")) for r in removed)
+            self.console.note(
+                f"removed {len(removed)} shared-memory ring(s) of dead writers: {names}"
+            )
 
     # -- commands --------------------------------------------------------------------------------
     def handle(self, module: str) -> ModuleHandle:

@@ -53,6 +53,10 @@ class ModuleSpec:
     protocol: str = "auto"
     pcomms: dict[str, str] = field(default_factory=dict)
     token_env: str | None = None  # the variable holding this module's token (else $MESH_TOKEN)
+    # CPU affinity and priority applied when the control room starts it (None: inherited)
+    cpu_affinity: list[int] | None = None
+    nice: int | None = None
+    sched: str | None = None  # "other" | "batch" | "idle" | "fifo:<1-99>" | "rr:<1-99>"
     line: int = 0
 
 

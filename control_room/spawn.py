@@ -17,17 +17,34 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from shared_utils.platform.processes import POSIX, die_with_parent, new_group_kwargs
+from shared_utils.platform.processes import (
+    POSIX,
+    Scheduling,
+    apply_scheduling,
+    die_with_parent,
+    new_group_kwargs,
+)
 
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
 
 
-def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen:
-    """``subprocess.Popen(argv, ...)`` in a new process group, from the spawner thread (no shell)."""
+def spawn(argv: list[str], scheduling: Scheduling | None = None, **kwargs: Any) -> subprocess.Popen:
+    """``subprocess.Popen(argv, ...)`` in a new process group, from the spawner thread (no shell).
+
+    ``scheduling``: CPU affinity and priority, set in the child before it runs the program (check
+    them with ``scheduling_problem`` first: a refusal here only says "preexec_fn failed").
+    """
     for key, value in new_group_kwargs().items():
         kwargs.setdefault(key, value)
     kwargs.setdefault("stdin", subprocess.DEVNULL)
-    if POSIX:
+    if POSIX and scheduling:
+
+        def child_setup() -> None:
+            die_with_parent()
+            apply_scheduling(scheduling)
+
+        kwargs.setdefault("preexec_fn", child_setup)
+    elif POSIX:
         kwargs.setdefault("preexec_fn", die_with_parent)
 
     def run() -> subprocess.Popen:

@@ -369,7 +369,7 @@ def test_measured_clock_offsets_for_streams_of_other_hosts(
 
 
 def test_pull_buffers_stay_cache_sized_and_cover_slow_streams() -> None:
-    from services.recorder.inlet_reader import PULL_BUFFER_BYTES, pull_capacity
+    from services.recorder.stream_sizing import PULL_BUFFER_BYTES, pull_capacity
 
     fast = pylsl.StreamInfo("cap_fast", "EEG", 64, 1_000_000.0, "float32", "cap_fast")
     assert pull_capacity(fast, 0.1) == PULL_BUFFER_BYTES // (64 * 4)

@@ -187,8 +187,13 @@ class DecoderService:
         min_dwell_s: float | None = None,
         notify: dict | None = None,
         resolve_timeout_s: float = 5.0,
+        transport: str = "auto",
     ) -> dict[str, Any]:
-        """Decode the live ``input`` stream and push predictions to the LSL outlet ``output``."""
+        """Decode the live ``input`` stream and push predictions to the LSL outlet ``output``.
+
+        "transport": "auto" reads a same-host shared-memory ring behind the input when there is
+        one, "lsl" never does, "shm" reads the ring of that name without LSL.
+        """
         check_ranges(
             RANGES, window_s=window_s, step_s=step_s, on_threshold=on_threshold,
             off_threshold=off_threshold, smoothing_s=smoothing_s, min_dwell_s=min_dwell_s,
@@ -213,7 +218,7 @@ class DecoderService:
                 notify_cfg = NotifyConfig.parse(notify) if notify else None
             except ValueError as e:
                 raise CommandError(str(e)) from e
-            source = open_input(input, model, window_s, resolve_timeout_s)
+            source = open_input(input, model, window_s, resolve_timeout_s, transport)
             n_window = max(2, round((window_s or model.features.window_s) * model.srate))
             step = max(1, round(step_s * model.srate))
             notifier = Notifier(notify_cfg) if notify_cfg else None  # its thread starts here
@@ -227,6 +232,7 @@ class DecoderService:
             self.run = {
                 "input": input,
                 "output": output,
+                "transport": source.transport,
                 "mode": mode,
                 "positive_class": positive,
                 "channels": out_labels,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from services.mockup_streamer.paced import SyntheticStream, make_synthetic
 from services.mockup_streamer.replay import ReplayStream, make_replay, start_all
+from services.mockup_streamer.shm_stream import check_transport, make_shm_synthetic
 from services.mockup_streamer.synth import STATES, StateSchedule
 from shared_utils.checks import Range, check_ranges, check_text, short, unknown_message
 from shared_utils.errors import CommandError
@@ -105,6 +106,10 @@ class MockupStreamer:
         loop: bool = False,
         prefix: str = "",
         delay_s: float = 0.0,
+        transport: str = "lsl",
+        dtype: str = "float32",
+        capacity_s: float = 1.0,
+        lsl: str = "auto",
     ) -> dict[str, Any]:
         """Start a synthetic EEG stream (alpha high/low states + "<stream>_markers"), or replay `xdf`."""
         if prefix:  # used with xdf only, but a bad value is refused either way
@@ -113,6 +118,7 @@ class MockupStreamer:
             return self.replay(xdf=xdf, loop=loop, prefix=prefix, delay_s=delay_s)
         check_ranges(RANGES, **{k: v for k, v in locals().items() if k in RANGES})
         channels = _check_layout(stream, channels, srate, chunk, channel_names)
+        check_transport(transport, dtype, capacity_s, lsl)
         sched = _schedule(
             srate, period_s, random_durations, min_period_s, max_period_s, first_state, seed
         )
@@ -122,7 +128,10 @@ class MockupStreamer:
         with self._lock:
             names = [stream] + ([f"{stream}_markers"] if markers else [])
             self._claim(names)
-            s = make_synthetic(
+            shm = (
+                {"dtype": dtype, "capacity_s": capacity_s, "lsl": lsl} if transport == "shm" else {}
+            )
+            s = (make_shm_synthetic if shm else make_synthetic)(
                 stream,
                 channels,
                 srate,
@@ -137,19 +146,19 @@ class MockupStreamer:
                 noise_uv=noise_uv,
                 line_freq=line_freq,
                 line_uv=line_uv,
+                **shm,
             )
             s.start()
             self.streams[stream] = s
         log.info("streaming", stream=stream, channels=channels, srate=srate, chunk=chunk)
+        layout = {"channels": channels, "srate": srate, "chunk": chunk, "states": list(STATES)}
         return {
             **self._task(f"START {stream}", [stream], [s]),
             "stream": stream,
             "marker_stream": f"{stream}_markers" if markers else None,
-            "channels": channels,
-            "srate": srate,
-            "chunk": chunk,
-            "states": list(STATES),
+            **layout,
             "line_noise": line_uv > 0,
+            **{"transport": transport, "dtype": dtype, **(s.ring_info() if shm else {})},
         }
 
     def replay(

@@ -41,7 +41,13 @@ def marker_info(name: str, source_id: str) -> pylsl.StreamInfo:
 
 
 class SyntheticStream:
-    """One synthetic EEG outlet (+ marker outlet) pushed from its own thread until stopped."""
+    """One synthetic EEG outlet (+ marker outlet) pushed from its own thread until stopped.
+
+    ``outlet``: anything with pylsl's ``push_chunk(data, timestamp)`` to push into instead of a
+    new LSL outlet (a shared-memory ring: shm_stream.py).
+    """
+
+    min_wake_s = 0.0  # shortest sleep between wake-ups (a ring-backed stream batches its chunks)
 
     def __init__(
         self,
@@ -51,13 +57,14 @@ class SyntheticStream:
         chunk: int,
         synth: SyntheticEEG,
         markers: bool = True,
+        outlet: Any = None,
     ) -> None:
         self.name = name
         self.srate = srate
         self.chunk = chunk
         self.synth = synth
         self.schedule: StateSchedule = synth.schedule
-        self.outlet = pylsl.StreamOutlet(
+        self.outlet = outlet or pylsl.StreamOutlet(
             eeg_info(name, channel_names, srate, f"mockup-{name}-{os.getpid()}"), chunk_size=chunk
         )
         self.marker_outlet = (
@@ -96,7 +103,7 @@ class SyntheticStream:
             while not self._stop.is_set():
                 self._push_due(pylsl.local_clock())
                 next_due = self.t0 + (self.sent + self.chunk) / self.srate
-                self._stop.wait(max(0.0, next_due - pylsl.local_clock()))
+                self._stop.wait(max(self.min_wake_s, next_due - pylsl.local_clock()))
         except Exception as exc:  # keep the module alive; STATUS shows the stream stopped
             log.error("streaming failed", stream=self.name, error=repr(exc))
         self.stopped_at = pylsl.local_clock()

@@ -45,6 +45,14 @@ from shared_utils.protocol.module import module_options, run_module
     help="liblsl's per-inlet sample pre-reservation (its default, 5000 ms, costs ~1.5 GB at "
     "64 ch x 1 MHz); 0 keeps liblsl's value. A [tuning] section in the LSL config wins.",
 )
+@click.option(
+    "--transport",
+    type=click.Choice(["auto", "lsl"]),
+    default="auto",
+    show_default=True,
+    help="auto: record a same-host shared-memory stream from its ring (full rate); lsl: always "
+    "record what LSL carries.",
+)
 def main(
     flush_ms: float,
     offset_s: float,
@@ -53,6 +61,7 @@ def main(
     rcs_port: int | None,
     rcs_host: str,
     inlet_reserve_ms: int,
+    transport: str,
     **common: Any,
 ) -> None:
     """Recorder: every LSL stream (or the ones named) into one crash-safe XDF file."""
@@ -67,6 +76,7 @@ def main(
         offset_interval_s=offset_s,
         fsync_interval_s=fsync_s,
         probe_local_offsets=probe_local_offsets,
+        transport=transport,
     )
     run_module(
         "recorder",

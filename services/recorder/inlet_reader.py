@@ -22,7 +22,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,72 +29,19 @@ import pylsl
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LslTimeout
 
+from services.recorder.stream_sizing import (
+    PULL_BUFFERS,
+    ReaderStats,
+    channel_format,
+    inlet_buflen,
+    pull_capacity,
+    stream_key,
+)
 from shared_utils.logging import get_logger
-from shared_utils.streams.lsl import FORMAT_NAMES
+from shared_utils.streams.shm.inlet import RingInlet, ring_inlet_for, ring_summary
 from shared_utils.streams.xdf_writer import CHANNEL_FORMATS, XdfWriteError, XdfWriter
 
 log = get_logger("recorder.reader")
-
-#: liblsl's inlet buffer for a regular stream holds this many bytes at most (bounded memory) ...
-INLET_BUFFER_BYTES = 256 * 2**20
-#: ... but never less than this many seconds, nor more than this.
-INLET_BUFFER_MIN_S, INLET_BUFFER_MAX_S = 1, 60
-#: One pull lands in a buffer of at most this many bytes: small enough that the pulled block and
-#: the chunk encoded from it stay in the CPU cache between pull, encode and ``writev`` (at 64 ch x
-#: 1 MHz a 1 MB block encodes about twice as fast as an 8 MB one), large enough that a 1 MHz
-#: stream needs only ~250 pulls a second ...
-PULL_BUFFER_BYTES = 2**20
-#: ... and a stream cycles through this many such buffers (pull and write overlap).
-PULL_BUFFERS = 4
-
-
-def stream_key(info: pylsl.StreamInfo) -> str:
-    """Identity used to avoid recording one source twice: a stream with a source_id keeps its key
-    when it comes back under a new uid, so the new outlet takes over from the lost reader."""
-    sid = info.source_id()
-    if sid:
-        return f"src:{info.hostname()}:{info.name()}:{info.type()}:{sid}"
-    return f"uid:{info.uid()}"
-
-
-def inlet_buflen(info: pylsl.StreamInfo) -> int:
-    """``max_buflen`` for the inlet: seconds for regular streams, x100 samples for irregular."""
-    srate = info.nominal_srate()
-    if srate <= 0:
-        return 360  # 36 000 samples of an irregular stream
-    width = info.channel_count() * (np.dtype(CHANNEL_FORMATS[_fmt(info)] or "<f8").itemsize)
-    seconds = INLET_BUFFER_BYTES / max(1.0, srate * width)
-    return int(min(INLET_BUFFER_MAX_S, max(INLET_BUFFER_MIN_S, seconds)))
-
-
-def _fmt(info: pylsl.StreamInfo) -> str:
-    return FORMAT_NAMES.get(info.channel_format(), "float32")
-
-
-def pull_capacity(info: pylsl.StreamInfo, pull_timeout_s: float) -> int:
-    """Samples per pull: room for two pull intervals at the nominal rate, within a byte cap."""
-    srate = info.nominal_srate()
-    dtype = CHANNEL_FORMATS[_fmt(info)]
-    width = max(1, info.channel_count()) * (np.dtype(dtype).itemsize if dtype else 8)
-    want = int(srate * pull_timeout_s * 2) if srate > 0 else 1024
-    cap = max(64, PULL_BUFFER_BYTES // width)
-    return max(64, min(want, cap))
-
-
-@dataclass
-class ReaderStats:
-    """Per-stream figures for STATUS and the STOP reply."""
-
-    samples: int = 0
-    gaps: int = 0
-    chunks: int = 0
-    first_timestamp: float | None = None
-    last_timestamp: float | None = None
-    offsets: int = 0
-    lost: bool = False
-    note: str = ""
-    #: times this stream was reported lost (it may come back: a frozen source that resumes)
-    losses: int = 0
 
 
 class StreamReader:
@@ -112,8 +58,11 @@ class StreamReader:
         offset_interval_s: float = 3.0,
         probe_local_offsets: bool = False,
         open_timeout_s: float = 10.0,
+        transport: str = "auto",
     ) -> None:
         self.info = info
+        self.transport = transport  # "auto": read the same-host shm ring behind the stream if any
+        self.ring: RingInlet | None = None
         self.key = stream_key(info)
         self.name = info.name()
         self.writer = writer
@@ -171,6 +120,7 @@ class StreamReader:
             "lost": s.lost,
             "losses": s.losses,
             "note": s.note,
+            **ring_summary(self.ring),
         }
 
     @property
@@ -224,6 +174,11 @@ class StreamReader:
         while not self._stop.is_set():
             try:
                 full = inlet.info(timeout=0.5)
+                self.ring = ring_inlet_for(full, self.transport, log)
+                if self.ring is not None:  # same host: read the ring, never the LSL copy
+                    inlet.close_stream()
+                    inlet, full = self._use_ring(self.ring)
+                    break
                 inlet.open_stream(timeout=max(0.5, deadline - time.monotonic()))
                 break
             except LslTimeout:
@@ -243,6 +198,14 @@ class StreamReader:
             self._write_offset(0.0)
         self.connected.set()
         return inlet
+
+    def _use_ring(self, ring: RingInlet) -> tuple[RingInlet, Any]:
+        """Record from ``ring`` (full rate, this machine's clock) instead of the LSL inlet."""
+        self.info = ring.info()  # the LSL stream's info at the ring's full rate
+        self.srate = ring.srate
+        self._gap_s = 2.0 / self.srate + 0.05
+        log.info("recording from the shm ring", stream=self.name, segment=ring.reader.segment)
+        return ring, self.info
 
     def _run(self) -> None:
         try:
@@ -289,7 +252,7 @@ class StreamReader:
     def _pull_loop(self, inlet: pylsl.StreamInlet) -> None:
         """Pull into a ring of buffers; a writer thread writes them, so a write that waits for
         the disk overlaps with the next pull instead of stalling it."""
-        fmt = _fmt(self.info)
+        fmt = channel_format(self.info)
         cap = pull_capacity(self.info, self.pull_timeout_s)
         n_ch = self.info.channel_count()
         pool = (
@@ -324,9 +287,12 @@ class StreamReader:
                     dest_obj=pool[i % len(pool)],
                     as_numpy=True,
                 )
-            except LostError:
+            except LostError as e:
                 self.connection_lost = True
-                self.mark_lost("stream vanished during the recording; data up to then kept")
+                detail = f" ({e})" if self.ring is not None else ""
+                self.mark_lost(
+                    f"stream vanished during the recording; data up to then kept{detail}"
+                )
                 return
             n = len(ts)
             if n:

@@ -25,7 +25,8 @@ from typing import Any
 
 import pylsl
 
-from services.recorder.inlet_reader import StreamReader, stream_key
+from services.recorder.inlet_reader import StreamReader
+from services.recorder.stream_sizing import stream_key
 from shared_utils.logging import get_logger
 from shared_utils.streams.xdf_writer import XdfWriteError, XdfWriter
 
@@ -52,6 +53,9 @@ class RecordingOptions:
     #: an outlet still listed this long after its connection broke is alive: record it again
     #: (longer than the resolver's forget_after, which drops dead outlets)
     rejoin_after_s: float = 4.0
+    #: "auto": record a same-host shared-memory ring behind a stream from the ring (full rate);
+    #: "lsl": always record what LSL carries
+    transport: str = "auto"
 
 
 class Recording:
@@ -170,6 +174,7 @@ class Recording:
                     pull_timeout_s=self.options.flush_interval_s / 2,
                     offset_interval_s=self.options.offset_interval_s,
                     probe_local_offsets=self.options.probe_local_offsets,
+                    transport=self.options.transport,
                 )
                 self._readers[key] = reader
             reader.start()

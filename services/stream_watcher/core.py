@@ -24,10 +24,11 @@ import pylsl
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LslTimeout
 
-from shared_utils.checks import Range, check_ranges, check_text, short
+from shared_utils.checks import Range, check_ranges, check_text, short, unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.streams.lsl import FORMAT_DTYPES, StreamNotFoundError, describe_all, resolve
+from shared_utils.streams.shm.inlet import TRANSPORTS
 from shared_utils.streams.watcher import StreamWatcher
 
 if TYPE_CHECKING:
@@ -107,11 +108,18 @@ class WatchService:
         timeout_s: float = 2.0,
         clock_sync: bool = True,
         dejitter: bool = False,
+        transport: str = "auto",
     ) -> dict[str, Any]:
-        """Start watching a stream by name (already watched: returns its stats)."""
+        """Start watching a stream by name (already watched: returns its stats).
+
+        "transport": "auto" reads a same-host shared-memory ring behind the stream when there is
+        one, "lsl" never does, "shm" reads the ring of that name without LSL.
+        """
         check_text("stream", stream)
         buf = self.buffer_s if buffer_s is None else buffer_s
         check_ranges(RANGES, buffer_s=buf, timeout_s=timeout_s)
+        if transport not in TRANSPORTS:
+            raise CommandError(unknown_message("transport", transport, TRANSPORTS))
         with self._lock:
             if stream in self.watchers:
                 return {"already_watching": True, **self.watchers[stream].stats()}
@@ -122,17 +130,21 @@ class WatchService:
             background=True,
             clock_sync=clock_sync,
             dejitter=dejitter,
-            recover=False,
+            recover=transport == "shm",  # a ring by name re-attaches itself; LSL: the monitor does
             mirror=False,  # replies are JSON copies anyway: no need for always-contiguous views
             logger=log,
+            transport=transport,
         )
         try:
-            info = resolve(stream, None, timeout_s)
+            if transport == "shm":  # the ring of that name, without LSL
+                w.connect_to_stream()
+            else:
+                info = resolve(stream, None, timeout_s)
+                _check_buffer(info, buf, w.irregular_size)
+                w.attach(info)
         except StreamNotFoundError as exc:
+            w.close()
             raise CommandError(f"stream: {exc}") from None
-        _check_buffer(info, buf, w.irregular_size)
-        try:
-            w.attach(info)
         except (LslTimeout, LostError) as exc:
             w.close()
             raise CommandError(
@@ -289,11 +301,13 @@ class WatchService:
             items = list(self.watchers.items())
         for name, w in items:
             state = self.health.get(name, "ok")
-            since = w.stats()["since_data_s"]
+            st = w.stats()
+            since = st["since_data_s"]
             if w.lost or w.inlet is None:
                 if state != "vanished":
                     self.health[name] = "vanished"
-                    self._event("vanished", name, samples=w.total)
+                    why = {"detail": st["writer_problem"]} if st.get("writer_problem") else {}
+                    self._event("vanished", name, samples=w.total, **why)
                 self._try_reattach(name, w)
             elif since is not None and since > self._stall_limit(w):
                 if state == "ok":
@@ -302,6 +316,9 @@ class WatchService:
             elif state == "stalled" and since is not None and since <= self._stall_limit(w):
                 self.health[name] = "ok"
                 self._event("resumed", name)
+            elif state == "vanished":  # a ring watched by name came back (it re-attaches itself)
+                self.health[name] = "ok"
+                self._event("reattached", name, srate=w.srate, channels=w.n_channels)
 
     def _stall_limit(self, w: StreamWatcher) -> float:
         return max(self.stall_after_s, 5.0 / w.srate) if w.srate > 0 else math.inf

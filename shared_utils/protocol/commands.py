@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared_utils.checks import did_you_mean
+from shared_utils.checks import did_you_mean, short
 from shared_utils.errors import CommandError
 
 _SIMPLE_TYPES: dict[type, str] = {
@@ -235,4 +235,4 @@ def unknown_command_message(name: str, names: list[str]) -> str:
     """The reply to a command name the module does not have (did-you-mean, then every command)."""
     close = did_you_mean(name, names, cutoff=0.5)
     hint = f" Did you mean {close}?" if close else ""
-    return f"unknown command {name!r}.{hint} Valid commands: {', '.join(names)} (send HELP for details)"
+    return f"unknown command {short(name)}.{hint} Valid commands: {', '.join(names)} (send HELP for details)"

@@ -23,37 +23,31 @@ from pylsl.util import TimeoutError as LSLTimeoutError
 
 from shared_utils.streams.lsl import FORMAT_DTYPES, channel_labels
 from shared_utils.streams.ring_buffer import RingBuffer
+from shared_utils.streams.shm_acquisition import RingAcquisition
 
 # ----------------------------------------------------------------------------- the watcher
 
 
-class InletAcquisition:
+class InletAcquisition(RingAcquisition):
     """Pulling and background acquisition for :class:`StreamWatcher` (see the module notes)."""
 
-    def _open(self, info: pylsl.StreamInfo) -> None:
+    def _open(self, info: pylsl.StreamInfo | None) -> None:
+        """Open the stream ``info`` describes (None: the ring named ``self.name``, no LSL)."""
         self._shutdown_threads()  # also stops new read-side pulls
         with self._pull_lock:  # let a read-side pull already under way finish first
             self._stop.clear()
         self._last_read = -math.inf
-        srate = info.nominal_srate()
+        inlet, full = self._open_source(info)
+        srate = full.nominal_srate()
         self._srate = srate
-        self._numeric = info.channel_format() != pylsl.cf_string
+        self._numeric = full.channel_format() != pylsl.cf_string
         if srate > 0:
             keep = max(1, math.ceil(srate * self.buffer_size_s))
-            # Inlet buffer in seconds: what we keep plus a margin for a late reader, not 360 s.
-            buflen = max(2, math.ceil(self.buffer_size_s) + 1)
             default_pull = int(min(65536, max(1024, srate * 0.5)))
         else:
             keep = self.irregular_size
-            buflen = max(2, math.ceil(keep / 100) + 1)  # irregular: units of 100 samples
             default_pull = 1024
         self._max_pull = self.max_pull or default_pull
-        flags = pylsl.proc_dejitter if self.dejitter else 0
-        inlet = pylsl.StreamInlet(
-            info, max_buflen=buflen, recover=self.recover, processing_flags=flags
-        )
-        inlet.open_stream(timeout=self.timeout_s)
-        full = inlet.info(timeout=self.timeout_s)
         n_ch = full.channel_count()
         dtype = FORMAT_DTYPES.get(full.channel_format(), np.float32)
         rb = self.ring_buffer
@@ -76,19 +70,44 @@ class InletAcquisition:
         with self._offset_lock:
             self._offset, self._offset_ready = 0.0, False
         self.log.info(
-            "stream connected",
-            stream=self.name,
-            srate=srate,
-            channels=n_ch,
-            keep=keep,
-            inlet_buflen=buflen,
-        )
-        if self.clock_sync:
+            "stream connected", stream=self.name, srate=srate, channels=n_ch, keep=keep,
+            transport=getattr(inlet, "transport", "lsl"),
+        )  # fmt: skip
+        if self._ring is not None:  # the ring's stamps are on this machine's clock already
+            self._offset_ready = True
+        elif self.clock_sync:
             self._spawn(self._clock_loop, "clock")
         if self.background:
             self._start_acquire()
         else:
             self.update()
+
+    def _open_source(self, info: pylsl.StreamInfo | None) -> tuple[Any, Any]:
+        """(inlet, full info): the LSL inlet, or the same-host ring behind it (shm_acquisition).
+
+        The full info is fetched before the data stream is opened, so a stream read from its
+        ring never sends a sample over LSL.
+        """
+        if info is None:
+            self._ring = self._open_ring_by_name(self.timeout_s)
+            return self._ring, self._ring.info()
+        srate = info.nominal_srate()
+        # Inlet buffer: what we keep plus a margin for a late reader, not liblsl's 360 s.
+        if srate > 0:
+            buflen = max(2, math.ceil(self.buffer_size_s) + 1)
+        else:
+            buflen = max(2, math.ceil(self.irregular_size / 100) + 1)  # units of 100 samples
+        flags = pylsl.proc_dejitter if self.dejitter else 0
+        inlet = pylsl.StreamInlet(
+            info, max_buflen=buflen, recover=self.recover, processing_flags=flags
+        )
+        full = inlet.info(timeout=self.timeout_s)
+        self._ring = self._ring_behind(full)
+        if self._ring is not None:
+            inlet.close_stream()
+            return self._ring, self._ring.info()
+        inlet.open_stream(timeout=self.timeout_s)
+        return inlet, full
 
     def _start_acquire(self) -> None:
         self._read_pulls = self.pull_on_read
@@ -166,6 +185,8 @@ class InletAcquisition:
         try:
             if self._numeric and self._direct:
                 n = self._pull_direct(inlet, rb, timeout)
+            elif self._ring is not None:
+                n = self._pull_ring(inlet, rb, timeout)
             elif self._numeric:
                 slot = rb.write_slot(self._max_pull)
                 _, ts = inlet.pull_chunk(

@@ -25,10 +25,9 @@ import pylsl
 
 from shared_utils.logging import get_logger
 from shared_utils.streams.acquisition import InletAcquisition
-from shared_utils.streams.lsl import (
-    resolve,
-)
+from shared_utils.streams.lsl import resolve
 from shared_utils.streams.ring_buffer import RingBuffer
+from shared_utils.streams.shm.inlet import check_transport
 
 log = get_logger("stream_watcher")
 
@@ -55,7 +54,9 @@ class StreamWatcher(InletAcquisition):
     itself), ``max_pull`` (samples per pull, also the ring's write slack), ``gap_factor`` and
     ``gap_min_s`` (what counts as a hole), ``direct_pull`` (liblsl writes straight into the ring),
     ``mirror`` (every window is a view, at twice the memory), ``pull_on_read`` and ``read_idle_s``
-    (see below).
+    (see below), ``transport`` (``"auto"``: read the same-host shared-memory ring behind the
+    stream when there is one; ``"lsl"``; ``"shm"``: the ring by name, without LSL; see
+    :mod:`~shared_utils.streams.shm_acquisition`).
 
     Reads with the background thread: ``window()``, ``pop_new()``, ``n_new``, ``update()`` and
     ``wait_for_samples()`` first move whatever liblsl already holds into the ring (non-blocking,
@@ -88,6 +89,7 @@ class StreamWatcher(InletAcquisition):
         mirror: bool = True,
         pull_on_read: bool = True,
         read_idle_s: float = 0.05,
+        transport: str = "auto",
     ) -> None:
         if buffer_size_s <= 0:
             raise ValueError(f"buffer_size_s must be > 0, got {buffer_size_s}")
@@ -108,6 +110,7 @@ class StreamWatcher(InletAcquisition):
         self.mirror = mirror
         self.pull_on_read = pull_on_read
         self.read_idle_s = read_idle_s
+        self.transport = check_transport(transport)
         self.log = logger or log
 
         self.inlet: pylsl.StreamInlet | None = None
@@ -158,6 +161,9 @@ class StreamWatcher(InletAcquisition):
             self.name = identifier
         if predicate:
             self.predicate = predicate
+        if self.transport == "shm":  # the ring by name: no LSL resolve
+            self._open(None)
+            return self
         info = resolve(
             None if self.predicate and not identifier else self.name,
             self.predicate if not identifier else None,
@@ -177,6 +183,9 @@ class StreamWatcher(InletAcquisition):
     def reconnect(self, timeout_s: float | None = None) -> StreamWatcher:
         """Re-resolve by name and re-open, keeping the buffer and counters when the shape matches."""
         self._close_inlet()
+        if self.transport == "shm":
+            self._open(None)
+            return self
         info = resolve(
             self.name or None, None if self.name else self.predicate, timeout_s or self.timeout_s
         )
@@ -362,6 +371,7 @@ class StreamWatcher(InletAcquisition):
             "since_data_s": None if self.last_arrival is None else now - self.last_arrival,
             "clock_offset": self.clock_offset,
             "dejitter": self.dejitter,
+            **self._transport_stats(),
         }
 
     # ------------------------------------------------------------------------------ close

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import mmap
 import os
 import platform
@@ -33,6 +32,11 @@ import struct
 import sys
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: the package imports, its classes raise ShmUnsupportedError
+    fcntl = None  # type: ignore[assignment]
 
 SHM_DIR = Path("/dev/shm")
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux x86-64 and aarch64 (32 bytes)
@@ -54,7 +58,7 @@ def check_supported() -> None:
         )
     if not SHM_DIR.is_dir():
         raise ShmUnsupportedError(f"{SHM_DIR} does not exist: mount a tmpfs there or use LSL")
-    if not hasattr(fcntl, "F_OFD_SETLK"):
+    if fcntl is None or not hasattr(fcntl, "F_OFD_SETLK"):
         raise ShmUnsupportedError("open-file-description locks are missing (Linux >= 3.15)")
     if platform.machine() not in _SYS_FUTEX:
         raise ShmUnsupportedError(f"no futex syscall number known for {platform.machine()}")

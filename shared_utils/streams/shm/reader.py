@@ -81,6 +81,7 @@ class ShmReader:
             )
         self.channels, self.capacity, self.srate = v.channels, v.capacity, v.srate
         self.dtype = v.dtype
+        self.stream_type = v.stream_type
         self.uid = v.uid
         self.writer_pid = v.get("writer_pid")
         self.meta = v.meta()
