@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "check_number",
+    "check_point",
+    "check_text",
     "did_you_mean",
     "resolve_name",
     "unknown_message",
@@ -48,7 +51,7 @@ def unknown_message(
     text = ", ".join(listed[:limit]) + (
         f", ... ({len(listed)} in all)" if len(listed) > limit else ""
     )
-    return f"unknown {kind} {name!r}{hint}; valid: {text or 'none'}"
+    return f"unknown {kind} {shorten(name)}{hint}; valid: {text or 'none'}"
 
 
 def resolve_name(name: str, names: Iterable[str]) -> str | None:
@@ -65,3 +68,62 @@ def is_finite_number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return isinstance(value, int) or math.isfinite(value)
+
+
+def shorten(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a megabyte of junk is not echoed back."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[: limit - 3]}... ({len(r)} characters)"
+
+
+def check_number(
+    what: str,
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    integer: bool = False,
+) -> Any:
+    """``value`` if it is a finite number (an integer when ``integer``) in ``lo..hi``.
+
+    Raises :class:`~shared_utils.errors.CommandError` naming ``what``, the range and the value, so
+    a documented range is enforced and explained by the same line.
+    """
+    from shared_utils.errors import CommandError
+
+    kind = "an integer" if integer else "a number"
+    span = f" in {_num(lo)}..{_num(hi)}" if lo is not None and hi is not None else ""
+    if lo is not None and hi is None:
+        span = f" >= {_num(lo)}"
+    ok = is_finite_number(value) and (isinstance(value, int) or not integer)
+    if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise CommandError(f"{what} must be {kind}{span}, got {shorten(value)}")
+    return value
+
+
+def check_text(what: str, value: Any, max_len: int, *, min_len: int = 1) -> str:
+    """``value`` if it is a string of ``min_len..max_len`` characters, else a CommandError."""
+    from shared_utils.errors import CommandError
+
+    if not isinstance(value, str):
+        raise CommandError(f"{what} must be a string, got {shorten(value)}")
+    if not min_len <= len(value) <= max_len:
+        need = f"{min_len}..{max_len}" if min_len else f"at most {max_len}"
+        raise CommandError(f"{what} must have {need} characters, got {len(value)}")
+    return value
+
+
+def check_point(what: str, value: Any, lo: float, hi: float, *, integer: bool = False) -> list:
+    """``[a, b]``: two numbers, each in ``lo..hi`` (a position, a size)."""
+    from shared_utils.errors import CommandError
+
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        kind = "integers" if integer else "numbers"
+        raise CommandError(
+            f"{what} must be a list of two {kind} in {_num(lo)}..{_num(hi)}, got {shorten(value)}"
+        )
+    return [check_number(f"{what}[{i}]", v, lo, hi, integer=integer) for i, v in enumerate(value)]
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)

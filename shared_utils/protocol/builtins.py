@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from shared_utils.checks import resolve_name
+from shared_utils.checks import resolve_name, shorten
 from shared_utils.errors import CommandError
 from shared_utils.protocol.commands import Command, make_command, unknown_command_message
 from shared_utils.protocol.session import EXP_COMMANDS, SessionState, module_identity
@@ -75,7 +75,7 @@ class Builtins:
         if task is not None:
             if not isinstance(task, int) or isinstance(task, bool):
                 raise CommandError(
-                    f"STOP: argument 'task' must be an integer task id, got {task!r}"
+                    f"STOP: argument 'task' must be an integer task id, got {shorten(task)}"
                 )
             try:
                 return d.tasks.stop(task)
