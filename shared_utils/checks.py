@@ -19,6 +19,9 @@ from shared_utils.errors import CommandError
 __all__ = [
     "Range",
     "check_ranges",
+    "check_number",
+    "check_point",
+    "check_string",
     "check_text",
     "did_you_mean",
     "resolve_name",
@@ -62,7 +65,7 @@ def short(value: Any, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters: error messages quote what a client sent,
     and a 100 kB name must not come back as a 100 kB reply."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
 
 
 def resolve_name(name: str, names: Iterable[str]) -> str | None:
@@ -126,3 +129,57 @@ def check_text(name: str, value: Any, max_len: int = 256) -> None:
         raise CommandError(f"{name}: {len(value)} characters is too long (at most {max_len})")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise CommandError(f"{name}: {short(value)} contains control characters")
+
+
+def check_number(
+    what: str,
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    integer: bool = False,
+) -> Any:
+    """``value`` if it is a finite number (an integer when ``integer``) in ``lo..hi``.
+
+    Raises :class:`~shared_utils.errors.CommandError` naming ``what``, the range and the value, so
+    a documented range is enforced and explained by the same line.
+    """
+    from shared_utils.errors import CommandError
+
+    kind = "an integer" if integer else "a number"
+    span = f" in {_num(lo)}..{_num(hi)}" if lo is not None and hi is not None else ""
+    if lo is not None and hi is None:
+        span = f" >= {_num(lo)}"
+    ok = is_finite_number(value) and (isinstance(value, int) or not integer)
+    if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise CommandError(f"{what} must be {kind}{span}, got {short(value)}")
+    return value
+
+
+def check_string(what: str, value: Any, max_len: int, *, min_len: int = 1) -> str:
+    """``value`` if it is a string of ``min_len..max_len`` characters (any characters: shown
+    text may hold newlines), else a CommandError. Names use :func:`check_text`."""
+    from shared_utils.errors import CommandError
+
+    if not isinstance(value, str):
+        raise CommandError(f"{what} must be a string, got {short(value)}")
+    if not min_len <= len(value) <= max_len:
+        need = f"{min_len}..{max_len}" if min_len else f"at most {max_len}"
+        raise CommandError(f"{what} must have {need} characters, got {len(value)}")
+    return value
+
+
+def check_point(what: str, value: Any, lo: float, hi: float, *, integer: bool = False) -> list:
+    """``[a, b]``: two numbers, each in ``lo..hi`` (a position, a size)."""
+    from shared_utils.errors import CommandError
+
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        kind = "integers" if integer else "numbers"
+        raise CommandError(
+            f"{what} must be a list of two {kind} in {_num(lo)}..{_num(hi)}, got {short(value)}"
+        )
+    return [check_number(f"{what}[{i}]", v, lo, hi, integer=integer) for i, v in enumerate(value)]
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)

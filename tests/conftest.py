@@ -130,6 +130,18 @@ def make_server() -> Iterator[Callable[..., Any]]:
         assert s.wait_closed(10), "server did not shut down"
 
 
+@pytest.fixture(scope="session")
+def display() -> Iterator[str]:
+    """$DISPLAY, or a private Xvfb for the whole run (stopped at its end). Raises rather than
+    skips: the presenter's tests need a display."""
+    from shared_utils.platform.xvfb import display_or_xvfb
+
+    name, vd = display_or_xvfb()
+    yield name
+    if vd is not None:
+        vd.stop()
+
+
 @pytest.fixture
 def lsl_name(request: pytest.FixtureRequest) -> str:
     """A stream name no other test uses."""

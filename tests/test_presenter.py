@@ -29,8 +29,7 @@ from services.presenter.block import Block, BlockSpec
 from services.presenter.feedback import Resolver
 from services.presenter.stats import FrameStats
 from shared_utils.client import ModuleClient
-from shared_utils.errors import CommandFailed
-from shared_utils.platform.xvfb import display_or_xvfb
+from shared_utils.errors import CommandError, CommandFailed
 
 EXAMPLE = ROOT / "examples" / "psychopy_experiment"
 SIZE = (320, 240)
@@ -38,15 +37,6 @@ GREY = np.array([128, 128, 128])
 
 
 # ---- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def display() -> Iterator[str]:
-    """$DISPLAY, or a private Xvfb started (and stopped) here. Raises rather than skips."""
-    name, vd = display_or_xvfb()
-    yield name
-    if vd is not None:
-        vd.stop()
-
-
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the example experiment folder, so data files land in a temporary folder."""
@@ -60,8 +50,14 @@ def experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The presenter's data folder (--data-dir): screenshots land here."""
+    return tmp_path_factory.mktemp("presenter_data")
+
+
+@pytest.fixture(scope="module")
 def presenter(
-    display: str, experiments: Path, tmp_path_factory: pytest.TempPathFactory
+    display: str, experiments: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """One presenter module (a real subprocess) with an open window, shared by this module."""
     marker = f"presenter_test_{uuid.uuid4().hex[:8]}"
@@ -81,6 +77,8 @@ def presenter(
             marker,
             "--experiments-dir",
             str(experiments),
+            "--data-dir",
+            str(data_dir),
         ],
         cwd=ROOT,
         stdout=log,
@@ -96,7 +94,7 @@ def presenter(
         assert found, f"marker stream {marker} not found"
         inlet = pylsl.StreamInlet(found[0])
         inlet.open_stream(10.0)
-        yield {"port": port, "proc": proc, "inlet": inlet, "marker": marker}
+        yield {"port": port, "proc": proc, "inlet": inlet, "marker": marker, "data": data_dir}
     finally:
         stop_process_group(proc)
         log.close()
@@ -140,9 +138,11 @@ def wait_status(
 
 
 def shot(c: ModuleClient, tmp_path: Path, name: str = "shot.png") -> np.ndarray:
-    reply = c.send("SCREENSHOT", file=str(tmp_path / name))
+    """A screenshot, named relative to the data folder (the test's own subfolder)."""
+    reply = c.send("SCREENSHOT", file=f"{tmp_path.name}/{name}", overwrite=True)
     assert reply["size"] == list(SIZE)
-    return np.asarray(Image.open(tmp_path / name).convert("RGB")).astype(int)
+    assert Path(reply["file"]).parent.name == tmp_path.name
+    return np.asarray(Image.open(reply["file"]).convert("RGB")).astype(int)
 
 
 def bright(img: np.ndarray) -> np.ndarray:
@@ -161,9 +161,9 @@ def test_block_schedule_is_balanced_and_pause_freezes_time() -> None:
     b.resume(10.5)  # 10 s paused: the cue still has 0.5 s left
     assert b.advance(10.9) is None
     assert b.advance(11.0)[0] == "stimulus"
-    with pytest.raises(ValueError, match="n_trials"):
+    with pytest.raises(CommandError, match="n_trials"):
         BlockSpec(n_trials=0).validate()
-    with pytest.raises(ValueError, match="template"):
+    with pytest.raises(CommandError, match="template"):
         BlockSpec(cue_text="{nope}").validate()
 
 
@@ -247,31 +247,30 @@ def test_colour_fixation_and_clear_are_really_drawn(client: ModuleClient, tmp_pa
     assert np.abs(img - GREY).max() < 8, "CLEAR left something on screen"
 
 
-def test_show_image(client: ModuleClient, tmp_path: Path) -> None:
-    png = tmp_path / "blue.png"
+def test_show_image(client: ModuleClient, tmp_path: Path, experiments: Path) -> None:
+    png = experiments / "blue.png"  # images are read from the experiments folder
     Image.new("RGB", (64, 64), (0, 0, 255)).save(png)
-    reply = client.send("SHOW_IMAGE", file=str(png), size=[0.5, 0.5])
+    reply = client.send("SHOW_IMAGE", file="blue.png", size=[0.5, 0.5])
     assert reply["marker"] == "image:blue.png"
     img = shot(client, tmp_path)
     assert (img[SIZE[1] // 2, SIZE[0] // 2] == [0, 0, 255]).all()
 
 
-def test_bad_input_gets_clear_errors(client: ModuleClient, tmp_path: Path) -> None:
+def test_bad_input_gets_clear_errors(client: ModuleClient, experiments: Path) -> None:
     with pytest.raises(CommandFailed, match="unknown colour 'blurple'"):
         client.send("SHOW_TEXT", text="x", color="blurple")
     with pytest.raises(CommandFailed, match="image file not found"):
-        client.send("SHOW_IMAGE", file=str(tmp_path / "missing.png"))
-    bad = tmp_path / "not_an_image.png"
-    bad.write_text("hello")
+        client.send("SHOW_IMAGE", file="missing.png")
+    (experiments / "not_an_image.png").write_text("hello")
     with pytest.raises(CommandFailed, match="cannot load image"):
-        client.send("SHOW_IMAGE", file=str(bad))
-    with pytest.raises(CommandFailed, match="folder does not exist"):
-        client.send("SCREENSHOT", file=str(tmp_path / "nope" / "x.png"))
-    with pytest.raises(CommandFailed, match="outside the experiments folder"):
+        client.send("SHOW_IMAGE", file="not_an_image.png")
+    with pytest.raises(CommandFailed, match="leads outside the data folder"):
+        client.send("SCREENSHOT", file="../x.png")
+    with pytest.raises(CommandFailed, match="leads outside the experiments folder"):
         client.send("RUN_EXPERIMENT", file="../../etc/passwd")
     with pytest.raises(CommandFailed, match="no LSL stream named"):
         client.send("FEEDBACK", stream=f"absent_{uuid.uuid4().hex[:6]}", timeout=0.5)
-    with pytest.raises(CommandFailed, match="n_trials must be >= 1"):
+    with pytest.raises(CommandFailed, match=r"n_trials must be an integer in 1\.\.10000"):
         client.send("RUN_BLOCK", n_trials=0)
     with pytest.raises(CommandFailed, match="cues must be a non-empty list"):
         client.send("RUN_BLOCK", cues=[])

@@ -322,7 +322,8 @@ def real_session_config(tmp_path: Path, fit_on: Path, names: dict[str, str]) -> 
         "dec": ("services.decoder", ["--data-dir", str(fit_on.parent)]),  # FIT's file is there
         "bpod": ("services.bpod", ["--emulator", "--stream-name", names["bpod"],
                                    "--trials-file", str(tmp_path / "trials.jsonl")]),
-        "pres": ("services.presenter", ["--size", "320x240", "--marker-stream", names["presenter"]]),
+        "pres": ("services.presenter", ["--size", "320x240", "--marker-stream", names["presenter"],
+                                        "--data-dir", str(tmp_path)]),  # shared with the recorder
     }  # fmt: skip
     modules = [
         f'[modules.{m}]\nmodule = "{mod}"\nport = {port[m]}\nargs = {json.dumps(a)}\n'

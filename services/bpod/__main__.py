@@ -27,7 +27,7 @@ from shared_utils.protocol.module import module_options, run_module
     type=click.Choice(["22", "23"]),
     default="23",
     show_default=True,
-    help="Emulator firmware major version.",
+    help="Emulator firmware major version (type 4 runs 23 only, like the real Bpod 2+).",
 )
 @click.option(
     "--script", default="", help='Emulator inputs every trial, e.g. "Port1In@0.5,Port1Out@0.6".'
@@ -39,7 +39,7 @@ from shared_utils.protocol.module import module_options, run_module
     "--trials-file",
     type=click.Path(path_type=Path),
     default=None,
-    help="JSON-lines file for finished trials (default data/bpod/trials_<time>_<pid>.jsonl).",
+    help="JSON-lines file for finished trials (default <data-dir>/bpod/trials_<time>_<pid>.jsonl).",
 )
 def main(
     serial_dev: str | None,
@@ -56,13 +56,22 @@ def main(
         raise click.UsageError("give exactly one of --serial DEVICE or --emulator")
     from services.bpod.commands import build_commands
     from services.bpod.core import BpodService
+    from services.bpod.emulator import get_profile
     from services.bpod.emulator_process import EmulatorProcess
+    from services.bpod.trial_log import default_trials_file
+
+    if emulator:
+        try:
+            get_profile(int(machine_type), int(firmware))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
 
     def factory(server: Any) -> dict[str, Callable[..., Any]]:
         # Runs after logging and LSL are set up: the marker outlet, the emulator start and the
         # first connect are logged to --log-server like everything after them.
         emu = EmulatorProcess(int(machine_type), int(firmware), script) if emulator else None
-        core = BpodService(serial_dev, emu, stream_name, trials_file, tasks=server.tasks)
+        trials = trials_file or default_trials_file(server.data_dir)
+        core = BpodService(serial_dev, emu, stream_name, trials, tasks=server.tasks)
         try:
             core.connect_at_start()
         except BaseException:  # the module will not run: stop the emulator child now

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.bpod import encoding
-from services.bpod.hardware import VIRTUAL_OUTPUTS, HardwareInfo
+from services.bpod.hardware import VIRTUAL_OUTPUTS, HardwareInfo, output_limit
 from services.bpod.state_machine import StateMachine, StateMachineError
 
 EXIT_NAMES = ("exit", ">exit")
@@ -245,15 +245,7 @@ def _fill_actions(sm: StateMachine, hw: HardwareInfo, t: _Tables) -> None:
                 t.used_gc = max(t.used_gc, t.reset[si])
             elif ch in out_index:
                 kind = hw.outputs[out_index[ch]]
-                limit_v = 65535 if hw.wide_outputs else 255
-                row.append(
-                    (
-                        out_index[ch],
-                        encoding.u8(
-                            value, what, 1 if kind == "V" and hw.machine_type < 3 else limit_v
-                        ),
-                    )
-                )
+                row.append((out_index[ch], encoding.u8(value, what, output_limit(kind))))
             else:
                 valid = out_names + list(VIRTUAL_OUTPUTS)
                 raise encoding.unknown_name("output channel", ch, valid, f"state {st.name!r}")

@@ -18,16 +18,17 @@ import pylsl
 from services.bpod.compiler import CompiledStateMachine, compile_state_machine
 from services.bpod.driver import BpodBusy, BpodDriver, BpodError, DeviceGone
 from services.bpod.emulator_process import EmulatorProcess
-from services.bpod.hardware import PHYSICAL_OUTPUTS
+from services.bpod.hardware import PHYSICAL_OUTPUTS, output_limit
 from services.bpod.state_machine import StateMachine, StateMachineError
 from services.bpod.trial import Events, ProtocolError, TrialRecord, TrialReplay
 from services.bpod.trial_log import TrialLog
-from shared_utils.checks import unknown_message
+from shared_utils.checks import check_number, short, unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.protocol.tasks import TaskManager
 
 log = get_logger("services.bpod")
+MAX_TRIALS = (1, 10_000)  # per RUN; each finished trial is also kept for RESULT
 
 
 class BpodService:
@@ -50,6 +51,8 @@ class BpodService:
         self.sm: StateMachine | None = None
         self.trial_log = TrialLog(marker_stream, trials_file)
         self.tasks = tasks if tasks is not None else TaskManager()
+        # One command at a time on the device: CONNECT closes and reopens the port, so nothing
+        # else may touch it meanwhile (the trial thread only reads while CONNECT is refused).
         self.lock = threading.RLock()
         self.run_thread: threading.Thread | None = None
         self.run_stop = threading.Event()
@@ -126,21 +129,22 @@ class BpodService:
 
     def info(self) -> dict:
         """Model, firmware, input/output channel names and event names."""
-        drv = self._require_connected()
-        return {"serial": drv.port, "emulator": self.emulator is not None, **self._info(drv.hw)}
+        with self.lock:
+            drv = self._require_connected()
+            return {"serial": drv.port, "emulator": self.emulator is not None, **self._info(drv.hw)}
 
     def load(self, state_machine: dict) -> dict:
         """Load a JSON state machine (names, not codes); it runs from the next trial on.
 
         Validated and compiled for the connected device at once, so a bad name is refused here.
         """
-        drv = self._require_connected()
-        try:
-            sm = StateMachine.from_dict(state_machine)
-            compiled = compile_state_machine(sm, drv.hw)
-        except StateMachineError as exc:
-            raise CommandError(f"LOAD: {exc}") from None
         with self.lock:
+            drv = self._require_connected()
+            try:
+                sm = StateMachine.from_dict(state_machine)
+                compiled = compile_state_machine(sm, drv.hw)
+            except StateMachineError as exc:
+                raise CommandError(f"LOAD: {exc}") from None
             self.sm, self.compiled = sm, compiled
         log.info("state machine loaded", name=sm.name, states=compiled.n_states)
         return {
@@ -162,10 +166,9 @@ class BpodService:
 
     def start_run(self, trials: int) -> dict:
         """Start ``trials`` trials as a tracked background task; returns its id at once."""
-        drv = self._require_connected()
-        if trials < 1:
-            raise CommandError(f"trials must be >= 1, got {trials}")
+        check_number("trials", trials, *MAX_TRIALS, integer=True)
         with self.lock:
+            drv = self._require_connected()
             if self.running:
                 raise CommandError(f"a run is in progress (task {self.task_id}); STOP it or wait")
             if self.compiled is None:
@@ -281,19 +284,20 @@ class BpodService:
 
         The trial loop sends ``X`` and reads the end packet; then every output is driven to 0.
         """
-        drv = self.driver
         was_running = self.running
         self.run_stop.set()
-        if drv is None or not drv.connected:
-            return {"stopped": was_running, "connected": False}
-        try:
-            if was_running:
-                self.wait_run(5)  # the trial loop sends 'X' and reads the end packet
+        if was_running:
+            self.wait_run(5)  # the trial loop sends 'X' and reads the end packet (no lock held)
+        with self.lock:
+            drv = self.driver
+            if drv is None or not drv.connected:
+                return {"stopped": was_running, "connected": False}
             if self.running:
                 raise CommandError("the device did not end the trial within 5 s; check it")
-            drv.safe_state()
-        except BpodError as exc:
-            self.last_error = str(exc)
+            try:
+                drv.safe_state()
+            except BpodError as exc:
+                self.last_error = str(exc)
         return {"stopped": was_running, "trials_done": self.trials_done_in_run}
 
     def _output_index(self, channel: str) -> int:
@@ -309,15 +313,14 @@ class BpodService:
 
         A nonzero value latches the output against state outputs until it is set back to 0.
         """
-        ch = self._output_index(channel)
-        kind = self.driver.hw.outputs[ch]
-        limit = 255 if kind == "P" else 1
-        if not 0 <= value <= limit:
-            raise CommandError(f"{channel} takes 0..{limit}, got {value}")
-        try:
-            self.driver.override(ch, value)
-        except DeviceGone as exc:
-            raise CommandError(str(exc)) from None
+        with self.lock:
+            ch = self._output_index(channel)
+            kind = self.driver.hw.outputs[ch]
+            check_number(channel, value, 0, output_limit(kind), integer=True)
+            try:
+                self.driver.override(ch, value)
+            except BpodError as exc:
+                raise CommandError(str(exc)) from None
         return {"channel": channel, "value": value}
 
     def soft_code(self, code: int) -> dict:
@@ -325,13 +328,19 @@ class BpodService:
 
         ``code`` is 1-based, like MATLAB's SendBpodSoftCode.
         """
-        drv = self._require_connected()
-        n = drv.hw.alloc[drv.hw.inputs.index("X")] if "X" in drv.hw.inputs else 0
-        if not 1 <= code <= n:
-            raise CommandError(f"soft code must be 1..{n} (event SoftCode<code>), got {code}")
-        if not self.running:
-            raise CommandError("soft codes only reach a running trial; RUN first")
-        drv.soft_code(code)
+        with self.lock:
+            drv = self._require_connected()
+            n = drv.hw.alloc[drv.hw.inputs.index("X")] if "X" in drv.hw.inputs else 0
+            if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= n:
+                raise CommandError(
+                    f"soft code must be 1..{n} (event SoftCode<code>), got {short(code)}"
+                )
+            if not self.running:
+                raise CommandError("soft codes only reach a running trial; RUN first")
+            try:
+                drv.soft_code(code)
+            except BpodError as exc:
+                raise CommandError(str(exc)) from None
         return {"code": code, "event": f"SoftCode{code}"}
 
     def emulate_input(self, event: str) -> dict:
@@ -339,20 +348,22 @@ class BpodService:
 
         Uses the device's virtual input (``V``), which acts only while a trial runs.
         """
-        drv = self._require_connected()
-        edges = drv.hw.input_edges()
-        if event not in edges:
-            raise CommandError(unknown_message("input event", event, list(edges)))
-        if not self.running:
-            raise CommandError(
-                "virtual inputs only act during a trial (the device ignores them when idle); RUN first"
-            )
-        ch, logical = edges[event]
-        raw = logical if drv.hw.logic_high(ch) == 1 else 1 - logical
-        try:
-            drv.virtual_input(ch, raw)
-        except BpodError as exc:
-            raise CommandError(str(exc)) from None
+        with self.lock:
+            drv = self._require_connected()
+            edges = drv.hw.input_edges()
+            if event not in edges:
+                raise CommandError(unknown_message("input event", event, list(edges)))
+            if not self.running:
+                raise CommandError(
+                    "virtual inputs only act during a trial (the device ignores them when idle); "
+                    "RUN first"
+                )
+            ch, logical = edges[event]
+            raw = logical if drv.hw.logic_high(ch) == 1 else 1 - logical
+            try:
+                drv.virtual_input(ch, raw)
+            except BpodError as exc:
+                raise CommandError(str(exc)) from None
         return {"event": event, "channel": drv.hw.input_channel_names()[ch], "raw_level": raw}
 
     def status(self) -> dict:
@@ -379,10 +390,11 @@ class BpodService:
         try:
             self.stop()
         finally:
-            if self.driver is not None:
-                self.driver.disconnect()
-            if self.emulator is not None:
-                self.emulator.cleanup()
+            with self.lock:
+                if self.driver is not None:
+                    self.driver.disconnect()
+                if self.emulator is not None:
+                    self.emulator.cleanup()
         return {"closed": True}
 
 

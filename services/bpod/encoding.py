@@ -7,7 +7,7 @@ timer masks, durations in cycles) and names the state, timer or counter a bad on
 
 from __future__ import annotations
 
-from services.bpod.hardware import HardwareInfo, compress_names
+from services.bpod.hardware import HardwareInfo, compress_names, output_limit
 from services.bpod.state_machine import GlobalTimer, StateMachine, StateMachineError
 from shared_utils.checks import unknown_message
 
@@ -90,11 +90,17 @@ def global_timers(timers: list[GlobalTimer | None], hw: HardwareInfo) -> bytes:
         offs.append(255 if uart and gt.off_value == 0 else gt.off_value)
     out = bytearray(chans)
     w = 2 if hw.wide_outputs else 1
-    for vals in (ons, offs):
-        for v in vals:
-            out += u8(v, "global timer value", 65535 if w == 2 else 255).to_bytes(w, "little")
-    out += bytes(u8(gt.loop if gt else 0, "global timer loop") for gt in timers)
-    out += bytes(int(gt.send_events) if gt else 1 for gt in timers)
+    for vals, key in ((ons, "on_value"), (offs, "off_value")):
+        for t, (v, ch) in enumerate(zip(vals, chans, strict=True)):
+            limit = 255 if ch == 255 else output_limit(hw.outputs[ch])  # UART: message index
+            out += u8(v, f"global timer {t + 1} {key}", limit).to_bytes(w, "little")
+    out += bytes(
+        u8(gt.loop if gt else 0, f"global timer {t + 1} loop") for t, gt in enumerate(timers)
+    )
+    for t, gt in enumerate(timers):
+        if gt is not None and not isinstance(gt.send_events, bool | int):
+            raise StateMachineError(f"global timer {t + 1}: send_events must be true or false")
+    out += bytes(int(bool(gt.send_events)) if gt else 1 for gt in timers)
     return bytes(out)
 
 
@@ -177,7 +183,9 @@ def counter_thresholds(sm: StateMachine, used_gc: int) -> bytes:
     for c in range(used_gc):
         counter = sm.global_counters.get(c + 1)
         thr = counter.threshold if counter else 0
-        if not isinstance(thr, int) or thr < 0:
-            raise StateMachineError(f"global counter {c + 1}: threshold must be an integer >= 0")
+        if isinstance(thr, bool) or not isinstance(thr, int) or not 0 <= thr < 2**32:
+            raise StateMachineError(
+                f"global counter {c + 1}: threshold must be an integer 0..{2**32 - 1}"
+            )
         out += thr.to_bytes(4, "little")
     return bytes(out)

@@ -24,6 +24,15 @@ _EDGE_SUFFIXES = {
 }
 _INPUT_NAMES = {"F": "Flex", "B": "BNC", "W": "Wire", "P": "Port"}
 _OUTPUT_NAMES = {"B": "BNC", "W": "Wire", "P": "PWM", "V": "Valve", "F": "Flex", "D": "Digital"}
+# Largest value an output channel takes, by kind: a PWM level, a serial message or soft code
+# byte; valves, BNC, wire, digital and Flex DO are on/off (a valve given 255 stays closed on
+# Bpod 0.5-1.0, so values are held to what means the same on every model).
+_OUTPUT_MAX = {"P": 255, "U": 255, "X": 255, "Z": 255}
+
+
+def output_limit(kind: str) -> int:
+    """The largest value output channel ``kind`` accepts (OVERRIDE and state actions alike)."""
+    return _OUTPUT_MAX.get(kind, 1)
 
 
 @dataclass

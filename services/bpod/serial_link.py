@@ -54,6 +54,8 @@ class SerialLink:
                 self._ser().write(data)
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
+        except (TypeError, AttributeError) as exc:  # pyserial, when the port closes under it
+            self._closed_under_us(exc)
 
     def _read(self, n: int, what: str, timeout: float | None = None) -> bytes:
         ser = self._ser()
@@ -68,6 +70,8 @@ class SerialLink:
                 out += ser.read(n - len(out))
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
+        except (TypeError, AttributeError) as exc:
+            self._closed_under_us(exc)
         return bytes(out)
 
     @staticmethod
@@ -75,6 +79,11 @@ class SerialLink:
         """pyserial reconfigures the tty on every timeout change: only change it when needed."""
         if ser.timeout != timeout:
             ser.timeout = timeout
+
+    def _closed_under_us(self, exc: BaseException) -> None:
+        """Another thread closed the port during this call (the service serialises commands,
+        so this is a last line of defence): an error that says so, never a TypeError."""
+        raise BpodError(f"the port {self.port} was closed while in use; try again") from exc
 
     def _lost(self, exc: BaseException) -> None:
         self.close_port()
@@ -94,12 +103,13 @@ class SerialLink:
             raise BpodError(f"{what}: expected acknowledgement 01, got {reply.hex()}")
 
     def close_port(self) -> None:
-        if self.ser is not None:
-            try:
-                self.ser.close()
-            except (serial.SerialException, OSError):
-                pass
-        self.ser = None
+        with self.write_lock:  # never in the middle of another thread's write
+            if self.ser is not None:
+                try:
+                    self.ser.close()
+                except (serial.SerialException, OSError):
+                    pass
+            self.ser = None
 
     def _drain(self, quiet_s: float = 0.1, limit_s: float = 1.0) -> None:
         """Read until nothing but discovery bytes arrived for ``quiet_s`` (or ``limit_s`` passed)."""
@@ -123,4 +133,7 @@ class SerialLink:
             return ser.read(max(1, ser.in_waiting))
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
+            raise  # unreachable
+        except (TypeError, AttributeError) as exc:
+            self._closed_under_us(exc)
             raise  # unreachable

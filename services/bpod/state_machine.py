@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shared_utils.checks import unknown_message
+from shared_utils.checks import short, unknown_message
+
+MAX_STATES = 256  # the largest device (exit and >back take numbers too: see the compiler)
+MAX_NAME = 200  # characters in a state or machine name (they travel in every LSL marker)
 
 
 class StateMachineError(ValueError):
@@ -85,8 +88,16 @@ class StateMachine:
             raise StateMachineError(f"state {name!r} is defined twice")
         if name in ("exit", ">exit", ">back"):
             raise StateMachineError(f"{name!r} is reserved for transitions and cannot name a state")
-        if not isinstance(timer, int | float) or timer < 0:
+        if len(name) > MAX_NAME:
+            raise StateMachineError(f"state name {short(name)} is longer than {MAX_NAME}")
+        if isinstance(timer, bool) or not isinstance(timer, int | float) or timer < 0:
             raise StateMachineError(f"state {name!r}: timer must be a number >= 0 seconds")
+        for ev, tgt in (transitions or {}).items():
+            if not isinstance(tgt, str):
+                raise StateMachineError(
+                    f"state {name!r}: transition {ev!r} must lead to a state name, exit or >back, "
+                    f"got {short(tgt)}"
+                )
         self.states.append(State(name, float(timer), dict(transitions or {}), dict(actions or {})))
         return self
 
@@ -132,7 +143,12 @@ class StateMachine:
             raise StateMachineError(
                 "'states' must be a non-empty list (the first is the start state)"
             )
-        sm = cls(str(data.get("name", "state_machine")))
+        if len(states) > MAX_STATES:
+            raise StateMachineError(f"{len(states)} states; a Bpod holds at most {MAX_STATES}")
+        name = data.get("name", "state_machine")
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+            raise StateMachineError(f"'name' must be a string of 1..{MAX_NAME} characters")
+        sm = cls(name)
         for i, st in enumerate(states):
             if not isinstance(st, dict):
                 raise StateMachineError(f"states[{i}] must be an object")
@@ -162,10 +178,16 @@ def _make(klass: type, kwargs: dict) -> Any:
         obj = klass(**kwargs)
     except TypeError as exc:
         raise StateMachineError(f"{klass.__name__}: {exc}") from None
-    if not isinstance(obj.index, int) or obj.index < 1:
+    if isinstance(obj.index, bool) or not isinstance(obj.index, int) or not 1 <= obj.index <= 32:
         raise StateMachineError(
-            f"{klass.__name__} index must be an integer >= 1, got {obj.index!r}"
+            f"{klass.__name__} index must be an integer 1..32, got {short(obj.index)}"
         )
+    for key in ("channel", "event"):  # names looked up in the device's tables
+        value = getattr(obj, key, None)
+        if value is not None and not isinstance(value, str):
+            raise StateMachineError(
+                f"{klass.__name__} {obj.index}: {key} must be a name, got {short(value)}"
+            )
     return obj
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import pylsl
 
 
-def default_trials_file() -> Path:
-    """``data/bpod/trials_<date-time>_<pid>.jsonl``: one file per module run."""
+def default_trials_file(data_dir: str | Path = "data") -> Path:
+    """``<data_dir>/bpod/trials_<date-time>_<pid>.jsonl``: one file per module run, in the
+    mesh's data folder (``--data-dir``) like every other module's output."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("data") / "bpod" / f"trials_{stamp}_{os.getpid()}.jsonl"
+    return Path(data_dir) / "bpod" / f"trials_{stamp}_{os.getpid()}.jsonl"
 
 
 class TrialLog:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -19,7 +20,8 @@ from shared_utils.protocol.module import module_options, run_module
     default="examples",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Folder RUN_EXPERIMENT may load files from.",
+    help="Folder of stimulus material: RUN_EXPERIMENT scripts and SHOW_IMAGE images "
+    "(names in those commands are relative to it).",
 )
 @click.option(
     "--marker-stream",
@@ -59,16 +61,25 @@ def main(
     pace: str,
     **common: Any,
 ) -> None:
-    """PsychoPy presenter: stimuli, cued blocks, LSL feedback and Builder experiments."""
+    """PsychoPy presenter: stimuli, cued blocks, LSL feedback and Builder experiments.
+
+    Without $DISPLAY it starts its own virtual display (Xvfb), which ends with it.
+    """
     from services.presenter.commands import build_commands
     from services.presenter.core import Presenter, parse_size
+    from shared_utils.platform.xvfb import XvfbError, display_or_xvfb, spawn_tied
 
     try:
         wh = parse_size(size)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size") from exc
+    try:  # on the main thread: Linux ends Xvfb with this process, even on SIGKILL
+        display, xvfb = display_or_xvfb(f"{max(1280, wh[0])}x{max(1024, wh[1])}x24", spawn_tied)
+    except XvfbError as exc:
+        raise click.ClickException(str(exc)) from exc
+    os.environ["DISPLAY"] = display  # the PsychoPy child inherits it
 
-    def factory(_server: object) -> dict:
+    def factory(server: Any) -> dict:
         # After LSL is set up: the child inherits LSLAPICFG. Its slow PsychoPy import starts
         # now, while the server binds; CLOSE (or shutdown, or a failed bind) stops it.
         presenter = Presenter(
@@ -81,11 +92,19 @@ def main(
             photodiode_size=photodiode_size,
             refresh_hz=refresh_hz,
             pace=pace,
+            data_dir=server.data_dir,
+            allow_absolute_paths=server.allow_absolute_paths,
+            tasks=server.tasks,
+            xvfb_pid=xvfb.proc.pid if xvfb else None,
         )
         presenter.warm_up()
         return build_commands(presenter)
 
-    run_module("presenter", factory, **common)
+    try:
+        run_module("presenter", factory, **common)
+    finally:  # after the module's CLOSE stopped the child, which drew on this display
+        if xvfb is not None:
+            xvfb.stop()
 
 
 if __name__ == "__main__":

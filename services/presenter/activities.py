@@ -25,8 +25,8 @@ class Activities:
         spec = BlockSpec(**spec_args)
         spec.validate()
         self._stop_all()
-        self._block_counter += 1
-        self.block = Block(self._block_counter, spec)
+        self._activity_counter += 1
+        self.block = Block(self._activity_counter, spec)
         self.paused = False
         from services.presenter import scene as sc
 
@@ -89,12 +89,14 @@ class Activities:
                 self.emit.reply(req_id, error=err)
                 continue
             self._stop_all()
+            self._activity_counter += 1
+            source.id = self._activity_counter
             self.feedback = source
             self.show(
                 sc.Scene("feedback", source.stream, [source.display]),
                 f"feedback_start:{source.stream}",
                 req_id,
-                {"stream": source.stream, "channel": source.channel},
+                {"stream": source.stream, "channel": source.channel, "feedback": source.id},
             )
         fb = self.feedback
         if fb is not None and not self.paused and fb.update():
@@ -120,13 +122,24 @@ class Activities:
         self._markers.append("resume")
         return {"resumed": True}
 
-    def cmd_stop(self, req_id: Any) -> dict[str, Any]:
+    def cmd_stop(self, req_id: Any, target: list | None = None) -> dict[str, Any]:
+        """Stop what runs; ``target`` [kind, id] stops only that block or feedback (its task)."""
+        if target is not None and target != self._current_activity():
+            return {"stopped": []}
         stopped = self._stop_all()
         if stopped:
             from services.presenter import scene as sc
 
             self.show(sc.Scene(), "stop")
         return {"stopped": stopped}
+
+    def _current_activity(self) -> list | None:
+        """[kind, id] of what runs over time now (as STATUS shows it), or None."""
+        if self.block is not None and self.block.state in ("running", "paused"):
+            return ["block", self.block.id]
+        if self.feedback is not None:
+            return ["feedback", self.feedback.id]
+        return None
 
     def _stop_all(self) -> list[str]:
         """End whatever runs over time (block, feedback); return what was stopped."""
@@ -147,9 +160,16 @@ class Activities:
 
         self._stop_all()
         run = ExperimentRun(Path(file), exp_info or {})
+        self._activity_counter += 1
+        run.id = self._activity_counter
         self.experiment = run
         self._experiment_to_run = run
-        return {"experiment": run.name, "data_file": run.data_file, "state": "running"}
+        return {
+            "experiment": run.name,
+            "data_file": run.data_file,
+            "state": "running",
+            "id": run.id,
+        }
 
     def _run_experiment(self, run: Any) -> None:
         from services.presenter import scene as sc

@@ -8,10 +8,13 @@ the display and emit the onset marker on that flip. Time spent paused is not cou
 from __future__ import annotations
 
 import random
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared_utils.checks import unknown_message
+from services.presenter import limits
+from shared_utils.checks import check_number, check_string, short, unknown_message
+from shared_utils.errors import CommandError
 
 PHASES = ("cue", "stimulus", "iti")
 
@@ -32,21 +35,23 @@ class BlockSpec:
     seed: int | None = None
 
     def validate(self) -> None:
-        """Raise ``ValueError`` with a readable message for impossible blocks."""
-        if self.n_trials < 1:
-            raise ValueError(f"n_trials must be >= 1, got {self.n_trials}")
-        if not self.cues or not all(isinstance(c, str) and c for c in self.cues):
-            raise ValueError("cues must be a non-empty list of non-empty strings")
+        """Raise :class:`CommandError` with a readable message for impossible or oversized blocks
+        (ranges: :mod:`services.presenter.limits`)."""
+        check_number("n_trials", self.n_trials, *limits.N_TRIALS, integer=True)
+        if not isinstance(self.cues, list) or not 1 <= len(self.cues) <= limits.N_CUES:
+            raise CommandError(f"cues must be a non-empty list of at most {limits.N_CUES} strings")
+        for i, c in enumerate(self.cues):
+            check_string(f"cues[{i}]", c, limits.CUE_CHARS)
         for name in ("cue_s", "stimulus_s", "iti_s", "iti_jitter_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            check_number(name, getattr(self, name), *limits.PHASE_S)
         if self.order not in ("random", "sequential"):
-            raise ValueError(unknown_message("order", self.order, ["random", "sequential"]))
-        for tmpl in (self.cue_text, self.stimulus_text):
-            try:
-                tmpl.format(cue="x")
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"bad text template {tmpl!r}: use {{cue}} only ({exc})") from exc
+            raise CommandError(unknown_message("order", self.order, ["random", "sequential"]))
+        if self.seed is not None:
+            check_number("seed", self.seed, integer=True)
+        for name in ("cue_text", "stimulus_text"):
+            _check_template(
+                name, check_string(name, getattr(self, name), limits.TEXT_CHARS, min_len=0)
+            )
 
     def trial_cues(self) -> list[str]:
         """The cue of every trial: balanced over ``cues``, shuffled when ``order`` is random."""
@@ -67,6 +72,22 @@ class BlockSpec:
                 ("iti", self.iti_s + jitter),
             ]
         return out
+
+
+def _check_template(name: str, tmpl: str) -> None:
+    """Only ``{cue}`` may be filled in: no other field, no format spec (``{cue:>99999999}`` would
+    build a huge string), no conversion."""
+    try:
+        fields = [
+            (f, spec, conv) for _, f, spec, conv in string.Formatter().parse(tmpl) if f is not None
+        ]
+    except ValueError as exc:
+        raise CommandError(f"bad {name} template {short(tmpl)}: {exc}; use {{cue}} only") from None
+    for field_name, spec, conv in fields:
+        if field_name != "cue" or spec or conv:
+            raise CommandError(
+                f"bad {name} template {short(tmpl)}: use {{cue}} only (not {{{field_name}...}})"
+            )
 
 
 class Block:

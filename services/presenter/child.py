@@ -15,6 +15,7 @@ reader and writer in :mod:`services.presenter.ipc`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import sys
@@ -31,7 +32,9 @@ from services.presenter.block import Block
 from services.presenter.feedback import FeedbackSource, Resolver
 from services.presenter.ipc import DEFERRED
 from services.presenter.stats import FrameStats
-from services.presenter.window import FrameClock, open_window
+from services.presenter.window import FrameClock, release_gl_garbage
+from services.presenter.window_commands import WindowCommands
+from shared_utils.errors import CommandError
 
 GL_COMMANDS = {
     "show_text",
@@ -47,7 +50,7 @@ GL_COMMANDS = {
 STATUS_EVERY_S = 0.2
 
 
-class PresenterChild(Activities):
+class PresenterChild(WindowCommands, Activities):
     """State and frame loop of the window-owning process."""
 
     def __init__(self, emit: ipc.Emitter, marker_stream: str, refresh_hz: float, pace: str) -> None:
@@ -68,7 +71,7 @@ class PresenterChild(Activities):
         self.photodiode: Any = None
         self.stats = FrameStats(refresh_hz)
         self.block: Block | None = None
-        self._block_counter = 0
+        self._activity_counter = 0  # ids of blocks, feedback and experiments (their tasks)
         self.feedback: FeedbackSource | None = None
         self.resolver = Resolver()
         self.experiment: Any = None  # ExperimentRun
@@ -79,7 +82,8 @@ class PresenterChild(Activities):
         self.frame = 0
         self._markers: list[str] = []
         self._after_flip: list[tuple[Any, dict[str, Any]]] = []
-        self._shots: list[tuple[Any, str]] = []  # (req_id, file) to save from this frame
+        self._shots: list[tuple[Any, str, bool]] = []  # (req_id, file, overwrite) for this frame
+        self._window_config: tuple[list[int], bool, int] = ([0, 0], False, 0)
         self._last_status = 0.0
         self.running = True
 
@@ -90,12 +94,23 @@ class PresenterChild(Activities):
         exp = self.experiment
         if exp is not None and exp.state in ("prepared", "running", "paused", "stopping"):
             if cmd in ("pause", "resume", "stop"):
+                target = (msg.get("args") or {}).get("target")
+                if cmd == "stop" and target not in (None, ["experiment", exp.id]):
+                    self.emit.reply(msg.get("id"), {"stopped": []})
+                    return
                 ok = getattr(exp, cmd)()
                 key = {"pause": "paused", "resume": "resumed", "stop": "stopped"}[cmd]
                 self.emit.reply(msg.get("id"), {key: ok, "experiment": exp.info()})
                 self.send_status(force=True)
                 return
             if cmd == "open":  # the window is open (the experiment is using it)
+                if (msg.get("args") or {}).get("given"):
+                    self.emit.reply(
+                        msg.get("id"),
+                        error=f"busy: experiment {exp.name!r} is running on the window; send "
+                        "STOP first to change it",
+                    )
+                    return
                 size = [int(v) for v in self.win.size]
                 self.emit.reply(
                     msg.get("id"), {"already_open": True, "size": size, "paced": self.frames.paced}
@@ -123,7 +138,7 @@ class PresenterChild(Activities):
             return
         try:
             result = fn(req_id, **args)
-        except (ValueError, TypeError, RuntimeError) as exc:
+        except (CommandError, ValueError, TypeError, RuntimeError) as exc:
             self.emit.reply(req_id, error=str(exc))
             return
         except Exception as exc:
@@ -176,51 +191,6 @@ class PresenterChild(Activities):
             self._last_status = now
             self.emit.send({"event": "status", "status": self.snapshot()})
 
-    # ---- window -----------------------------------------------------------------------------
-    def cmd_open(
-        self,
-        req_id: Any,
-        size: list[int] | None = None,
-        fullscreen: bool = False,
-        screen: int = 0,
-        color: Any = "grey",
-        photodiode: str | None = None,
-        photodiode_size: int = 50,
-    ) -> dict[str, Any]:
-        if self.win is not None:
-            return {
-                "already_open": True,
-                "size": [int(v) for v in self.win.size],
-                "paced": self.frames.paced,
-            }
-        win = open_window(tuple(size or (800, 600)), fullscreen, screen, color, self.refresh_hz)
-        from services.presenter import scene as sc  # importable once a window could open
-
-        self.win = win
-        try:
-            self.photodiode = (
-                sc.PhotodiodePatch(win, photodiode, photodiode_size) if photodiode else None
-            )
-        except ValueError:
-            win.close()
-            self.win = None
-            raise
-        self.scene = sc.Scene()
-        self.frames.calibrate(win)
-        self.stats = FrameStats(self.refresh_hz)
-        return {
-            "already_open": False,
-            "size": [int(v) for v in win.size],
-            "paced": self.frames.paced,
-            "refresh_hz": self.refresh_hz,
-        }
-
-    def cmd_close_window(self, req_id: Any) -> dict[str, Any]:
-        self._stop_all()
-        self.win.close()
-        self.win = self.scene = self.photodiode = None
-        return {"closed": True}
-
     # ---- stimuli ------------------------------------------------------------------------------
     def cmd_show_text(
         self,
@@ -257,17 +227,13 @@ class PresenterChild(Activities):
         self._stop_all()
         return self.show(sc.Scene(), "clear", req_id)
 
-    def cmd_screenshot(self, req_id: Any, file: str) -> Any:
-        self._shots.append((req_id, file))
-        return DEFERRED
-
     def cmd_status(self, req_id: Any) -> dict[str, Any]:
         return self.snapshot()
 
     def cmd_shutdown(self, req_id: Any) -> dict[str, Any]:
         self._stop_all()
         if self.win is not None:
-            self.win.close()
+            self.win.close()  # the process ends next: no need for close_window's clean-up
             self.win = None
         self.running = False
         return {"shutdown": True}
@@ -321,28 +287,9 @@ class PresenterChild(Activities):
             self.win.callOnFlip(self._on_flip, markers)
         t = flip()
         self.stats.add(time.monotonic())
+        release_gl_garbage(self.win)
         self.frame += 1
         return t
-
-    def _take_screenshot(self) -> None:
-        """Save the frame about to be flipped (back buffer: under Xvfb the front one is black)."""
-        shots, self._shots = self._shots, []
-        try:
-            image = self.win.getMovieFrame(buffer="back")
-        except Exception as exc:
-            for req_id, _ in shots:
-                self.emit.reply(req_id, error=f"screenshot failed: {exc}")
-            return
-        finally:
-            self.win.movieFrames = []
-        for req_id, file in shots:
-            try:
-                image.save(file)
-            except Exception as exc:
-                self.emit.reply(req_id, error=f"screenshot failed: {exc}")
-                continue
-            size = [int(v) for v in self.win.size]
-            self.emit.reply(req_id, {"file": file, "size": size, "stimulus": self.scene.kind})
 
     def loop(self) -> None:
         while self.running:
@@ -363,10 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cmd-fd", type=int, required=True)
     ap.add_argument("--evt-fd", type=int, required=True)
+    ap.add_argument("--parent-pid", type=int, default=None)
     ap.add_argument("--marker-stream", default="presenter_markers")
     ap.add_argument("--refresh-hz", type=float, default=60.0)
     ap.add_argument("--pace", choices=("auto", "on", "off"), default="auto")
     args = ap.parse_args(argv)
+    hung_up, serving = threading.Event(), threading.Event()
+    ipc.exit_when_orphaned(args.parent_pid or os.getppid(), hung_up, serving)
     emit = ipc.Emitter(args.evt_fd)
     try:
         from psychopy import core  # noqa: F401  (slow: import before "ready", not at OPEN)
@@ -384,14 +334,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     threading.Thread(
         target=ipc.read_messages,
-        args=(args.cmd_fd, child.on_message),
+        args=(args.cmd_fd, child.on_message, hung_up),
         name="cmd-reader",
         daemon=True,
     ).start()
+    serving.set()
     emit.send({"event": "ready", "pid": os.getpid()})
     child.loop()
     emit.send({"event": "bye"})
+    _leave(0)
     return 0
+
+
+def _leave(code: int) -> None:
+    """End the process now that the window is closed and every reply is sent.
+
+    Skips the interpreter's own shutdown, which tears down PsychoPy, SciPy and pandas module by
+    module and took 0.7-2.2 s here (about 5 s on a loaded container host) after the work was
+    done. Nothing is lost: Builder data are saved when the experiment ends, markers are sent at
+    their flips, and PsychoPy's log is flushed here.
+    """
+    with contextlib.suppress(Exception):
+        from psychopy import logging
+
+        logging.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

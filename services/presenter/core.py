@@ -1,23 +1,32 @@
-"""Presenter commands, parent side: argument checks, child lifecycle, replies.
+"""Presenter commands, parent side: argument checks, file names, child lifecycle, replies.
 
-No sockets and no PsychoPy here: each method validates what it can cheaply (files exist, paths
-stay inside the experiments folder) and forwards the rest to the window-owning child through
-:class:`ChildLink`, which times out every wait. ``commands.py`` maps command names onto these
+No sockets and no PsychoPy here: each method checks its arguments against the documented ranges
+(:mod:`services.presenter.limits`), resolves file names inside their folders
+(:func:`shared_utils.paths.resolve_in`: screenshots in the data folder, images and experiments in
+the experiments folder) and forwards the rest to the window-owning child through
+:class:`ChildLink`, which times out every wait. Blocks, feedback and experiments become server
+tasks (:mod:`services.presenter.tracking`). ``commands.py`` maps command names onto these
 methods unchanged.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
+from services.presenter import limits
+from services.presenter.block import BlockSpec
 from services.presenter.link import ChildLink
-from shared_utils.checks import unknown_message
+from services.presenter.tracking import ActivityTasks
+from shared_utils.checks import check_number, check_string, unknown_message
 from shared_utils.errors import CommandError
+from shared_utils.paths import resolve_in
+from shared_utils.protocol.tasks import TaskManager
 
 STIMULUS_TIMEOUT_S = 5.0  # a stimulus reply waits for its flip: a few frames, generously
-CORNERS = ("bottom_left", "bottom_right", "top_left", "top_right")
+CORNERS = limits.CORNERS
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -26,8 +35,9 @@ def parse_size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError as exc:
         raise ValueError(f"size must look like 800x600, got {text!r}") from exc
-    if w < 16 or h < 16:
-        raise ValueError(f"size {w}x{h} is too small")
+    lo, hi = limits.WINDOW_PX
+    if not (lo <= w <= hi and lo <= h <= hi):
+        raise ValueError(f"size {w}x{h}: each side must be {lo}..{hi} pixels")
     return w, h
 
 
@@ -46,6 +56,10 @@ class Presenter:
         refresh_hz: float = 60.0,
         pace: str = "auto",
         ready_timeout: float = 60.0,
+        data_dir: str | Path = "data",
+        allow_absolute_paths: bool = False,
+        tasks: TaskManager | None = None,
+        xvfb_pid: int | None = None,
     ) -> None:
         if photodiode is not None and photodiode not in CORNERS:
             raise ValueError(unknown_message("photodiode corner", photodiode, CORNERS))
@@ -53,10 +67,14 @@ class Presenter:
         self.fullscreen = fullscreen
         self.screen = screen
         self.experiments_dir = Path(experiments_dir).resolve()
+        self.data_dir = Path(data_dir).resolve()
+        self.allow_absolute = allow_absolute_paths
         self.photodiode = photodiode
         self.photodiode_size = photodiode_size
         self.ready_timeout = ready_timeout
         self.link = ChildLink(marker_stream, refresh_hz, pace)
+        self.activities = ActivityTasks(self.link, tasks)
+        self.xvfb_pid = xvfb_pid  # the virtual display this module started, if any
         self._lifecycle = threading.Lock()  # one OPEN/CLOSE at a time
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -80,7 +98,7 @@ class Presenter:
         size: list | None = None,
         fullscreen: bool | None = None,
         screen: int | None = None,
-        color: str | list = "grey",
+        color: str | list | None = None,
         photodiode: str | None = None,
         photodiode_size: int | None = None,
         timeout: float = 30.0,
@@ -88,17 +106,32 @@ class Presenter:
     ) -> dict[str, Any]:
         """Open the stimulus window (starting or restarting the PsychoPy child if needed).
 
+        On an open window, ``color``, ``photodiode`` and ``photodiode_size`` are applied, and a
+        different ``size``, ``fullscreen`` or ``screen`` is refused (CLOSE_WINDOW first).
         ``restart`` kills a running child first: the way out when it is stuck (e.g. in user code).
         """
-        if size is not None and (
-            len(size) != 2 or not all(isinstance(v, int) and v >= 16 for v in size)
-        ):
-            raise CommandError(f"size must be [width, height] in pixels (>= 16), got {size}")
-        corner = photodiode if photodiode is not None else self.photodiode
-        if corner in ("", "off", "none"):
-            corner = None
-        if corner is not None and corner not in CORNERS:
-            raise CommandError(unknown_message("photodiode corner", corner, [*CORNERS, "off"]))
+        given = {
+            k: v
+            for k, v in {
+                "size": size,
+                "fullscreen": fullscreen,
+                "screen": screen,
+                "color": color,
+                "photodiode": photodiode,
+                "photodiode_size": photodiode_size,
+            }.items()
+            if v is not None
+        }
+        if size is not None:
+            size = limits.window_size(size)
+        if screen is not None:
+            check_number("screen", screen, *limits.SCREEN, integer=True)
+        if color is not None:
+            limits.colour(color)
+        if photodiode_size is not None:
+            check_number("photodiode_size", photodiode_size, *limits.PHOTODIODE_PX, integer=True)
+        corner = limits.corner(photodiode) if photodiode is not None else self.photodiode
+        limits.timeout(timeout)
         with self._lifecycle:
             if restart and self.link.alive:
                 self.link.kill()
@@ -109,9 +142,10 @@ class Presenter:
                     "size": list(size or self.size),
                     "fullscreen": self.fullscreen if fullscreen is None else fullscreen,
                     "screen": self.screen if screen is None else screen,
-                    "color": color,
+                    "color": "grey" if color is None else color,
                     "photodiode": corner,
                     "photodiode_size": photodiode_size or self.photodiode_size,
+                    "given": sorted(given),
                 },
                 timeout=timeout,
             )
@@ -136,13 +170,18 @@ class Presenter:
         wrap_width: float | None = None,
     ) -> dict[str, Any]:
         """Show text (height and pos in window-height units); reply after the flip with its onset."""
+        check_string("text", text, limits.TEXT_CHARS, min_len=0)
+        limits.colour(color)
+        check_number("height", height, *limits.HEIGHT)
+        if wrap_width is not None:
+            check_number("wrap_width", wrap_width, *limits.WRAP)
         return self.link.request(
             "show_text",
             {
                 "text": text,
                 "color": color,
                 "height": height,
-                "pos": pos or [0, 0],
+                "pos": limits.position(pos or [0, 0]),
                 "wrap_width": wrap_width,
             },
             timeout=STIMULUS_TIMEOUT_S,
@@ -151,18 +190,19 @@ class Presenter:
     def show_image(
         self, file: str, size: list | None = None, pos: list | None = None
     ) -> dict[str, Any]:
-        """Show an image file (fitted to the window unless size is given)."""
-        path = Path(file).expanduser()
-        if not path.is_file():
-            raise CommandError(f"image file not found: {file}")
+        """Show an image file from the experiments folder (fitted to the window unless size is given)."""
+        if size is not None:
+            size = limits.image_size(size)
+        pos = limits.position(pos or [0, 0])
+        path = self._experiment_file(file, "image file")
         return self.link.request(
-            "show_image",
-            {"file": str(path.resolve()), "size": size, "pos": pos or [0, 0]},
-            timeout=STIMULUS_TIMEOUT_S,
+            "show_image", {"file": str(path), "size": size, "pos": pos}, timeout=STIMULUS_TIMEOUT_S
         )
 
     def fixation(self, color: str | list = "white", size: float = 0.1) -> dict[str, Any]:
         """Show a fixation cross."""
+        limits.colour(color)
+        check_number("size", size, *limits.FIXATION_SIZE)
         return self.link.request(
             "fixation", {"color": color, "size": size}, timeout=STIMULUS_TIMEOUT_S
         )
@@ -184,23 +224,22 @@ class Presenter:
         order: str = "random",
         seed: int | None = None,
     ) -> dict[str, Any]:
-        """Start a cued trial block (cue, stimulus, inter-trial interval); progress in STATUS."""
-        return self.link.request(
-            "run_block",
-            {
-                "n_trials": n_trials,
-                "cues": ["left", "right"] if cues is None else cues,
-                "cue_s": cue_s,
-                "stimulus_s": stimulus_s,
-                "iti_s": iti_s,
-                "iti_jitter_s": iti_jitter_s,
-                "cue_text": cue_text,
-                "stimulus_text": stimulus_text,
-                "order": order,
-                "seed": seed,
-            },
-            timeout=STIMULUS_TIMEOUT_S,
-        )
+        """Start a cued trial block (cue, stimulus, inter-trial interval) as a task; progress in STATUS."""
+        spec = {
+            "n_trials": n_trials,
+            "cues": ["left", "right"] if cues is None else cues,
+            "cue_s": cue_s,
+            "stimulus_s": stimulus_s,
+            "iti_s": iti_s,
+            "iti_jitter_s": iti_jitter_s,
+            "cue_text": cue_text,
+            "stimulus_text": stimulus_text,
+            "order": order,
+            "seed": seed,
+        }
+        BlockSpec(**spec).validate()
+        reply = self.link.request("run_block", spec, timeout=STIMULUS_TIMEOUT_S)
+        return self.activities.attach(reply, "block", "block")
 
     def feedback(
         self,
@@ -212,10 +251,18 @@ class Presenter:
         color: str | list = "limegreen",
         timeout: float = 5.0,
     ) -> dict[str, Any]:
-        """Show a bar (or colour disc) driven live by channel `channel` of an LSL stream."""
+        """Show a bar (or colour disc) driven live by channel `channel` of an LSL stream (a task)."""
+        check_string("stream", stream, limits.STREAM_CHARS)
+        check_number("channel", channel, *limits.CHANNEL, integer=True)
+        check_number("vmin", vmin)
+        check_number("vmax", vmax)
+        if vmax == vmin:
+            raise CommandError("vmax must differ from vmin")
         if mode not in ("bar", "color"):
             raise CommandError(unknown_message("feedback mode", mode, ["bar", "color"]))
-        return self.link.request(
+        limits.colour(color)
+        limits.timeout(timeout)
+        reply = self.link.request(
             "feedback",
             {
                 "stream": stream,
@@ -228,15 +275,22 @@ class Presenter:
             },
             timeout=timeout + STIMULUS_TIMEOUT_S,
         )
+        return self.activities.attach(reply, "feedback", "feedback")
 
-    def screenshot(self, file: str) -> dict[str, Any]:
-        """Save what the window shows as a PNG (drawn frame, taken just before its flip)."""
-        path = Path(file).expanduser().resolve()
-        if path.suffix.lower() != ".png":
-            raise CommandError(f"screenshot file must end in .png, got {file}")
-        if not path.parent.is_dir():
-            raise CommandError(f"folder does not exist: {path.parent}")
-        return self.link.request("screenshot", {"file": str(path)}, timeout=STIMULUS_TIMEOUT_S)
+    def screenshot(self, file: str, overwrite: bool = False) -> dict[str, Any]:
+        """Save what the window shows as a PNG in the data folder (never over a file unless overwrite)."""
+        path = resolve_in(
+            self.data_dir,
+            file,
+            what="screenshot file",
+            suffixes=[".png"],
+            allow_absolute=self.allow_absolute,
+            overwrite=overwrite,
+            create_dirs=True,
+        )
+        return self.link.request(
+            "screenshot", {"file": str(path), "overwrite": overwrite}, timeout=STIMULUS_TIMEOUT_S
+        )
 
     # ---- control ---------------------------------------------------------------------------
     def pause(self) -> dict[str, Any]:
@@ -254,18 +308,24 @@ class Presenter:
         return self.link.request("stop", timeout=STIMULUS_TIMEOUT_S)
 
     def run_experiment(self, file: str, exp_info: dict | None = None) -> dict[str, Any]:
-        """Run a Builder-exported .py (or .psyexp) from the experiments folder; returns at once."""
-        path = (self.experiments_dir / file).resolve()
-        if not path.is_relative_to(self.experiments_dir):
-            raise CommandError(f"{file} is outside the experiments folder {self.experiments_dir}")
-        if not path.is_file():
-            raise CommandError(
-                f"experiment not found: {path} (experiments folder: {self.experiments_dir})"
-            )
-        if path.suffix not in (".py", ".psyexp"):
-            raise CommandError(f"experiment must be a .py or .psyexp file, got {path.name}")
-        return self.link.request(
-            "run_experiment", {"file": str(path), "exp_info": exp_info or {}}, timeout=30.0
+        """Run a Builder-exported .py (or .psyexp) from the experiments folder as a task."""
+        path = self._experiment_file(file, "experiment", suffixes=[".py", ".psyexp"])
+        info = limits.exp_info(exp_info or {})
+        reply = self.link.request(
+            "run_experiment", {"file": str(path), "exp_info": info}, timeout=30.0
+        )
+        return self.activities.attach(reply, "experiment", "id")
+
+    def _experiment_file(self, file: str, what: str, suffixes: list[str] | None = None) -> Path:
+        """An existing file inside the experiments folder (absolute paths only by flag)."""
+        return resolve_in(
+            self.experiments_dir,
+            file,
+            what=what,
+            suffixes=suffixes,
+            allow_absolute=self.allow_absolute,
+            must_exist=True,
+            folder_name="experiments folder",
         )
 
     def status(self) -> dict[str, Any]:
@@ -283,5 +343,8 @@ class Presenter:
             "child_restarts": link.restarts,
             "window_open": bool(st.get("window_open")),
             "experiments_dir": str(self.experiments_dir),
+            "data_dir": str(self.data_dir),
+            "display": os.environ.get("DISPLAY"),
+            "xvfb_pid": self.xvfb_pid,
             **{k: v for k, v in st.items() if k != "window_open"},
         }

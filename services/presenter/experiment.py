@@ -87,10 +87,12 @@ class ExperimentRun:
         # prepared | running | paused | stopping | finished | stopped | error
         self.state = "prepared"
         self.error: str | None = None
+        self.id = 0  # set by the child (STATUS and the run's task refer to it)
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "name": self.name,
             "file": str(self.file),
             "state": self.state,

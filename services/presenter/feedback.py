@@ -27,6 +27,7 @@ class FeedbackSource:
     value: float = 0.0
     raw: float | None = None
     samples: int = 0
+    id: int = 0  # set by the child when the feedback starts (its task follows it)
 
     def update(self) -> bool:
         """Read everything waiting; keep the newest sample. True when the value changed."""
@@ -47,6 +48,7 @@ class FeedbackSource:
 
     def info(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "stream": self.stream,
             "channel": self.channel,
             "value": self.value,

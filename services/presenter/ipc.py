@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from shared_utils.platform.processes import parent_alive
 
 #: A child command handler's result meaning "the reply follows, after the flip that shows it".
 DEFERRED = object()
@@ -98,10 +101,40 @@ class Emitter:
             self.send({"id": req_id, "ok": False, "error": error})
 
 
-def read_messages(fd: int, deliver: Callable[[dict[str, Any]], None]) -> None:
+def read_messages(
+    fd: int, deliver: Callable[[dict[str, Any]], None], hung_up: threading.Event | None = None
+) -> None:
     """Child side: hand every command from the pipe to ``deliver``; at end of file (the parent
-    is gone) deliver a ``shutdown``."""
+    is gone) deliver a ``shutdown`` and set ``hung_up``."""
     for msgs in LineReader(fd).batches():
         for m in msgs:
             deliver(m)
+    if hung_up is not None:
+        hung_up.set()
     deliver({"id": None, "cmd": "shutdown"})
+
+
+def exit_when_orphaned(
+    parent_pid: int,
+    hung_up: threading.Event,
+    serving: threading.Event,
+    grace_s: float = 1.0,
+) -> None:
+    """Child side: end the process ``grace_s`` after the parent died or closed the command pipe.
+
+    Why: a parent killed with SIGKILL runs no clean-up, and a child whose main thread is busy
+    (importing PsychoPy, inside user code) would never read the ``shutdown`` the pipe's end of
+    file produces. This thread notices either sign within 0.1 s, whatever signal killed the
+    parent, gives the frame loop (once ``serving`` is set) ``grace_s`` to close the window
+    itself, then leaves with ``os._exit``. Started first thing in the child, before the slow
+    imports; a child still importing has nothing to close and leaves at once.
+    """
+
+    def watch() -> None:
+        while parent_alive(parent_pid) and not hung_up.is_set():
+            hung_up.wait(0.1)
+        if serving.is_set():
+            time.sleep(grace_s)
+        os._exit(4)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -72,6 +72,8 @@ class ChildLink:
             str(self.refresh_hz),
             "--pace",
             self.pace,
+            "--parent-pid",
+            str(os.getpid()),
         ]
         try:
             self.proc = subprocess.Popen(

@@ -22,7 +22,9 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["Xvfb", "XvfbError", "display_or_xvfb"]
+from shared_utils.platform.processes import die_with_parent
+
+__all__ = ["Xvfb", "XvfbError", "display_or_xvfb", "spawn_tied"]
 
 DEFAULT_SIZE = "1280x1024x24"
 
@@ -33,6 +35,13 @@ class XvfbError(RuntimeError):
 
 def _popen(argv: list[str], **kwargs: Any) -> subprocess.Popen:
     return subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, **kwargs)
+
+
+def spawn_tied(argv: list[str], **kwargs: Any) -> subprocess.Popen:
+    """Like the default spawner, and Linux also ends Xvfb when this process dies (even by
+    SIGKILL). Call it from a thread that lives as long as the process, e.g. the main thread:
+    the kernel's death signal follows the forking thread."""
+    return _popen(argv, preexec_fn=die_with_parent, **kwargs)  # noqa: PLW1509
 
 
 class Xvfb:
@@ -124,9 +133,11 @@ class Xvfb:
         self.stop()
 
 
-def display_or_xvfb(size: str = DEFAULT_SIZE) -> tuple[str, Xvfb | None]:
+def display_or_xvfb(
+    size: str = DEFAULT_SIZE, spawn: Callable[..., subprocess.Popen] | None = None
+) -> tuple[str, Xvfb | None]:
     """The current ``$DISPLAY``, or a fresh Xvfb's (returned so the caller can stop it)."""
     if os.environ.get("DISPLAY"):
         return os.environ["DISPLAY"], None
-    xvfb = Xvfb(size)
+    xvfb = Xvfb(size, spawn=spawn)
     return xvfb.display, xvfb

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from shared_utils.checks import resolve_name
+from shared_utils.checks import resolve_name, short
 from shared_utils.errors import CommandError
-from shared_utils.protocol.commands import Command, _short, make_command, unknown_command_message
+from shared_utils.protocol.commands import Command, make_command, unknown_command_message
 from shared_utils.protocol.session import EXP_COMMANDS, SessionState, module_identity
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class Builtins:
         if task is not None:
             if not isinstance(task, int) or isinstance(task, bool):
                 raise CommandError(
-                    f"STOP: argument 'task' must be an integer task id, got {_short(task)}"
+                    f"STOP: argument 'task' must be an integer task id, got {short(task)}"
                 )
             try:
                 return d.tasks.stop(task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -21,6 +22,9 @@ import click
 )
 @click.option("--no-discovery", is_flag=True, help="Do not send the 0xDE discovery byte when idle.")
 @click.option("--parent-pid", type=int, default=None, help="Exit when this parent process dies.")
+@click.option(
+    "--remove-dir", is_flag=True, help="On exit also remove the (then empty) folder of --link."
+)
 def main(
     link: Path,
     machine_type: str,
@@ -28,15 +32,22 @@ def main(
     script: str,
     no_discovery: bool,
     parent_pid: int | None,
+    remove_dir: bool,
 ) -> None:
-    """Emulate a Bpod state machine on a pseudo-terminal until SIGTERM/SIGINT."""
+    """Emulate a Bpod state machine on a pseudo-terminal until SIGTERM/SIGINT.
+
+    Machine type 3 runs firmware 22 or 23; type 4 (Bpod 2+) only 23, as the real board does.
+    """
     from services.bpod.emulator import PtyEmulator, get_profile, parse_script
 
     try:
         profile = get_profile(int(machine_type), int(firmware))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
         items = parse_script(script, profile)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+        raise click.BadParameter(str(exc), param_hint="--script") from exc
     emu = PtyEmulator(link, profile, discovery=not no_discovery, script=items)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -47,6 +58,9 @@ def main(
         emu.serve(stop, parent_pid=parent_pid)
     finally:
         emu.close()
+        if remove_dir:
+            with contextlib.suppress(OSError):
+                link.parent.rmdir()  # empty now: the links were just removed
     sys.exit(0)
 
 

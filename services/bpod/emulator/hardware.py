@@ -111,7 +111,17 @@ def get_profile(machine_type: int, firmware: int) -> Profile:
     try:
         return PROFILES[(machine_type, firmware)]
     except KeyError:
-        known = ", ".join(f"type {t} / firmware {f}" for t, f in PROFILES)
+        why = (
+            ": the Bpod 2+ (machine type 4) came out with firmware 23, and there is no firmware "
+            "22 for it"
+            if (machine_type, firmware) == (4, 22)
+            else ""
+        )
+        known = "; ".join(
+            f"type {t}: firmware {' or '.join(str(f) for tt, f in sorted(PROFILES) if tt == t)}"
+            for t in sorted({t for t, _ in PROFILES})
+        )
         raise ValueError(
-            f"no emulator profile for machine type {machine_type} firmware {firmware}; known: {known}"
+            f"no emulator for machine type {machine_type} with firmware {firmware}{why}. "
+            f"Emulated: {known}"
         ) from None
