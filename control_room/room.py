@@ -13,6 +13,7 @@ import logging as std_logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from control_room.config import MeshConfig
@@ -31,6 +32,14 @@ from shared_utils.streams.lsl import use_loopback
 
 QUIET_CMDS = {"UP", "STATUS", "HELP", "GET_PCOMMS"}  # read-only: not worth an LSL marker
 FINALLY_WAIT_S = 30.0  # shutdown waits this long for a cancelled macro's finally steps
+
+
+def mesh_data_dir(cfg: MeshConfig) -> Path:
+    """The mesh data folder: ``[control_room] data_dir``, else ``$MESH_DATA_DIR``, else ``data``
+    (relative names from the working directory, as for the modules)."""
+    from shared_utils.paths import data_dir
+
+    return Path(cfg.control.data_dir).expanduser().resolve() if cfg.control.data_dir else data_dir()
 
 
 class ControlRoom:
@@ -60,6 +69,9 @@ class ControlRoom:
         self._macro_idle = threading.Event()
         self._macro_idle.set()
         self.last_reports: dict[str, dict[str, Any]] = {}
+        self.data_dir = mesh_data_dir(cfg)
+        self.sessions: Any = None  # control_room/session.py, once the modules are up
+        self.bridge: Any = None  # control_room/iblutil_bridge.py, with [session] iblutil_listen
         self.reply_ms: collections.deque[float] = collections.deque(maxlen=10_000)
         self.log = std_logging.getLogger("control_room")
         self.runner = MacroRunner(
@@ -90,6 +102,7 @@ class ControlRoom:
             if self.stop_event.is_set():  # a stop signal while the services started
                 self.supervisor.request_stop()
             self.startup_s = self.supervisor.start_all()
+            self._start_sessions()
         except BaseException:
             self.down()
             raise
@@ -134,6 +147,27 @@ class ControlRoom:
             self.console.note(f"no DISPLAY: started Xvfb on {self.xvfb.display}")
         self._start_server()
 
+    def _start_sessions(self) -> None:
+        from control_room.session import SessionManager
+
+        self.sessions = SessionManager(self, self.data_dir)
+        if self.bus is not None:
+            self.bus.add_listener(self.sessions.on_event)
+        listen = self.cfg.session.iblutil_listen
+        if listen:
+            from control_room.iblutil_bridge import IblrigBridge
+
+            try:
+                self.bridge = IblrigBridge(
+                    self.sessions, listen, self.cfg.session.iblutil_main_sync
+                )
+            except OSError as exc:
+                raise StartError(
+                    f"iblutil bridge: cannot listen on {listen}: {exc.strerror or exc}. Set "
+                    "[session] iblutil_listen to a free address."
+                ) from None
+            self.console.note(f"answering iblrig PCs on {self.bridge.address}")
+
     def _start_server(self) -> None:
         from control_room.server import start_command_server
 
@@ -151,6 +185,8 @@ class ControlRoom:
             # Our modules send every record to the receiver; echoing them on stderr too would
             # show each record twice once the supervisor captures stderr into the same log.
             "MESH_LOG_CONSOLE": "0",
+            # one data folder for the mesh: session folders and relative file names land there
+            "MESH_DATA_DIR": str(self.data_dir),
         }
         if self.cfg.modules[name].display and self.xvfb is not None:
             env["DISPLAY"] = self.xvfb.display
@@ -169,6 +205,10 @@ class ControlRoom:
         if not self._macro_idle.wait(FINALLY_WAIT_S):  # its finally steps need the modules
             self.log.warning("macro %s still running after %s s; stopping the modules anyway",
                              self.running_macro, FINALLY_WAIT_S)  # fmt: skip
+        if self.bridge is not None:
+            self.bridge.close()
+        if self.sessions is not None:  # a session still running is interrupted, never left
+            self.sessions.shutdown("the control room is shutting down")
         steps: dict[str, list[str]] = {}
         if self.supervisor is not None:
             steps = self.supervisor.stop_all()
@@ -220,6 +260,8 @@ class ControlRoom:
         Returns the result; raises ``CommandFailed`` / ``ModuleUnreachable`` / ``KeyError``.
         """
         kwargs = kwargs or {}
+        if module == "control_room":  # a macro step addressed to the control room itself
+            return self._send_own(cmd, kwargs, source)
         h = self.handle(module)
         h.check_usable()
         h.check_command(cmd)
@@ -247,6 +289,22 @@ class ControlRoom:
                 "reply", module=module, cmd=cmd, ok=True, result=result, ms=ms, source=source
             )
         return result
+
+    def _send_own(self, cmd: str, kwargs: dict[str, Any], source: str) -> Any:
+        """One of the control room's own commands (SESSION_START...), called in-process."""
+        from control_room.server import build_commands
+        from shared_utils.errors import CommandError
+        from shared_utils.protocol.commands import unknown_command_message
+
+        commands = build_commands(self)
+        func = commands.get(cmd.upper())
+        if func is None:
+            raise CommandFailed(cmd, unknown_command_message(cmd, list(commands)))
+        self.publish("command", module="control_room", cmd=cmd, kwargs=kwargs, source=source)
+        try:
+            return func(**kwargs)
+        except (CommandError, TypeError) as exc:
+            raise CommandFailed(cmd, str(exc)) from None
 
     def run_macro(self, name: str, kwargs: dict[str, Any] | None = None) -> MacroReport:
         """Run a macro to its end, then its finally steps; raises :class:`MacroError` naming the
@@ -336,6 +394,8 @@ class ControlRoom:
             "marker_stream": self.cfg.control.marker_stream,
             "markers_pushed": self.markers.pushed if self.markers else 0,
             "display": self.xvfb.display if self.xvfb else os.environ.get("DISPLAY"),
+            "data_dir": str(self.data_dir),
+            "session": self.sessions.summary() if self.sessions else None,
         }
 
     # -- logs ------------------------------------------------------------------------------------
@@ -365,6 +425,8 @@ class ControlRoom:
             self._log_seq += 1
             self.logs.append((self._log_seq, rec))
         self.console.log_record(rec)
+        if self.sessions is not None:  # the session's own copy of the central log
+            self.sessions.on_log(rec)
 
     def get_logs(self, module: str | None = None, since: int = 0, n: int = 200) -> dict[str, Any]:
         with self._log_lock:

@@ -46,6 +46,9 @@ class Recorder:
         self._rec: Recording | None = None
         self._unreported: dict[str, Any] | None = None
         self.last_file: str | None = None
+        # The session being recorded ({"exp_ref", "subject"}; services/recorder/session.py):
+        # written into the file header and into every stream header's <desc><session>.
+        self.session: dict[str, str] | None = None
         self._exports = ExportJobs(self.data_dir or Path.cwd())
         self._rcs = RcsServer(self, rcs_port, rcs_host).start() if rcs_port is not None else None
 
@@ -79,7 +82,12 @@ class Recorder:
             path = resolve_path(expand_template(file, fields), self.data_dir)
             check_target(path, overwrite)
             try:
-                writer = XdfWriter(path, overwrite=overwrite, header_fields={"recorder": "mesh"})
+                writer = XdfWriter(
+                    path,
+                    overwrite=overwrite,
+                    header_fields={"recorder": "mesh", **(self.session or {})},
+                    stream_desc={"session": self.session} if self.session else None,
+                )
             except FileExistsError:
                 raise CommandError(
                     f'{path} already exists; choose another name or pass "overwrite": true'
