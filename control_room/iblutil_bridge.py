@@ -131,4 +131,23 @@ class IblrigBridge:
                 "problems": (summary.get("problems") or [])[:5]}  # fmt: skip
 
 
-__all__ = ["EVENTS", "IblrigBridge"]
+def open_bridge(sessions: SessionManager, settings: Any, console: Any) -> IblrigBridge | None:
+    """The bridge ``[session] iblutil_listen`` asks for (None without it); a busy address is a
+    start-up error that says what to change."""
+    from control_room.handle import StartError
+
+    listen = settings.iblutil_listen
+    if not listen:
+        return None
+    try:
+        bridge = IblrigBridge(sessions, listen, settings.iblutil_main_sync)
+    except OSError as exc:
+        raise StartError(
+            f"iblutil bridge: cannot listen on {listen}: {exc.strerror or exc}. Set [session] "
+            "iblutil_listen to a free address."
+        ) from None
+    console.note(f"answering iblrig PCs on {bridge.address}")
+    return bridge
+
+
+__all__ = ["EVENTS", "IblrigBridge", "open_bridge"]

@@ -27,19 +27,12 @@ from control_room.spawn import spawn
 from control_room.supervisor import Supervisor
 from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandFailed, ModuleError
+from shared_utils.paths import data_dir
 from shared_utils.platform.xvfb import Xvfb
 from shared_utils.streams.lsl import use_loopback
 
 QUIET_CMDS = {"UP", "STATUS", "HELP", "GET_PCOMMS"}  # read-only: not worth an LSL marker
 FINALLY_WAIT_S = 30.0  # shutdown waits this long for a cancelled macro's finally steps
-
-
-def mesh_data_dir(cfg: MeshConfig) -> Path:
-    """The mesh data folder: ``[control_room] data_dir``, else ``$MESH_DATA_DIR``, else ``data``
-    (relative names from the working directory, as for the modules)."""
-    from shared_utils.paths import data_dir
-
-    return Path(cfg.control.data_dir).expanduser().resolve() if cfg.control.data_dir else data_dir()
 
 
 class ControlRoom:
@@ -69,7 +62,8 @@ class ControlRoom:
         self._macro_idle = threading.Event()
         self._macro_idle.set()
         self.last_reports: dict[str, dict[str, Any]] = {}
-        self.data_dir = mesh_data_dir(cfg)
+        # the mesh data folder ([control_room] data_dir, else $MESH_DATA_DIR, else ./data)
+        self.data_dir = Path(cfg.control.data_dir or data_dir()).expanduser().resolve()
         self.sessions: Any = None  # control_room/session.py, once the modules are up
         self.bridge: Any = None  # control_room/iblutil_bridge.py, with [session] iblutil_listen
         self.reply_ms: collections.deque[float] = collections.deque(maxlen=10_000)
@@ -148,25 +142,13 @@ class ControlRoom:
         self._start_server()
 
     def _start_sessions(self) -> None:
+        from control_room.iblutil_bridge import open_bridge
         from control_room.session import SessionManager
 
         self.sessions = SessionManager(self, self.data_dir)
         if self.bus is not None:
             self.bus.add_listener(self.sessions.on_event)
-        listen = self.cfg.session.iblutil_listen
-        if listen:
-            from control_room.iblutil_bridge import IblrigBridge
-
-            try:
-                self.bridge = IblrigBridge(
-                    self.sessions, listen, self.cfg.session.iblutil_main_sync
-                )
-            except OSError as exc:
-                raise StartError(
-                    f"iblutil bridge: cannot listen on {listen}: {exc.strerror or exc}. Set "
-                    "[session] iblutil_listen to a free address."
-                ) from None
-            self.console.note(f"answering iblrig PCs on {self.bridge.address}")
+        self.bridge = open_bridge(self.sessions, self.cfg.session, self.console)
 
     def _start_server(self) -> None:
         from control_room.server import start_command_server
@@ -261,7 +243,10 @@ class ControlRoom:
         """
         kwargs = kwargs or {}
         if module == "control_room":  # a macro step addressed to the control room itself
-            return self._send_own(cmd, kwargs, source)
+            from control_room.server import call_own
+
+            self.publish("command", module=module, cmd=cmd, kwargs=kwargs, source=source)
+            return call_own(self, cmd, kwargs)
         h = self.handle(module)
         h.check_usable()
         h.check_command(cmd)
@@ -289,22 +274,6 @@ class ControlRoom:
                 "reply", module=module, cmd=cmd, ok=True, result=result, ms=ms, source=source
             )
         return result
-
-    def _send_own(self, cmd: str, kwargs: dict[str, Any], source: str) -> Any:
-        """One of the control room's own commands (SESSION_START...), called in-process."""
-        from control_room.server import build_commands
-        from shared_utils.errors import CommandError
-        from shared_utils.protocol.commands import unknown_command_message
-
-        commands = build_commands(self)
-        func = commands.get(cmd.upper())
-        if func is None:
-            raise CommandFailed(cmd, unknown_command_message(cmd, list(commands)))
-        self.publish("command", module="control_room", cmd=cmd, kwargs=kwargs, source=source)
-        try:
-            return func(**kwargs)
-        except (CommandError, TypeError) as exc:
-            raise CommandFailed(cmd, str(exc)) from None
 
     def run_macro(self, name: str, kwargs: dict[str, Any] | None = None) -> MacroReport:
         """Run a macro to its end, then its finally steps; raises :class:`MacroError` naming the

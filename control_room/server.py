@@ -214,6 +214,21 @@ def build_commands(room: Room) -> dict[str, Any]:
     }
 
 
+def call_own(room: Room, cmd: str, kwargs: dict[str, Any]) -> Any:
+    """One of the control room's own commands, called in-process (a macro's ``send =
+    "control_room"`` step); a refusal is raised as :class:`CommandFailed`, like a module's."""
+    from shared_utils.protocol.commands import unknown_command_message
+
+    commands = build_commands(room)
+    func = commands.get(cmd.upper())
+    if func is None:
+        raise CommandFailed(cmd, unknown_command_message(cmd, list(commands)))
+    try:
+        return func(**kwargs)
+    except (CommandError, TypeError) as exc:
+        raise CommandFailed(cmd, str(exc)) from None
+
+
 def _quiet_macro(room: Room, name: str, kwargs: dict | None) -> None:
     from control_room.macros import MacroError
 
