@@ -46,15 +46,7 @@ class SessionRoom(Protocol):
     console: Any
 
     def handle(self, module: str) -> Any: ...
-    def send(
-        self,
-        module: str,
-        cmd: str,
-        kwargs: dict[str, Any] | None = None,
-        source: str = "api",
-        timeout: float = 30.0,
-        quiet: bool = False,
-    ) -> Any: ...
+    def send(self, module: str, cmd: str, *args: Any, **kwargs: Any) -> Any: ...  # room.send
     def publish(self, topic: str, **data: Any) -> None: ...
 
 

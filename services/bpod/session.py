@@ -21,6 +21,7 @@ from typing import Any
 from services.bpod.core import BpodService
 from services.bpod.state_machine import StateMachine
 from shared_utils.errors import CommandError
+from shared_utils.protocol.session import session_handlers
 from shared_utils.session_layout import part_folder, wall_clock, write_json_atomic
 
 
@@ -111,12 +112,4 @@ class BpodSession:
 
 def session_commands(core: BpodService) -> dict[str, Callable[..., Any]]:
     """The Bpod's EXP* handlers (the built-ins of shared_utils.protocol wrap them)."""
-    s = BpodSession(core)
-    return {
-        "EXPINIT": s.init,
-        "EXPSTART": s.start,
-        "EXPEND": s.end,
-        "EXPINTERRUPT": s.end,
-        "EXPSTATUS": s.status,
-        "EXPCLEANUP": s.cleanup,
-    }
+    return session_handlers(BpodSession(core))

@@ -15,6 +15,7 @@ from typing import Any
 from services.presenter.core import Presenter
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
+from shared_utils.protocol.session import session_handlers
 from shared_utils.session_layout import part_folder, write_json_atomic
 
 log = get_logger("presenter.session")
@@ -63,5 +64,4 @@ class PresenterSession:
 
 def session_commands(core: Presenter) -> dict[str, Callable[..., Any]]:
     """The presenter's EXP* handlers (the built-ins of shared_utils.protocol wrap them)."""
-    s = PresenterSession(core)
-    return {"EXPINIT": s.init, "EXPEND": s.end, "EXPINTERRUPT": s.end, "EXPCLEANUP": s.cleanup}
+    return session_handlers(PresenterSession(core))

@@ -27,6 +27,7 @@ import pylsl
 from services.recorder.core import Recorder
 from shared_utils.errors import CommandError
 from shared_utils.paths import data_dir
+from shared_utils.protocol.session import session_handlers
 from shared_utils.session_layout import next_exp_ref, parse_exp_ref, part_folder, wall_clock
 
 
@@ -118,13 +119,4 @@ class RecorderSession:
 
 def session_commands(core: Recorder) -> dict[str, Callable[..., Any]]:
     """The recorder's EXP* handlers (the built-ins of shared_utils.protocol wrap them)."""
-    s = RecorderSession(core)
-    return {
-        "EXPINFO": s.info,
-        "EXPINIT": s.init,
-        "EXPSTART": s.start,
-        "EXPEND": s.end,
-        "EXPINTERRUPT": s.end,
-        "EXPSTATUS": s.status,
-        "EXPCLEANUP": s.cleanup,
-    }
+    return session_handlers(RecorderSession(core))
