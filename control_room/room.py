@@ -285,6 +285,7 @@ class ControlRoom:
         self._macro_idle.clear()
         self.running_macro = name
         self.publish("macro", macro=name, state="started", kwargs=kwargs or {})
+        session_before = self.sessions.run if self.sessions is not None else None
         try:
             report = self.runner.run(name, kwargs, cancel=cancel)
         except MacroError as exc:
@@ -292,6 +293,8 @@ class ControlRoom:
             if rep is not None:
                 self.last_reports[name] = rep.as_dict()
             self.publish("macro", macro=name, state="failed", error=str(exc))
+            if self.sessions is not None:  # a session this macro started is interrupted
+                self.sessions.macro_failed(session_before, name, str(exc))
             raise
         finally:
             self._cancels.discard(cancel)

@@ -275,6 +275,15 @@ class SessionManager:
                 except SessionError as exc:
                     log.error("interrupting the session failed", error=str(exc))
 
+    def macro_failed(self, before: Run | None, macro: str, error: str) -> None:
+        """A macro failed: the session it started (``before`` was running before it), if it
+        still runs, is interrupted; a session it did not start is left running."""
+        run = self.run
+        if run is not None and run is not before and run.state != "stopped":
+            self.room.console.note(f"macro {macro} failed: interrupting session {run.exp_ref}")
+            why = {"error": "macro failed", "message": f"{macro}: {error}"}
+            self.stop(interrupt=True, reason=why, source=f"macro {macro}")
+
     def shutdown(self, reason: str) -> None:
         """The control room is going down: interrupt a session still open, close the rigs."""
         if self.run is not None:
@@ -337,10 +346,9 @@ class SessionManager:
             fields["cleaned_up"] = True  # "status" keeps how it ended (stopped, lost)
         elif status and run.record.data["modules"].get(p.name, {}).get("status") != "lost":
             fields["status"] = status
-        entry = run.record.module(p.name, files=rep.get("files"), **fields)
         details = {k: v for k, v in rep.items() if k not in STANDARD}
-        if details and msg not in ("EXPSTATUS", "EXPCLEANUP"):
-            entry.setdefault("steps", {})[msg] = details
+        step = (msg, details) if details and msg not in ("EXPSTATUS", "EXPCLEANUP") else None
+        run.record.module(p.name, step, files=rep.get("files"), **fields)
 
     def _step(self, run: Run, msg: str, kwargs: dict[str, Any]) -> Replies:
         """EXPINIT / EXPSTART to all, stopping at the first failure: then everyone is

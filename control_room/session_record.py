@@ -110,15 +110,17 @@ class SessionRecord:
             self.data.update(fields)
         self.write()
 
-    def module(self, name: str, **fields: Any) -> dict[str, Any]:
-        """Merge ``fields`` into ``modules.<name>`` (``files`` are accumulated); returns it."""
+    def module(self, name: str, step: tuple[str, dict] | None = None, **fields: Any) -> None:
+        """Merge ``fields`` into ``modules.<name>`` (``files`` are accumulated; ``step``:
+        (message, what its reply added) goes under ``steps``)."""
         with self._lock:
             entry = self.data["modules"].setdefault(name, {"files": []})
             for f in fields.pop("files", None) or []:
                 if f not in entry["files"]:
                     entry["files"].append(f)
             entry.update(fields)
-            return entry
+            if step is not None:
+                entry.setdefault("steps", {})[step[0]] = step[1]
 
     def event(self, what: str, **detail: Any) -> None:
         """A thing that happened during the session (a module lost, a step that failed)."""

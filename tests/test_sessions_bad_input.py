@@ -19,6 +19,7 @@ from conftest import ROOT, free_port
 from cr_helpers import echo, wait_for
 
 from control_room.config import ConfigError, parse_config
+from control_room.macros import MacroError
 from control_room.room import ControlRoom
 from control_room.session import SessionError
 from shared_utils.session_layout import next_exp_ref
@@ -166,6 +167,39 @@ def test_the_control_room_going_down_interrupts_the_session(
     meta = json.loads((data / "mouse01" / TODAY / "001" / "session.json").read_text())
     assert meta["status"] == "interrupted"
     assert meta["interrupted"]["error"] == "shutdown"
+
+
+MACROS = """
+[macros.broken]
+[[macros.broken.steps]]
+session_start = { subject = "mouse01" }
+[[macros.broken.steps]]
+send = "good"
+cmd = "NOPE"
+
+[macros.other]
+[[macros.other.steps]]
+send = "good"
+cmd = "NOPE"
+"""
+
+
+def test_a_failing_macro_interrupts_the_session_it_started(
+    room_with: Callable[[str], ControlRoom],
+) -> None:
+    room = room_with(exp("good") + MACROS + FAST)
+    with pytest.raises(MacroError, match="unknown command 'NOPE'"):
+        room.run_macro("broken")
+    last = room.sessions.last
+    assert last["status"] == "interrupted"
+    assert last["interrupted"]["error"] == "macro failed"
+    assert "broken" in last["interrupted"]["message"]
+    # a macro that did not start the running session leaves it alone
+    room.sessions.start("mouse02")
+    with pytest.raises(MacroError):
+        room.run_macro("other")
+    assert room.sessions.run is not None
+    assert room.sessions.stop()["status"] == "ended"
 
 
 def test_foreign_modules_are_always_ready(room_with: Callable[[str], ControlRoom]) -> None:
