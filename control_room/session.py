@@ -52,7 +52,8 @@ class Run:
     subject: str
     record: SessionRecord
     parts: list[Participant]
-    main_sync: str
+    main_sync: str  # who gave the reference (a participant, "control_room", or "api"/"iblrig")
+    lead: str | None  # the participant that claimed main sync: it starts first, its clocks count
     state: str = "initialized"  # initialized -> running -> stopped
     watch: SessionWatch | None = None
 
@@ -68,7 +69,7 @@ class SessionManager:
         self.last: dict[str, Any] | None = None
         self._lock = threading.RLock()  # one lifecycle step at a time
         self._rigs = {n: RigParticipant(n, u) for n, u in self.settings.remote_rigs.items()}
-        self._prepared: tuple[str, list[Participant], Replies] | None = None
+        self._prepared: tuple[str, list[Participant], Replies, str | None] | None = None
 
     # -- whole steps (CLI, macros, SESSION_START / SESSION_STOP) -------------------------------
     def start(self, subject: str, project: str | None = None, procedures: list[str] | None = None,
@@ -128,9 +129,11 @@ class SessionManager:
         )
         if errors:
             raise SessionError("cannot start a session: " + "; ".join(map(str, errors.values())))
+        decided = None  # who numbered the session: None when the reference came from outside
         if exp_ref is None and decide:
-            exp_ref, main = decide_main_sync(subject, replies, main, self.data_dir)
-        self._prepared = (subject, parts, replies)
+            exp_ref, decided = decide_main_sync(subject, replies, main, self.data_dir)
+            main = decided
+        self._prepared = (subject, parts, replies, decided)
         return {"exp_ref": exp_ref, "main_sync": main, "replies": replies}
 
     def init(self, exp_ref: str, subject: str | None = None, project: str | None = None,
@@ -149,7 +152,7 @@ class SessionManager:
             if self._prepared is None or self._prepared[0] != subject:
                 self.prepare(subject, exp_ref)
             assert self._prepared is not None
-            _, parts, replies = self._prepared
+            _, parts, replies, decided = self._prepared
             self._prepared = None
             folder = session_folder(self.data_dir, exp_ref)
             if (folder / "session.json").exists():
@@ -158,10 +161,12 @@ class SessionManager:
                     "(start a new session: the main sync proposes the next number)"
                 )
             claimed = next((n for n, r in replies.items() if r.get("main_sync")), None)
-            main = self.settings.main_sync or claimed or source
+            lead = self.settings.main_sync or claimed
+            main = decided or source
             record = SessionRecord(folder, exp_ref, subject, project or self.settings.project,
                                    list(procedures or []), self.room.cfg.path, source)  # fmt: skip
-            run = Run(exp_ref, subject, record, main_first(parts, lambda p: p.name, main), main)
+            parts = main_first(parts, lambda p: p.name, lead)
+            run = Run(exp_ref, subject, record, parts, main, lead)
             record.update(main_sync=main)
             for p in run.parts:
                 self._note(run, p, "EXPINFO", replies.get(p.name, {}))
@@ -185,7 +190,7 @@ class SessionManager:
                 raise SessionError(f"session {run.exp_ref} has ended; start a new one")
             replies = self._step(run, "EXPSTART", {"exp_ref": run.exp_ref})
             run.state = "running"
-            run.record.update(status="running", start=self._clock(run, replies.get(run.main_sync)))
+            run.record.update(status="running", start=self._clock(run, replies.get(run.lead or "")))
             run.watch = SessionWatch(self, run).start()
             self.publish("running")
             self.room.console.note(f"session {run.exp_ref} running; folder {run.record.folder}")
@@ -214,7 +219,7 @@ class SessionManager:
                     self._interrupt(run, back, {"error": "missed EXPEND", "message": text})
             run.state = "stopped"
             outcome = "interrupted" if run.record.data["interrupted"] else "ended"
-            steps = run.record.data["modules"].get(run.main_sync, {}).get("steps", {})
+            steps = run.record.data["modules"].get(run.lead, {}).get("steps", {})
             end = self._clock(run, steps.get("EXPEND") or steps.get("EXPINTERRUPT"))
             run.record.update(status=outcome, end=end)
             self.publish(outcome)
@@ -380,7 +385,7 @@ class SessionManager:
         """The main sync's clocks from its reply (the recording's own LSL clock), else ours."""
         theirs = (reply or {}).get("clock")
         if isinstance(theirs, dict) and "wall" in theirs:
-            return {**theirs, "source": run.main_sync}
+            return {**theirs, "source": run.lead}
         return clock()
 
     def _interrupt(self, run: Run, parts: list[Participant], why: dict[str, Any]) -> None:

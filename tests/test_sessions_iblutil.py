@@ -118,6 +118,8 @@ def test_an_iblrig_pc_drives_the_mesh_with_its_exp_ref(
     folder = tmp_path / "data" / "mouse01" / TODAY / "003"
     meta = json.loads((folder / "session.json").read_text())
     assert meta["started_by"] == "iblrig"
+    assert meta["main_sync"] == "iblrig"  # the reference came from the iblrig side
+    assert meta["start"]["source"] == "recorder"  # times on the recording's own clock
     assert meta["status"] == "ended"
     assert (folder / f"{ref}.xdf").is_file()
     assert room.sessions.run is None
