@@ -13,11 +13,15 @@ NETNS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# iblutil is the peer of the iblrig interop tests (docs/sessions.md). Its network part needs only
+# colorlog and numpy, its full dependency set is ~700 MB (numba, pandas...), and pip extras cannot
+# say --no-deps: so it is installed here with --no-deps, not listed in pyproject.toml.
+$(STAMP): pyproject.toml Makefile
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH (Python >= 3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,bench,presenter,export,dev]'
+	$(BIN)/python -m pip install -q 'colorlog>=6' && $(BIN)/python -m pip install -q --no-deps 'iblutil==1.20.0'
 	@touch $(STAMP)
 
 # Xvfb is needed for the presenter when there is no display (installed once, Debian/Ubuntu).

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from control_room import export_cmd
+from control_room import export_cmd, session_cmd
 from control_room.config import ConfigError, MeshConfig, load_config
 from control_room.stop_signals import StopSignals
 
@@ -380,3 +380,4 @@ from control_room.report_cmd import report  # noqa: E402 - subcommand kept in it
 
 main.add_command(report)
 main.add_command(export_cmd.export)  # control-room export SESSION_OR_XDF --to bids|nwb
+main.add_command(session_cmd.session)  # control-room session start|stop|status

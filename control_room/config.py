@@ -21,6 +21,7 @@ from typing import Any
 
 from control_room.checker import Checker
 from control_room.config_macros import check_macros
+from control_room.config_session import check_session
 from control_room.config_tokens import check_keys, check_tokens
 from control_room.schema import (
     PROTOCOLS,
@@ -50,7 +51,7 @@ __all__ = [
 
 _CONTROL_KEYS = {
     "host", "port", "pub_port", "log_port", "log_dir", "marker_stream", "watchdog_s", "xvfb",
-    "run_macro", "token_file",
+    "run_macro", "token_file", "data_dir",
 }  # fmt: skip
 _OUR_MODULE_KEYS = {
     "module", "cmd", "attach", "host", "ip", "port", "args", "cwd", "env", "after", "ready",
@@ -82,13 +83,14 @@ def parse_config(text: str, path: Path | str = "<config>") -> MeshConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     ck = Checker(path, text)
-    allowed_top = {"control_room", "modules", "macros", "python", "exe"}
+    allowed_top = {"control_room", "modules", "macros", "python", "exe", "session"}
     ck.unknown(data, (), allowed_top)
     control = _control(ck, data.get("control_room", {}))
     modules = _all_modules(ck, data, path)
     macros, step_sleep = check_macros(ck, data.get("macros", {}), modules)
     _check_graph(ck, modules)
     tokens = check_tokens(ck, control, modules, path)
+    session = check_session(ck, data.get("session", {}), modules)
     if control.run_macro and control.run_macro not in macros:
         ck.error(
             ("control_room", "run_macro"),
@@ -96,7 +98,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> MeshConfig:
         )
     if ck.problems:
         raise ConfigError(ck.problems)
-    return MeshConfig(path, control, modules, macros, step_sleep, ck.warnings, tokens)
+    return MeshConfig(path, control, modules, macros, step_sleep, ck.warnings, tokens, session)
 
 
 def _control(ck: Checker, t: Any) -> ControlSettings:
@@ -120,6 +122,7 @@ def _control(ck: Checker, t: Any) -> ControlSettings:
         xvfb=xvfb,
         run_macro=ck.get(t, keys, "run_macro", str, None),
         token_file=ck.get(t, keys, "token_file", str, None),
+        data_dir=ck.get(t, keys, "data_dir", str, None),
     )
 
 

@@ -10,10 +10,12 @@ from shared_utils.checks import unknown_message
 
 _MACRO_KEYS = {"name", "description", "default_json", "delay_s", "cmds", "steps", "finally"}
 _KINDS = {"send": "send", "wait_s": "wait", "wait_stream": "wait_stream", "until": "until",
-          "macro": "macro", "restart": "restart"}  # fmt: skip
+          "macro": "macro", "restart": "restart", "session_start": "send",
+          "session_stop": "send"}  # fmt: skip
 _STEP_KEYS = {
     "send", "cmd", "kwargs", "wait_s", "wait_stream", "until", "expect", "timeout_s",
     "every_s", "save_as", "delay_s", "continue_on_error", "macro", "label", "restart",
+    "session_start", "session_stop",
 }  # fmt: skip
 
 
@@ -137,6 +139,8 @@ def _step(
             ck.error((*keys, "cmd"), f"a {kind} step needs cmd = 'COMMAND'")
         step.kwargs = ck.get(s, keys, "kwargs", dict, None)
         step.expect = ck.get(s, keys, "expect", dict, {})
+    elif kind in ("session_start", "session_stop"):
+        _session_step(ck, keys, s, kind, step)
     elif kind == "wait_s":
         if isinstance(s["wait_s"], str) and s["wait_s"].startswith("$"):
             step.seconds = s["wait_s"]
@@ -153,3 +157,23 @@ def _step(
         if step.module not in macros:
             ck.error((*keys, "macro"), unknown_message("macro", step.module, macros))
     return step
+
+
+def _session_step(
+    ck: Checker, keys: tuple[Any, ...], s: dict[str, Any], kind: str, step: Step
+) -> None:
+    """``session_start = {subject = "$subject", ...}`` / ``session_stop = true`` (or a table
+    ``{interrupt = true, reason = "..."}``): the control room's SESSION_START / SESSION_STOP."""
+    value = s[kind]
+    step.module = "control_room"
+    step.cmd = "SESSION_START" if kind == "session_start" else "SESSION_STOP"
+    if kind == "session_start":
+        if not isinstance(value, dict) or "subject" not in value:
+            ck.error((*keys, kind), 'must be a table with the subject: {subject = "$subject"}')
+        step.kwargs = value if isinstance(value, dict) else {}
+    elif value is True:
+        step.kwargs = {}
+    elif isinstance(value, dict):
+        step.kwargs = value
+    else:
+        ck.error((*keys, kind), "must be true or a table such as {interrupt = true}")

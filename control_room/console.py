@@ -75,7 +75,9 @@ class Console:
         elif topic == "callback":
             ok = "ok" if d.get("ok") else f"FAILED: {d.get('error')}"
             self._write(f"callback {d.get('source')} -> {d.get('target')} {d.get('cmd')}: {ok}")
-        elif topic == "reply" and not str(d.get("source", "")).startswith(("macro", "callback")):
+        elif topic == "reply" and not str(d.get("source", "")).startswith(
+            ("macro", "callback", "session")  # those print their own lines
+        ):
             res = short(d.get("result")) if d.get("ok") else f"FAILED: {d.get('error')}"
             self._write(f"{d.get('source')}: {d.get('module')} {d.get('cmd')} -> {res}")
 

@@ -13,6 +13,7 @@ import logging as std_logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from control_room.config import MeshConfig
@@ -26,6 +27,7 @@ from control_room.spawn import spawn
 from control_room.supervisor import Supervisor
 from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandFailed, ModuleError
+from shared_utils.paths import data_dir
 from shared_utils.platform.xvfb import Xvfb
 from shared_utils.streams.lsl import use_loopback
 
@@ -60,6 +62,10 @@ class ControlRoom:
         self._macro_idle = threading.Event()
         self._macro_idle.set()
         self.last_reports: dict[str, dict[str, Any]] = {}
+        # the mesh data folder ([control_room] data_dir, else $MESH_DATA_DIR, else ./data)
+        self.data_dir = Path(cfg.control.data_dir or data_dir()).expanduser().resolve()
+        self.sessions: Any = None  # control_room/session.py, once the modules are up
+        self.bridge: Any = None  # control_room/iblutil_bridge.py, with [session] iblutil_listen
         self.reply_ms: collections.deque[float] = collections.deque(maxlen=10_000)
         self.log = std_logging.getLogger("control_room")
         self.runner = MacroRunner(
@@ -90,6 +96,7 @@ class ControlRoom:
             if self.stop_event.is_set():  # a stop signal while the services started
                 self.supervisor.request_stop()
             self.startup_s = self.supervisor.start_all()
+            self._start_sessions()
         except BaseException:
             self.down()
             raise
@@ -134,6 +141,15 @@ class ControlRoom:
             self.console.note(f"no DISPLAY: started Xvfb on {self.xvfb.display}")
         self._start_server()
 
+    def _start_sessions(self) -> None:
+        from control_room.iblutil_bridge import open_bridge
+        from control_room.session import SessionManager
+
+        self.sessions = SessionManager(self, self.data_dir)
+        if self.bus is not None:
+            self.bus.add_listener(self.sessions.on_event)
+        self.bridge = open_bridge(self.sessions, self.cfg.session, self.console)
+
     def _start_server(self) -> None:
         from control_room.server import start_command_server
 
@@ -151,6 +167,8 @@ class ControlRoom:
             # Our modules send every record to the receiver; echoing them on stderr too would
             # show each record twice once the supervisor captures stderr into the same log.
             "MESH_LOG_CONSOLE": "0",
+            # one data folder for the mesh: session folders and relative file names land there
+            "MESH_DATA_DIR": str(self.data_dir),
         }
         if self.cfg.modules[name].display and self.xvfb is not None:
             env["DISPLAY"] = self.xvfb.display
@@ -169,6 +187,10 @@ class ControlRoom:
         if not self._macro_idle.wait(FINALLY_WAIT_S):  # its finally steps need the modules
             self.log.warning("macro %s still running after %s s; stopping the modules anyway",
                              self.running_macro, FINALLY_WAIT_S)  # fmt: skip
+        if self.bridge is not None:
+            self.bridge.close()
+        if self.sessions is not None:  # a session still running is interrupted, never left
+            self.sessions.shutdown("the control room is shutting down")
         steps: dict[str, list[str]] = {}
         if self.supervisor is not None:
             steps = self.supervisor.stop_all()
@@ -237,6 +259,11 @@ class ControlRoom:
         Returns the result; raises ``CommandFailed`` / ``ModuleUnreachable`` / ``KeyError``.
         """
         kwargs = kwargs or {}
+        if module == "control_room":  # a macro step addressed to the control room itself
+            from control_room.server import call_own
+
+            self.publish("command", module=module, cmd=cmd, kwargs=kwargs, source=source)
+            return call_own(self, cmd, kwargs)
         h = self.handle(module)
         h.check_usable()
         h.check_command(cmd)
@@ -275,6 +302,7 @@ class ControlRoom:
         self._macro_idle.clear()
         self.running_macro = name
         self.publish("macro", macro=name, state="started", kwargs=kwargs or {})
+        session_before = self.sessions.run if self.sessions is not None else None
         try:
             report = self.runner.run(name, kwargs, cancel=cancel)
         except MacroError as exc:
@@ -282,6 +310,8 @@ class ControlRoom:
             if rep is not None:
                 self.last_reports[name] = rep.as_dict()
             self.publish("macro", macro=name, state="failed", error=str(exc))
+            if self.sessions is not None:  # a session this macro started is interrupted
+                self.sessions.macro_failed(session_before, name, str(exc))
             raise
         finally:
             self._cancels.discard(cancel)
@@ -353,6 +383,8 @@ class ControlRoom:
             "marker_stream": self.cfg.control.marker_stream,
             "markers_pushed": self.markers.pushed if self.markers else 0,
             "display": self.xvfb.display if self.xvfb else os.environ.get("DISPLAY"),
+            "data_dir": str(self.data_dir),
+            "session": self.sessions.summary() if self.sessions else None,
         }
 
     # -- logs ------------------------------------------------------------------------------------
@@ -382,6 +414,8 @@ class ControlRoom:
             self._log_seq += 1
             self.logs.append((self._log_seq, rec))
         self.console.log_record(rec)
+        if self.sessions is not None:  # the session's own copy of the central log
+            self.sessions.on_log(rec)
 
     def get_logs(self, module: str | None = None, since: int = 0, n: int = 200) -> dict[str, Any]:
         with self._log_lock:

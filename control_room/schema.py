@@ -110,6 +110,32 @@ class ControlSettings:
     xvfb: str = "auto"  # auto | never
     run_macro: str | None = None
     token_file: str | None = None  # the mesh token's file (else $MESH_TOKEN); never the token
+    data_dir: str | None = None  # the mesh data folder (else $MESH_DATA_DIR, else "data")
+
+
+#: seconds each session message may take per participant (docs/sessions.md)
+SESSION_TIMEOUTS = {"info": 5.0, "init": 30.0, "start": 10.0, "status": 3.0, "end": 15.0,
+                    "interrupt": 10.0, "cleanup": 10.0}  # fmt: skip
+LOST_POLICIES = ("interrupt", "continue")
+
+
+@dataclass
+class SessionSettings:
+    """The ``[session]`` table: who takes part in a session, who numbers it, how long each step
+    may take, and the iblutil rigs on either side (docs/sessions.md)."""
+
+    main_sync: str | None = None  # a module, a remote rig or "control_room"; None: who claims it
+    participants: list[str] | None = None  # default: every module, then every remote rig
+    project: str | None = None
+    timeouts: dict[str, float] = field(default_factory=lambda: dict(SESSION_TIMEOUTS))
+    on_module_lost: str = "interrupt"  # or "continue"
+    status_every_s: float = 2.0  # EXPSTATUS to every participant while a session runs
+    options: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # per participant, to INIT/START
+    remote_rigs: dict[str, str] = field(default_factory=dict)  # iblutil rigs we drive: name -> uri
+    iblutil_listen: str | None = None  # answer an iblrig PC here, e.g. "udp://0.0.0.0:11001"
+    iblutil_main_sync: bool = False  # claim main sync when an iblrig PC asks (EXPINFO)
 
 
 @dataclass
@@ -121,6 +147,7 @@ class MeshConfig:
     step_sleep_s: float = 0.0  # Dareplane's [macros.globals] sleep_s
     warnings: list[str] = field(default_factory=list)
     tokens: Tokens = field(default_factory=Tokens)  # resolved on load; repr shows no value
+    session: SessionSettings = field(default_factory=SessionSettings)
 
     def start_order(self) -> list[list[str]]:
         """Modules grouped in waves: each wave depends only on earlier waves."""

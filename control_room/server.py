@@ -2,7 +2,7 @@
 
 So the CLI, a script or ``nc`` drive a running session the same way they drive any module:
 ``STATUS``, ``MODULES``, ``SEND``, ``MACRO``, ``MACROS``, ``CANCEL``, ``RESTART``, ``LOGS``,
-``DOWN``. With a mesh token the port enforces it like any module's (``AUTH`` first), also on
+``DOWN``, ``SESSION_START``, ``SESSION_STOP``, ``SESSION_STATUS``. With a mesh token the port enforces it like any module's (``AUTH`` first), also on
 loopback.
 
 This module does not import the room: it serves anything that offers :class:`Room` (the control
@@ -30,6 +30,7 @@ class Room(Protocol):
     running_macro: str | None
     stop_event: threading.Event
     down_requested: threading.Event
+    sessions: Any  # control_room.session.SessionManager (None before the modules are up)
 
     def status(self) -> dict[str, Any]: ...
     def module_info(self) -> dict[str, dict[str, Any]]: ...
@@ -148,6 +149,44 @@ class RoomCommands:
             raise CommandError(unknown_message("module", module, known))
         return self.room.get_logs(module, since, n)
 
+    def session_start(
+        self,
+        subject: str,
+        project: str | None = None,
+        procedures: list | None = None,
+        exp_ref: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a session: EXPINFO, EXPINIT, EXPSTART to every participant; replies with the
+        experiment reference, folder and every participant's status (a repeat changes nothing)."""
+        from control_room.session import SessionError
+
+        try:
+            return self._sessions().start(
+                subject, project, [str(p) for p in procedures or []], exp_ref, source="api"
+            )
+        except SessionError as exc:
+            raise CommandError(str(exc)) from None
+
+    def session_stop(self, interrupt: bool = False, reason: str | None = None) -> dict[str, Any]:
+        """Stop the session: EXPEND (or EXPINTERRUPT) then EXPCLEANUP to every participant, in
+        reverse order; replies with how each ended and any problems."""
+        from control_room.session import SessionError
+
+        why = {"error": "interrupted", "message": reason} if reason else None
+        try:
+            return self._sessions().stop(interrupt, why, source="api")
+        except SessionError as exc:
+            raise CommandError(str(exc)) from None
+
+    def session_status(self) -> dict[str, Any]:
+        """The running session (reference, folder, participants' status), or the last one."""
+        return self._sessions().summary()
+
+    def _sessions(self) -> Any:
+        if self.room.sessions is None:
+            raise CommandError("the modules are not up yet; no sessions before they are")
+        return self.room.sessions
+
     def down(self) -> dict[str, Any]:
         """Shut the whole mesh down (STOP, CLOSE, signals) and exit the control room."""
         self.room.down_requested.set()
@@ -169,7 +208,25 @@ def build_commands(room: Room) -> dict[str, Any]:
         "RESTART": c.restart,
         "LOGS": c.logs,
         "DOWN": c.down,
+        "SESSION_START": c.session_start,
+        "SESSION_STOP": c.session_stop,
+        "SESSION_STATUS": c.session_status,
     }
+
+
+def call_own(room: Room, cmd: str, kwargs: dict[str, Any]) -> Any:
+    """One of the control room's own commands, called in-process (a macro's ``send =
+    "control_room"`` step); a refusal is raised as :class:`CommandFailed`, like a module's."""
+    from shared_utils.protocol.commands import unknown_command_message
+
+    commands = build_commands(room)
+    func = commands.get(cmd.upper())
+    if func is None:
+        raise CommandFailed(cmd, unknown_command_message(cmd, list(commands)))
+    try:
+        return func(**kwargs)
+    except (CommandError, TypeError) as exc:
+        raise CommandFailed(cmd, str(exc)) from None
 
 
 def _quiet_macro(room: Room, name: str, kwargs: dict | None) -> None:

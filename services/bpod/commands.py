@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.bpod.core import BpodService
+from services.bpod.session import session_commands
 
 
 def build_commands(core: BpodService) -> dict[str, Callable[..., Any]]:
@@ -22,4 +23,5 @@ def build_commands(core: BpodService) -> dict[str, Callable[..., Any]]:
         "EMULATE_INPUT": core.emulate_input,
         "STATUS": core.status,
         "CLOSE": core.close,
+        **session_commands(core),  # its part in a session: trials and state machines
     }

@@ -10,6 +10,7 @@ the ``tasks`` given, the module server's when it runs as a module) so commands s
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ class BpodService:
         self._run_failed = False  # set before last_error, so STATUS never shows a half-ended run
         self._lsl_t0 = 0.0
         self._cycle_s = 1e-4
+        self.on_load: Callable[[StateMachine], None] | None = None  # a session notes each one
 
     # ---------------------------------------------------------------- helpers
     def _require_connected(self) -> BpodDriver:
@@ -146,6 +148,8 @@ class BpodService:
             except StateMachineError as exc:
                 raise CommandError(f"LOAD: {exc}") from None
             self.sm, self.compiled = sm, compiled
+        if self.on_load is not None:
+            self.on_load(sm)
         log.info("state machine loaded", name=sm.name, states=compiled.n_states)
         return {
             "state_machine": sm.name,

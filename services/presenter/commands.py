@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.presenter.core import Presenter
+from services.presenter.session import session_commands
 
 
 def build_commands(core: Presenter) -> dict[str, Callable[..., Any]]:
@@ -26,4 +27,5 @@ def build_commands(core: Presenter) -> dict[str, Callable[..., Any]]:
         "RUN_EXPERIMENT": core.run_experiment,
         "STATUS": core.status,
         "CLOSE": core.close,
+        **session_commands(core),  # its part in a session: last frame and display statistics
     }

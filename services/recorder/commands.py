@@ -1,4 +1,5 @@
-"""Thin command layer: START/STOP/STATUS/LIST/EXPORT/CLOSE bound to one :class:`Recorder`."""
+"""Thin command layer: START/STOP/STATUS/LIST/EXPORT/CLOSE bound to one :class:`Recorder`, plus
+its part in a session (EXP*, services/recorder/session.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.recorder.core import Recorder
+from services.recorder.session import session_commands
 
 
 def build_commands(core: Recorder) -> dict[str, Callable[..., Any]]:
@@ -17,4 +19,5 @@ def build_commands(core: Recorder) -> dict[str, Callable[..., Any]]:
         "LIST": core.list_streams,
         "EXPORT": core.export,
         "CLOSE": core.close,
+        **session_commands(core),
     }

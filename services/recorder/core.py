@@ -71,6 +71,9 @@ class Recorder:
         self._unreported: dict[str, Any] | None = None
         self._last_result: dict[str, Any] | None = None
         self.last_file: str | None = None
+        # The session being recorded ({"exp_ref", "subject"}; services/recorder/session.py):
+        # written into the file header and into every stream header's <desc><session>.
+        self.session: dict[str, str] | None = None
         self._exports = ExportJobs(self.data_dir, tasks, allow_absolute)
         self._rcs = RcsServer(self, rcs_port, rcs_host).start() if rcs_port is not None else None
 
@@ -119,7 +122,7 @@ class Recorder:
             if self._rec is not None and not self._rec.finished.is_set():
                 raise CommandError(f"already recording to {self._rec.path}; send STOP first")
             path = self.resolve(file, fields, overwrite)
-            writer = _open_writer(path, overwrite)
+            writer = _open_writer(path, overwrite, self.session)
             rec = Recording(writer, self._resolver.results, streams, self.options, self._finished)
             self._rec = rec
             self._unreported = None
@@ -258,11 +261,16 @@ class Recorder:
                 self._last_result = rec.result
 
 
-def _open_writer(path: Path, overwrite: bool) -> XdfWriter:
+def _open_writer(path: Path, overwrite: bool, session: dict[str, str] | None = None) -> XdfWriter:
     """Create the file and write its header; on failure (a full disk) leave no empty file
     behind, so a retry with the same name works once there is room."""
     try:
-        return XdfWriter(path, overwrite=overwrite, header_fields={"recorder": "mesh"})
+        return XdfWriter(
+            path,
+            overwrite=overwrite,
+            header_fields={"recorder": "mesh", **(session or {})},
+            stream_desc={"session": session} if session else None,
+        )
     except FileExistsError:
         raise CommandError(
             f'{path} already exists; choose another name or pass "overwrite": true'

@@ -22,6 +22,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,22 @@ def module_identity(name: str, version: str) -> dict[str, Any]:
         "revision": source_revision(),
         "spec_version": SPEC_VERSION,
     }
+
+
+#: the method of a module's session part that handles each message (``session_handlers``)
+PART_METHODS = {"EXPINFO": "info", "EXPINIT": "init", "EXPSTART": "start", "EXPSTATUS": "status",
+                "EXPEND": "end", "EXPINTERRUPT": "interrupt", "EXPCLEANUP": "cleanup"}  # fmt: skip
+
+
+def session_handlers(part: object) -> dict[str, Callable[..., Any]]:
+    """A module's EXP* command handlers from an object with methods ``info``, ``init``,
+    ``start``, ``status``, ``end``, ``interrupt`` and ``cleanup`` (any may be missing: the
+    built-in step alone runs then; ``interrupt`` defaults to ``end``)."""
+    out = {}
+    for msg, name in PART_METHODS.items():
+        method = getattr(part, name, None) or (
+            getattr(part, "end", None) if name == "interrupt" else None
+        )
+        if callable(method):
+            out[msg] = method
+    return out

@@ -124,6 +124,21 @@ def parse_info(info: Any) -> tuple[str, dict[str, str]]:
     return info, values
 
 
+def add_desc(info_xml: str, tag: str, fields: Mapping[str, Any]) -> str:
+    """``info_xml`` with ``<desc><tag><key>value</key>...</tag></desc>`` added (``desc`` is
+    created when missing). The recorder tags every stream header of a session's file this way
+    (``<session><exp_ref>``), so a stream cut out of the file still says where it came from."""
+    decl = '<?xml version="1.0"?>' if info_xml.lstrip().startswith("<?xml") else ""
+    root = ET.fromstring(info_xml)
+    desc = root.find("desc")
+    if desc is None:
+        desc = ET.SubElement(root, "desc")
+    block = ET.SubElement(desc, tag)
+    for key, value in fields.items():
+        ET.SubElement(block, key).text = "" if value is None else str(value)
+    return decl + ET.tostring(root, encoding="unicode")
+
+
 def encode_string_samples(timestamps: np.ndarray, samples: Sequence[Sequence[Any]]) -> bytes:
     """Samples chunk body (after NumSamples) for a string stream; values are str (UTF-8) or bytes."""
     parts: list[bytes] = []

@@ -51,6 +51,7 @@ from shared_utils.streams.xdf_format import (
     TAG_SAMPLES,
     TAG_STREAM_FOOTER,
     TAG_STREAM_HEADER,
+    add_desc,
     chunk_header,
     encode_string_samples,
     parse_info,
@@ -106,12 +107,16 @@ class XdfWriter:
         *,
         overwrite: bool = False,
         header_fields: Mapping[str, str] | None = None,
+        stream_desc: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """Create the file and write the magic and FileHeader (refuses an existing file by default).
 
-        ``header_fields`` adds elements to the FileHeader XML (e.g. ``{"recorder": "mesh"}``).
+        ``header_fields`` adds elements to the FileHeader XML (e.g. ``{"recorder": "mesh"}``);
+        ``stream_desc`` adds ``<desc><tag><key>value</key></tag></desc>`` blocks to every stream
+        header (e.g. ``{"session": {"exp_ref": ...}}``).
         """
         self.path = Path(path)
+        self._stream_desc = dict(stream_desc or {})
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
         flags |= getattr(os, "O_CLOEXEC", 0)
         self._fd: int | None = os.open(self.path, flags, 0o644)
@@ -187,6 +192,8 @@ class XdfWriter:
         if stream_id in self._streams:
             raise ValueError(f"stream {stream_id} already added")
         xml, values = parse_info(info)
+        for tag, fields in self._stream_desc.items():
+            xml = add_desc(xml, tag, fields)
         fmt = values["channel_format"]
         dt = CHANNEL_FORMATS[fmt]
         state = StreamState(
