@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any, TextIO
 
+from control_room import reach
+from control_room.clocks import ClockMonitor
 from control_room.config import MeshConfig
 from control_room.console import Console
 from control_room.events import CommandMarkers, EventBus
@@ -24,6 +26,7 @@ from control_room.ports import port_holder
 from control_room.router import CallbackRouter
 from control_room.spawn import spawn
 from control_room.supervisor import Supervisor
+from control_room.tokens import needs_token
 from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandFailed, ModuleError
 from shared_utils.platform.xvfb import Xvfb
@@ -55,6 +58,7 @@ class ControlRoom:
         self._down_lock = threading.Lock()
         self._is_down = False
         self.startup_s: float | None = None
+        self.clocks: ClockMonitor | None = None  # offsets to each module's host, once up
         self.running_macro: str | None = None
         self._cancels: set[Cancel] = set()  # one per running macro
         self._macro_idle = threading.Event()
@@ -93,6 +97,11 @@ class ControlRoom:
         except BaseException:
             self.down()
             raise
+        self.clocks = ClockMonitor(
+            lambda: self.supervisor.handles if self.supervisor else {},
+            self.publish,
+            lambda text: self.log.warning("%s", text),
+        ).start()
         self.publish("control_room", state="ready", startup_s=self.startup_s)
         return self.startup_s
 
@@ -101,18 +110,34 @@ class ControlRoom:
         from shared_utils.logging.receiver import LogReceiver
 
         c = self.cfg.control
-        self.receiver = LogReceiver(c.host, c.log_port, c.log_dir, on_record=self._on_log)
+        remote = needs_token(c.log_bind)  # bound beyond loopback
+        self.receiver = LogReceiver(
+            c.log_bind,
+            c.log_port,
+            c.log_dir,
+            on_record=self._on_log,
+            # beyond loopback: only the configured hosts, each authenticated with the token
+            allow=reach.allowed_peers(c, self.cfg.modules) if remote else None,
+            token=self.cfg.tokens.mesh if remote else None,
+        )
         try:
             self.receiver.start()
         except OSError as exc:
             who = port_holder(c.log_port) or exc.strerror
             raise StartError(
-                f"log receiver: cannot listen on {c.host}:{c.log_port}: {who}. Is another control "
-                "room or log receiver running? Set [control_room] log_port (0 = any free port)."
+                f"log receiver: cannot listen on {c.log_bind}:{c.log_port}: {who}. Is another "
+                "control room or log receiver running? Set [control_room] log_port (0 = any free "
+                "port)."
             ) from None
-        addr = (c.host, self.receiver.port)
-        configure_logging("control_room", log_server=f"{addr[0]}:{addr[1]}", console=False)
-        self._shipper = LogShipper(addr, module="control_room")
+        warning = reach.lsl_scope_warning(self.cfg)
+        if warning:
+            self.console.note(f"warning: {warning}")
+        addr = (reach.local_address(c), self.receiver.port)
+        token = self.cfg.tokens.mesh  # the receiver wants it from any address beyond loopback
+        configure_logging(
+            "control_room", log_server=f"{addr[0]}:{addr[1]}", console=False, token=token
+        )
+        self._shipper = LogShipper(addr, module="control_room", token=token)
         try:
             self.bus = EventBus(c.host, c.pub_port)
         except OSError as exc:
@@ -125,7 +150,7 @@ class ControlRoom:
         if (
             c.xvfb == "auto"
             and not os.environ.get("DISPLAY")
-            and any(m.display for m in self.cfg.modules.values())
+            and any(m.display and not m.launch.remote for m in self.cfg.modules.values())
         ):
             try:
                 self.xvfb = Xvfb(spawn=spawn)  # dies with the control room, even on SIGKILL
@@ -145,16 +170,9 @@ class ControlRoom:
         )
 
     def _module_env(self, name: str) -> dict[str, str]:
-        env = {
-            "MESH_LOG_SERVER": f"{self.cfg.control.host}:{self.receiver.port}",
-            "LSLAPICFG": os.environ["LSLAPICFG"],
-            # Our modules send every record to the receiver; echoing them on stderr too would
-            # show each record twice once the supervisor captures stderr into the same log.
-            "MESH_LOG_CONSOLE": "0",
-        }
-        if self.cfg.modules[name].display and self.xvfb is not None:
-            env["DISPLAY"] = self.xvfb.display
-        return env
+        return reach.module_env(
+            self.cfg, name, self.receiver.port, self.xvfb.display if self.xvfb else None
+        )
 
     # -- shutdown --------------------------------------------------------------------------------
     def down(self) -> dict[str, list[str]]:
@@ -170,6 +188,8 @@ class ControlRoom:
             self.log.warning("macro %s still running after %s s; stopping the modules anyway",
                              self.running_macro, FINALLY_WAIT_S)  # fmt: skip
         steps: dict[str, list[str]] = {}
+        if self.clocks is not None:
+            self.clocks.close()
         if self.supervisor is not None:
             steps = self.supervisor.stop_all()
         self.router.close()
@@ -336,7 +356,15 @@ class ControlRoom:
             "marker_stream": self.cfg.control.marker_stream,
             "markers_pushed": self.markers.pushed if self.markers else 0,
             "display": self.xvfb.display if self.xvfb else os.environ.get("DISPLAY"),
+            "clocks": self.clock_offsets(),
         }
+
+    def clock_offsets(self) -> dict[str, dict[str, Any]]:
+        """Offsets of each module host's LSL clock to ours, per host name (control_room/clocks.py):
+        ``offset_ms`` (add to that host's timestamps), ``uncertainty_ms``, ``drift_ms`` since the
+        reference (``self.clocks.mark()`` at a session start), ``warning`` past 1 ms. What
+        ``STATUS`` shows under ``clocks``; a session's ``session.json`` takes it from here."""
+        return self.clocks.snapshot() if self.clocks is not None else {}
 
     # -- logs ------------------------------------------------------------------------------------
     def publish(self, topic: str, **data: Any) -> None:

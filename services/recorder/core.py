@@ -20,6 +20,7 @@ from services.recorder.inlet_reader import describe
 from services.recorder.paths import check_target, expand_template, resolve_path
 from services.recorder.rcs import RcsServer
 from services.recorder.recording import Recording, RecordingOptions
+from services.recorder.selection import Selection, parse_streams
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 from shared_utils.streams.xdf_writer import XdfWriter
@@ -59,18 +60,19 @@ class Recorder:
     def start(
         self,
         file: str,
-        streams: list | None = None,
+        streams: list | str | None = None,
         overwrite: bool = False,
         **fields: Any,
     ) -> dict[str, Any]:
         """Record LSL streams (all, or those named in "streams") into an XDF file.
 
+        "streams": names, or {"name", "host" | "source_id"} tables where two rigs publish one
+        name (a bare name two sources publish is refused; {"name", "all": true} takes both).
         "file" may use {subject} {session} {run} {task} {date} {time} and any other field
         passed alongside it. Replies at once with the resolved path; streams that appear later
         are added. Refuses an existing file unless "overwrite": true.
         """
-        if streams is not None and not all(isinstance(s, str) and s for s in streams):
-            raise CommandError(f'"streams" must be a list of stream names or null, got {streams!r}')
+        selection = Selection(parse_streams(streams))
         if not file or not isinstance(file, str):
             raise CommandError('"file" must be a file name or template ending in .xdf')
         with self._lock:
@@ -78,6 +80,7 @@ class Recorder:
                 raise CommandError(f"already recording to {self._rec.path}; send STOP first")
             path = resolve_path(expand_template(file, fields), self.data_dir)
             check_target(path, overwrite)
+            selection.check_unambiguous(self._resolver.results())
             try:
                 writer = XdfWriter(path, overwrite=overwrite, header_fields={"recorder": "mesh"})
             except FileExistsError:
@@ -86,7 +89,7 @@ class Recorder:
                 ) from None
             except OSError as e:
                 raise CommandError(f"cannot write {path}: {e.strerror or e}") from None
-            rec = Recording(writer, self._resolver.results, streams, self.options, self._finished)
+            rec = Recording(writer, self._resolver.results, selection, self.options, self._finished)
             self._rec = rec
             self._unreported = None
             self.last_file = str(path)

@@ -30,6 +30,7 @@ import pylsl
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LslTimeout
 
+from services.recorder.clocks import OffsetTrack
 from shared_utils.logging import get_logger
 from shared_utils.streams.lsl import FORMAT_NAMES
 from shared_utils.streams.xdf_writer import CHANNEL_FORMATS, XdfWriteError, XdfWriter
@@ -108,6 +109,7 @@ class ReaderStats:
     offsets: int = 0
     lost: bool = False
     note: str = ""
+    last_arrival: float | None = None  # time.monotonic() of the newest chunk
 
 
 class StreamReader:
@@ -146,6 +148,7 @@ class StreamReader:
         self._thread = threading.Thread(target=self._run, name=f"rec-{self.name}", daemon=True)
         self._clock_thread: threading.Thread | None = None
         self._last_offset = 0.0
+        self.clock = OffsetTrack()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -175,6 +178,12 @@ class StreamReader:
             "clock_offsets": s.offsets,
             "lost": s.lost,
             "note": s.note,
+            "hostname": self.info.hostname(),
+            "source_id": self.info.source_id(),
+            "idle_s": None
+            if s.last_arrival is None
+            else round(time.monotonic() - s.last_arrival, 3),
+            **self.clock.summary(),
         }
 
     def replaceable_by(self, info: pylsl.StreamInfo) -> bool:
@@ -332,6 +341,7 @@ class StreamReader:
         if st.first_timestamp is None:
             st.first_timestamp = float(ts[0])
         st.last_timestamp = float(ts[-1])
+        st.last_arrival = time.monotonic()
         st.samples += len(ts)
         st.chunks += 1
 
@@ -341,6 +351,14 @@ class StreamReader:
         self.writer.write_clock_offset(self.stream_id, now - offset, offset)
         self.stats.offsets += 1
         self._last_offset = time.monotonic()
+        drift_ms = self.clock.add(offset)
+        if drift_ms is not None:
+            log.warning(
+                "clock offset drifted by more than 1 ms during the recording",
+                stream=self.name,
+                host=self.info.hostname(),
+                drift_ms=round(drift_ms, 3),
+            )
 
     def _probe_offset(self, timeout: float) -> bool:
         inlet = self._inlet

@@ -20,7 +20,12 @@ import pylsl
 
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
-from shared_utils.streams.lsl import StreamNotFoundError, describe_all
+from shared_utils.streams.lsl import (
+    AmbiguousStreamError,
+    StreamNotFoundError,
+    describe_all,
+    sources_of,
+)
 from shared_utils.streams.watcher import StreamWatcher
 
 log = get_logger("stream_watcher_service")
@@ -86,10 +91,17 @@ class WatchService:
         timeout_s: float = 2.0,
         clock_sync: bool = True,
         dejitter: bool = False,
+        host: str | None = None,
+        source_id: str | None = None,
     ) -> dict[str, Any]:
-        """Start watching a stream by name (already watched: returns its stats)."""
+        """Start watching a stream by name (already watched: returns its stats); "host" or
+        "source_id" choose the publisher when two rigs publish one name (else refused)."""
         if not stream.strip():
             raise CommandError("stream: give a stream name (LIST shows the visible ones)")
+        if host is None and source_id is None:
+            seen = sources_of([i for i in self._resolver.results() if i.name() == stream])
+            if len(seen) > 1:
+                raise CommandError(f"stream: {AmbiguousStreamError(repr(stream), seen)}")
         buf = self.buffer_s if buffer_s is None else buffer_s
         if not 0 < buf <= 3600:
             raise CommandError(f"buffer_s must be > 0 and <= 3600 s, got {buf}")
@@ -102,6 +114,8 @@ class WatchService:
             stream,
             buf,
             timeout_s=timeout_s,
+            host=host,
+            source_id=source_id,
             background=True,
             clock_sync=clock_sync,
             dejitter=dejitter,
@@ -274,8 +288,14 @@ class WatchService:
         if now < self._next_retry.get(name, 0.0) or name not in self.visible:
             return
         self._next_retry[name] = now + 0.5
-        old_uid = w.stream.uid() if w.stream is not None else None
-        found = [i for i in self._resolver.results() if i.name() == name and i.uid() != old_uid]
+        old = w.stream
+        # only the same publisher coming back (never a same-named stream of another rig)
+        found = [
+            i
+            for i in self._resolver.results()
+            if i.name() == name
+            and (old is None or (sources_of([i]) == sources_of([old]) and i.uid() != old.uid()))
+        ]
         if not found:
             return
         info = max(found, key=lambda i: i.created_at())

@@ -8,10 +8,17 @@ records, and optionally prints a readable line per record. Records from Dareplan
 ``UJsonSocketHandler`` (unformatted ``msg`` + ``args``, values stringified) are normalised into the
 same shape as ours. One thread serves all connections through a selector: one connection's garbage,
 oversized frame or abrupt disconnect closes that connection only and is itself logged.
+
+Off loopback (modules on other hosts log here) two checks guard the file: ``allow`` lists the
+peer addresses accepted beyond loopback (the configured module hosts), and ``token`` makes such a
+peer send ``{"mesh_auth": "<token>"}`` as its first frame. A peer on loopback needs neither (a
+Dareplane module on this PC keeps working). An auth frame is never stored, token or not.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import selectors
 import socket
@@ -20,7 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,15 +42,26 @@ _DECODER = json.JSONDecoder()
 _RECV_BYTES = 1 << 18
 
 
+AUTH_KEY = "mesh_auth"  # the first frame of a remote peer: {"mesh_auth": "<token>"}
+
+
 class _Conn:
     """Per-connection read buffer."""
 
-    __slots__ = ("sock", "peer", "buf")
+    __slots__ = ("sock", "peer", "buf", "authed")
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, peer: str, authed: bool = True) -> None:
         self.sock = sock
         self.peer = peer
         self.buf = bytearray()
+        self.authed = authed
+
+
+def _loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class LogReceiver:
@@ -52,8 +70,10 @@ class LogReceiver:
     ``port=0`` picks a free port (read it from :attr:`port` after :meth:`start`). ``on_record`` is
     called with each normalised record on the receiver thread, so it must be quick; its exceptions
     are counted, never fatal. ``console`` is a text stream for readable lines (None: silent).
-    ``recent`` keeps the last ``recent`` records (a GUI can show them on connect). Counters:
-    ``records``, ``bad_frames``, ``connections``, ``callback_errors``.
+    ``recent`` keeps the last ``recent`` records (a GUI can show them on connect). ``allow``:
+    addresses accepted beyond loopback (None: any); ``token``: what such peers must send first;
+    ``trust_loopback=False`` applies both to this PC's own peers too (a PC shared by users).
+    Counters: ``records``, ``bad_frames``, ``connections``, ``refused``, ``callback_errors``.
     """
 
     def __init__(
@@ -65,8 +85,16 @@ class LogReceiver:
         console: TextIO | None = None,
         max_frame: int = MAX_FRAME_BYTES,
         recent: int = 1000,
+        allow: Collection[str] | None = None,
+        token: str | None = None,
+        trust_loopback: bool = True,
     ) -> None:
         self.host = host
+        self.allow = None if allow is None else set(allow)
+        self.token = token
+        self.trust_loopback = trust_loopback
+        self.refused = 0
+        self._refused_peers: set[str] = set()
         self._requested_port = port
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.on_record = on_record
@@ -192,11 +220,42 @@ class LogReceiver:
             sock, addr = self._listener.accept()
         except (BlockingIOError, InterruptedError):
             return
+        ip = addr[0]
+        local = self.trust_loopback and _loopback(ip)
+        if not local and self.allow is not None and ip not in self.allow:
+            sock.close()
+            self._refuse_note(ip, "address not in the allowed hosts ([control_room] log_allow)")
+            return
         sock.setblocking(False)
-        conn = _Conn(sock, f"{addr[0]}:{addr[1]}")
+        conn = _Conn(sock, f"{ip}:{addr[1]}", authed=local or self.token is None)
         self._conns[sock] = conn
         self.connections += 1
         sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _refuse_note(self, ip: str, why: str) -> None:
+        """Count a refused peer; write one record per address (a scanner cannot flood the log)."""
+        self.refused += 1
+        if ip not in self._refused_peers and len(self._refused_peers) < 1000:
+            self._refused_peers.add(ip)
+            self._emit([self._own("warning", "log connection refused", peer=ip, reason=why)])
+
+    def _authenticate(self, sel: selectors.BaseSelector, conn: _Conn, raw: dict) -> bool:
+        """Handle an auth frame, or refuse an unauthenticated record; False: connection closed."""
+        if AUTH_KEY in raw:
+            given = raw.get(AUTH_KEY)
+            if self.token is None or (
+                isinstance(given, str) and hmac.compare_digest(given.encode(), self.token.encode())
+            ):
+                conn.authed = True
+                return True
+            why = "wrong token in the auth frame"
+        elif conn.authed:
+            return True
+        else:
+            why = 'no auth frame first (a remote peer sends {"mesh_auth": token} first)'
+        self._drop(sel, conn)
+        self._refuse_note(conn.peer.rsplit(":", 1)[0], why)
+        return False
 
     def _drop(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         try:
@@ -258,6 +317,10 @@ class LogReceiver:
                     raise ValueError("extra data after the JSON object")
                 if not isinstance(raw, dict):
                     raise ValueError("frame is not a JSON object")
+                if AUTH_KEY in raw or not conn.authed:
+                    if not self._authenticate(sel, conn, raw):
+                        return
+                    continue
                 out.append(normalise(raw))
             except Exception as exc:  # garbage must never stop the receiver
                 self.bad_frames += 1
