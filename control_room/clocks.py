@@ -78,7 +78,10 @@ class ClockMonitor:
         """One round over every host, now (also what the background thread does)."""
         by_host: dict[str, list[Any]] = {}
         for h in self._handles().values():
-            if h.state == "ready" and h.protocol == "json":
+            # only modules that list STATUS: a module in another language may not have it, and
+            # would log each probe as a bad request
+            listed = {c.upper() for c in h.commands}
+            if h.state == "ready" and h.protocol == "json" and "STATUS" in listed:
                 by_host.setdefault(h.host, []).append(h)
         for handles in by_host.values():
             for h in handles:  # the first module on that host that answers with its clock

@@ -93,7 +93,7 @@ class LocalLauncher:
         return ""
 
     def info(self) -> dict[str, Any]:
-        return {"launch": self.mode}
+        return {"launch": "attach" if self.spec.kind == "attach" else self.mode}
 
 
 class SshLauncher(LocalLauncher):
@@ -261,10 +261,9 @@ def _close_stdin(proc: subprocess.Popen) -> bool:
 
 
 def launcher_for(spec: ModuleSpec) -> LocalLauncher:
-    """The launcher the module's ``launch`` key names."""
-    return {"ssh": SshLauncher, "compose": ComposeLauncher}.get(spec.launch.mode, LocalLauncher)(
-        spec
-    )
+    """The launcher the module's ``launch`` key names (an attached module is never launched)."""
+    mode = "local" if spec.kind == "attach" else spec.launch.mode
+    return {"ssh": SshLauncher, "compose": ComposeLauncher}.get(mode, LocalLauncher)(spec)
 
 
 __all__ = ["ComposeLauncher", "LocalLauncher", "SshLauncher", "launcher_for"]
