@@ -31,7 +31,7 @@ class ClockMonitor:
 
     def __init__(
         self,
-        handles: Callable[[], dict[str, Any]],
+        handles: dict[str, Any],
         publish: Callable[..., None],
         warn: Callable[[str], None],
         interval_s: float = 5.0,
@@ -77,7 +77,7 @@ class ClockMonitor:
     def measure_now(self) -> dict[str, dict[str, Any]]:
         """One round over every host, now (also what the background thread does)."""
         by_host: dict[str, list[Any]] = {}
-        for h in self._handles().values():
+        for h in list(self._handles.values()):
             # only modules that list STATUS: a module in another language may not have it, and
             # would log each probe as a bad request
             listed = {c.upper() for c in h.commands}

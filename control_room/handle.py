@@ -146,11 +146,10 @@ class ModuleHandle:
         if not self.owned:
             self.started_at = time.monotonic()
             return
-        if self.launcher.program:
-            pass  # its port is on another host: only the far side can tell it is taken
-        elif self.port == 0:
+        here = not self.launcher.program  # a port on another host: only that host can check it
+        if here and self.port == 0:
             self.port = free_port(self.host)  # chosen once: a restart keeps it, callers rely on it
-        elif port_in_use(self.host, self.port):
+        elif here and port_in_use(self.host, self.port):
             who = port_holder(self.port) or f"port {self.port} is in use"
             raise StartError(
                 f"{self.name}: cannot start on {self.host}:{self.port}: {who}. Stop that process "
@@ -160,7 +159,7 @@ class ModuleHandle:
         try:
             self.proc = self.launcher.start(argv, {**self._extra_env, **self.spec.env}, self._token)
         except OSError as exc:
-            what = self.launcher.program or argv[0]
+            what = self.launcher.program or argv[0]  # the local program that could not start
             raise StartError(f"{self.name}: cannot run {what!r}: {exc.strerror or exc}") from None
         self.started_at = time.monotonic()
         self.output.start(self.proc.stdout, self.proc.stderr)
@@ -372,8 +371,7 @@ class ModuleHandle:
         if not self.owned or self.proc is None:
             return steps
         first_wait = timeout if closing else 0.0
-        stages = [("", None, first_wait), *self.launcher.stages(timeout)]
-        for label, action, wait in stages:
+        for label, action, wait in [("", None, first_wait), *self.launcher.stages(timeout)]:
             if action is not None:
                 if not action(self.proc):
                     break

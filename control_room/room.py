@@ -97,11 +97,7 @@ class ControlRoom:
         except BaseException:
             self.down()
             raise
-        self.clocks = ClockMonitor(
-            lambda: self.supervisor.handles if self.supervisor else {},
-            self.publish,
-            lambda text: self.log.warning("%s", text),
-        ).start()
+        self.clocks = ClockMonitor(self.supervisor.handles, self.publish, self.log.warning).start()
         self.publish("control_room", state="ready", startup_s=self.startup_s)
         return self.startup_s
 
@@ -360,10 +356,9 @@ class ControlRoom:
         }
 
     def clock_offsets(self) -> dict[str, dict[str, Any]]:
-        """Offsets of each module host's LSL clock to ours, per host name (control_room/clocks.py):
-        ``offset_ms`` (add to that host's timestamps), ``uncertainty_ms``, ``drift_ms`` since the
-        reference (``self.clocks.mark()`` at a session start), ``warning`` past 1 ms. What
-        ``STATUS`` shows under ``clocks``; a session's ``session.json`` takes it from here."""
+        """Each module host's LSL clock offset to ours (control_room/clocks.py): what STATUS shows
+        under ``clocks`` and ``session.json`` records; ``self.clocks.mark()`` at a session start
+        makes drift count from there."""
         return self.clocks.snapshot() if self.clocks is not None else {}
 
     # -- logs ------------------------------------------------------------------------------------

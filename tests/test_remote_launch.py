@@ -24,8 +24,8 @@ from control_room.config import ConfigError, parse_config
 from control_room.launch import REMOTE_SCRIPT, ComposeLauncher, SshLauncher
 from services.recorder.clocks import OffsetTrack, by_host
 from shared_utils.logging import encode_frame, wire_record
+from shared_utils.logging.peers import auth_frame
 from shared_utils.logging.receiver import LogReceiver
-from shared_utils.logging.shipper import auth_frame
 
 TOKEN_ENV = {"MESH_TOKEN": "t0ken-for-tests"}
 

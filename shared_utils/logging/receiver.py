@@ -17,8 +17,6 @@ Dareplane module on this PC keeps working). An auth frame is never stored, token
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import selectors
 import socket
@@ -32,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared_utils.logging.peers import AUTH_KEY, PeerGate
 from shared_utils.logging.records import Record, format_line, normalise
 from shared_utils.logging.wire import MAX_FRAME_BYTES
 
@@ -40,9 +39,6 @@ __all__ = ["LogReceiver", "normalise", "format_line"]
 _HEADER = struct.Struct(">L")
 _DECODER = json.JSONDecoder()
 _RECV_BYTES = 1 << 18
-
-
-AUTH_KEY = "mesh_auth"  # the first frame of a remote peer: {"mesh_auth": "<token>"}
 
 
 class _Conn:
@@ -55,13 +51,6 @@ class _Conn:
         self.peer = peer
         self.buf = bytearray()
         self.authed = authed
-
-
-def _loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip.split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class LogReceiver:
@@ -90,11 +79,7 @@ class LogReceiver:
         trust_loopback: bool = True,
     ) -> None:
         self.host = host
-        self.allow = None if allow is None else set(allow)
-        self.token = token
-        self.trust_loopback = trust_loopback
-        self.refused = 0
-        self._refused_peers: set[str] = set()
+        self.gate = PeerGate(allow, token, trust_loopback)
         self._requested_port = port
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.on_record = on_record
@@ -220,42 +205,27 @@ class LogReceiver:
             sock, addr = self._listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        ip = addr[0]
-        local = self.trust_loopback and _loopback(ip)
-        if not local and self.allow is not None and ip not in self.allow:
+        accepted, authed = self.gate.admit(addr[0])
+        if not accepted:
             sock.close()
-            self._refuse_note(ip, "address not in the allowed hosts ([control_room] log_allow)")
+            self._refuse_note(
+                addr[0], "address not in the allowed hosts ([control_room] log_allow)"
+            )
             return
         sock.setblocking(False)
-        conn = _Conn(sock, f"{ip}:{addr[1]}", authed=local or self.token is None)
+        conn = _Conn(sock, f"{addr[0]}:{addr[1]}", authed=authed)
         self._conns[sock] = conn
         self.connections += 1
         sel.register(sock, selectors.EVENT_READ, conn)
 
-    def _refuse_note(self, ip: str, why: str) -> None:
-        """Count a refused peer; write one record per address (a scanner cannot flood the log)."""
-        self.refused += 1
-        if ip not in self._refused_peers and len(self._refused_peers) < 1000:
-            self._refused_peers.add(ip)
-            self._emit([self._own("warning", "log connection refused", peer=ip, reason=why)])
+    @property
+    def refused(self) -> int:
+        """Connections refused (address not allowed, no or wrong auth frame)."""
+        return self.gate.refused
 
-    def _authenticate(self, sel: selectors.BaseSelector, conn: _Conn, raw: dict) -> bool:
-        """Handle an auth frame, or refuse an unauthenticated record; False: connection closed."""
-        if AUTH_KEY in raw:
-            given = raw.get(AUTH_KEY)
-            if self.token is None or (
-                isinstance(given, str) and hmac.compare_digest(given.encode(), self.token.encode())
-            ):
-                conn.authed = True
-                return True
-            why = "wrong token in the auth frame"
-        elif conn.authed:
-            return True
-        else:
-            why = 'no auth frame first (a remote peer sends {"mesh_auth": token} first)'
-        self._drop(sel, conn)
-        self._refuse_note(conn.peer.rsplit(":", 1)[0], why)
-        return False
+    def _refuse_note(self, ip: str, why: str) -> None:
+        if self.gate.first_refusal(ip):
+            self._emit([self._own("warning", "log connection refused", peer=ip, reason=why)])
 
     def _drop(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         try:
@@ -318,8 +288,12 @@ class LogReceiver:
                 if not isinstance(raw, dict):
                     raise ValueError("frame is not a JSON object")
                 if AUTH_KEY in raw or not conn.authed:
-                    if not self._authenticate(sel, conn, raw):
+                    why = self.gate.authenticate(raw, conn.authed)
+                    if why is not None:
+                        self._drop(sel, conn)
+                        self._refuse_note(conn.peer.rsplit(":", 1)[0], why)
                         return
+                    conn.authed = True
                     continue
                 out.append(normalise(raw))
             except Exception as exc:  # garbage must never stop the receiver

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import queue
 import select
@@ -11,6 +9,7 @@ import socket
 import threading
 import time
 
+from shared_utils.logging.peers import auth_frame, is_loopback
 from shared_utils.logging.wire import encode_frame, wire_record
 
 
@@ -146,7 +145,7 @@ class LogShipper:
             return False
         sock.settimeout(self.send_timeout)  # a receiver that stops reading cannot wedge us
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.token and not _loopback(sock.getpeername()[0]):
+        if self.token and not is_loopback(sock.getpeername()[0]):
             try:
                 sock.sendall(auth_frame(self.token))
             except OSError:
@@ -189,16 +188,3 @@ class LogShipper:
             created=time.time(),
         )
         return encode_frame(rec), n
-
-
-def auth_frame(token: str) -> bytes:
-    """The frame a remote sender starts each connection with (never stored by the receiver)."""
-    body = json.dumps({"mesh_auth": token}).encode()
-    return len(body).to_bytes(4, "big") + body
-
-
-def _loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip.split("%")[0]).is_loopback
-    except ValueError:
-        return False

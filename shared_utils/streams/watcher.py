@@ -99,9 +99,7 @@ class StreamWatcher(InletAcquisition):
         self.name = name
         self.buffer_size_s = float(buffer_size_s)
         self.predicate = predicate
-        self.host = host
-        self.source_id = source_id
-        self.unique = unique
+        self._which = {"host": host, "source_id": source_id, "unique": unique}  # for resolve
         self.timeout_s = timeout_s
         self.irregular_size = int(irregular_size)
         self.background = background
@@ -167,23 +165,14 @@ class StreamWatcher(InletAcquisition):
             self.name = identifier
         if predicate:
             self.predicate = predicate
-        info = self._resolve(
+        info = resolve(
             None if self.predicate and not identifier else self.name,
             self.predicate if not identifier else None,
             self.timeout_s if timeout_s is None else timeout_s,
+            **self._which,
         )
         self._open(info)
         return self
-
-    def _resolve(self, name: str | None, predicate: str | None, timeout_s: float) -> Any:
-        return resolve(
-            name,
-            predicate,
-            timeout_s,
-            host=self.host,
-            source_id=self.source_id,
-            unique=self.unique,
-        )
 
     connect = connect_to_stream
 
@@ -196,8 +185,11 @@ class StreamWatcher(InletAcquisition):
     def reconnect(self, timeout_s: float | None = None) -> StreamWatcher:
         """Re-resolve by name and re-open, keeping the buffer and counters when the shape matches."""
         self._close_inlet()
-        info = self._resolve(
-            self.name or None, None if self.name else self.predicate, timeout_s or self.timeout_s
+        info = resolve(
+            self.name or None,
+            None if self.name else self.predicate,
+            timeout_s or self.timeout_s,
+            **self._which,
         )
         self._open(info)
         return self
