@@ -249,10 +249,22 @@ def run(
 def _print_status(st: dict[str, Any]) -> None:
     click.echo(f"{'module':<18}{'state':<14}{'port':>6} {'pid':>8} {'restarts':>8}  ready_s")
     for m in st.get("modules", {}).values():
+        ready = m["ready_s"] if m["ready_s"] is not None else "-"
+        # a module on another host: where, how, and its pid there (pid above is the local client)
+        where = f"  on {m['host']} via {m['launch']}" if m.get("launch", "local") != "local" else ""
+        if m.get("remote_pid"):
+            where += f" (pid {m['remote_pid']} there)"
         click.echo(
             f"{m['name']:<18}{m['state']:<14}{m['port'] or '-':>6} {m['pid'] or '-':>8} "
-            f"{m['restarts']:>8}  {m['ready_s'] if m['ready_s'] is not None else '-'}"
+            f"{m['restarts']:>8}  {ready:<7}{where}"
         )
+    for host, c in (st.get("clocks") or {}).items():
+        if not c.get("same_host"):
+            click.echo(
+                f"clock of {host}: offset {c['offset_ms']:+.3f} ms (+-{c['uncertainty_ms']:.3f}), "
+                f"drift {c['drift_ms']:+.3f} ms"
+                + (f"  WARNING: {c['warning']}" if c.get("warning") else "")
+            )
     if st.get("running_macro"):
         click.echo(f"running macro: {st['running_macro']}")
     click.echo(

@@ -21,6 +21,7 @@ from typing import Any
 
 from control_room.checker import Checker
 from control_room.config_macros import check_macros
+from control_room.config_remote import REMOTE_KEYS, check_log_reach, parse_launch
 from control_room.config_session import check_session
 from control_room.config_tokens import check_keys, check_tokens
 from control_room.schema import (
@@ -51,13 +52,13 @@ __all__ = [
 
 _CONTROL_KEYS = {
     "host", "port", "pub_port", "log_port", "log_dir", "marker_stream", "watchdog_s", "xvfb",
-    "run_macro", "token_file", "data_dir",
+    "run_macro", "token_file", "data_dir", "log_host", "log_allow",
 }  # fmt: skip
 _OUR_MODULE_KEYS = {
     "module", "cmd", "attach", "host", "ip", "port", "args", "cwd", "env", "after", "ready",
     "ready_timeout_s", "restart", "max_restarts", "restart_delay_s", "stop_timeout_s", "display",
     "protocol", "pcomms", "kwargs", "python_executable", "token_env", "cpu_affinity", "nice",
-    "sched",
+    "sched", *REMOTE_KEYS,
 }  # fmt: skip
 _DAREPLANE_MODULE_KEYS = {
     "kind", "path", "retry_after_s", "max_connect_retries", "custom_entry_point",
@@ -89,6 +90,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> MeshConfig:
     modules = _all_modules(ck, data, path)
     macros, step_sleep = check_macros(ck, data.get("macros", {}), modules)
     _check_graph(ck, modules)
+    check_log_reach(ck, control, modules)
     tokens = check_tokens(ck, control, modules, path)
     session = check_session(ck, data.get("session", {}), modules)
     if control.run_macro and control.run_macro not in macros:
@@ -123,6 +125,8 @@ def _control(ck: Checker, t: Any) -> ControlSettings:
         run_macro=ck.get(t, keys, "run_macro", str, None),
         token_file=ck.get(t, keys, "token_file", str, None),
         data_dir=ck.get(t, keys, "data_dir", str, None),
+        log_host=ck.get(t, keys, "log_host", str, None),
+        log_allow=ck.str_list(t, keys, "log_allow"),
     )
 
 
@@ -194,7 +198,11 @@ def _module(
     line = ck.index.line(keys)
     host = ck.get(t, keys, "host", str, None) or ck.get(t, keys, "ip", str, "127.0.0.1")
     port = ck.port(t, keys, "port", 0)
-    started = _how_to_start(ck, keys, name, t, base, root, legacy)
+    launch = parse_launch(ck, keys, t, host)
+    if launch.mode == "compose":  # the compose file says what runs
+        started: tuple[str, list[str], str | None] | None = ("compose", [], None)
+    else:
+        started = _how_to_start(ck, keys, name, t, base, root, legacy, launch.remote)
     if started is None:
         return None
     mkind, argv, cwd = started
@@ -239,6 +247,7 @@ def _module(
         cpu_affinity=cpus,
         nice=nice,
         sched=sched,
+        launch=launch,
         line=line,
     )
 
@@ -279,8 +288,14 @@ def _how_to_start(
     base: Path,
     root: str | None,
     legacy: str | None,
+    remote: bool = False,
 ) -> tuple[str, list[str], str | None] | None:
-    """(kind, argv, cwd) from the one starter key the table gives (module / cmd / attach / kind)."""
+    """(kind, argv, cwd) from the one starter key the table gives (module / cmd / attach / kind).
+
+    ``remote``: the argv runs on another host, where this Python's path means nothing (the
+    interpreter defaults to ``python3`` there) and relative paths are the far host's business.
+    """
+    python = "python3" if remote else sys.executable
     args = ck.str_list(t, keys, "args")
     flags = [f"--{k}={v}" for k, v in ck.get(t, keys, "kwargs", dict, {}).items()]
     cwd = ck.get(t, keys, "cwd", str, None)
@@ -296,7 +311,7 @@ def _how_to_start(
     argv: list[str] = []
     if "module" in t:
         mod = ck.get(t, keys, "module", str, "")
-        exe = ck.get(t, keys, "python_executable", str, sys.executable)
+        exe = ck.get(t, keys, "python_executable", str, python)
         argv = [exe, "-m", mod, "--port", "{port}", "--ip", "{host}", *args, *flags]
         mkind = "python"
     elif "cmd" in t:
@@ -313,16 +328,16 @@ def _how_to_start(
         mkind = "attach"
     elif kind == "python":
         entry = ck.get(t, keys, "custom_entry_point", str, "api.server")
-        exe = ck.get(t, keys, "python_executable", str, sys.executable)
+        exe = ck.get(t, keys, "python_executable", str, python)
         argv = [exe, "-m", entry, *args, "--ip={host}", "--port={port}", *flags]
-        if cwd is None:
+        if cwd is None and not remote:
             cwd = str(Path(root or "..") / name)
         mkind = "python"
     elif kind == "exe":
         p = ck.get(t, keys, "path", str, None)
         if not p:
             ck.error((*keys, "path"), "kind = 'exe' needs path = '<executable>'")
-        argv = [_resolve_dir(p or "", base), *args, *flags]
+        argv = [(p or "") if remote else _resolve_dir(p or "", base), *args, *flags]
         mkind = "exec"
     elif kind == "conn_only":
         mkind = "attach"

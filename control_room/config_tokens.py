@@ -88,6 +88,12 @@ def check_tokens(
             f"the control room's port on {control.host} (beyond loopback) needs a token: set "
             f"{_WHERE}; the CLI then sends it too",
         )
+    elif control.log_host and needs_token(control.log_host) and not mesh:
+        ck.error(
+            ("control_room", "log_host"),
+            f"a log receiver on {control.log_host} (beyond loopback) needs a token (remote "
+            f"modules authenticate with it): set {_WHERE}",
+        )
     for m in modules.values():
         # a module with token_env has its own token (or its unset variable is reported above)
         if needs_token(m.host) and not m.token_env and not mesh:

@@ -64,7 +64,7 @@ class Console:
             if state in _SKIP_STATES or (state == "starting" and "pid" not in d):
                 return
             extra = []
-            for key in ("ready_s", "pid", "port", "exit_code", "attempt", "error"):
+            for key in ("ready_s", "pid", "port", "on", "exit_code", "note", "attempt", "error"):
                 if d.get(key) is not None:
                     # the first line only: a start error's output tail is printed once, with the
                     # final error, not again here

@@ -7,19 +7,17 @@ Its output is captured by control_room/output.py; every connection to it is made
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from control_room.config import ModuleSpec
+from control_room.launch import launcher_for
 from control_room.output import LineSink, OutputCapture
 from control_room.ports import free_port, port_holder, port_in_use
-from control_room.spawn import spawn
-from control_room.tokens import auth_refusal, child_env
+from control_room.tokens import auth_refusal
 from shared_utils.errors import CommandFailed, ModuleError, ModuleUnreachable
 from shared_utils.platform.processes import (
     Scheduling,
@@ -31,7 +29,6 @@ from shared_utils.protocol import dareplane
 from shared_utils.protocol.client import ModuleClient
 from shared_utils.protocol.commands import unknown_command_message
 
-ROOT = Path(__file__).resolve().parent.parent
 CONNECT_TIMEOUT_S = 3.0  # a host that went away fails a connect within this, whatever the command
 
 
@@ -76,7 +73,8 @@ class ModuleHandle:
         self.started_at: float | None = None
         self.error: str | None = None
         self.answered = False  # answered UP since its last launch (else stop() only signals)
-        self.output = OutputCapture(spec.name, line_sink)
+        self.launcher = launcher_for(spec)
+        self.output = OutputCapture(spec.name, line_sink, intercept=self.launcher.intercept)
         self.commands: list[str] = []  # from GET_PCOMMS (or the config's pcomms)
         self.generation = 0  # bumped by a restart by hand: the old watcher then lets go
         self.refused_auth = False  # it answered "authentication required" / "wrong token"
@@ -141,6 +139,7 @@ class ModuleHandle:
             "error": self.error,
             "commands": self.commands,
             "scheduling": self.scheduling().describe() or None,
+            **self.launcher.info(),
         }
 
     # -- start -----------------------------------------------------------------------------------
@@ -153,9 +152,10 @@ class ModuleHandle:
         if not self.owned:
             self.started_at = time.monotonic()
             return
-        if self.port == 0:
+        here = not self.launcher.program  # a port on another host: only that host can check it
+        if here and self.port == 0:
             self.port = free_port(self.host)  # chosen once: a restart keeps it, callers rely on it
-        elif port_in_use(self.host, self.port):
+        elif here and port_in_use(self.host, self.port):
             who = port_holder(self.port) or f"port {self.port} is in use"
             raise StartError(
                 f"{self.name}: cannot start on {self.host}:{self.port}: {who}. Stop that process "
@@ -166,24 +166,19 @@ class ModuleHandle:
         problem = scheduling_problem(sched)
         if problem:
             raise StartError(f"{self.name}: cannot start with {problem}")
-        env = {**child_env(os.environ, self._token), **self._extra_env, **self.spec.env}
-        env["MESH_PARENT_PID"] = str(os.getpid())
-        env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-        )
+        if sched.describe() and self.launcher.mode != "local":
+            raise StartError(
+                f"{self.name}: cpu_affinity, nice and sched apply to modules started on this "
+                f"machine, not with launch = {self.launcher.mode!r}"
+            )
         try:
-            self.proc = spawn(
-                argv,
-                scheduling=sched,
-                cwd=self.spec.cwd,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+            self.proc = self.launcher.start(
+                argv, {**self._extra_env, **self.spec.env}, self._token, scheduling=sched
             )
         except (OSError, subprocess.SubprocessError) as exc:
+            what = self.launcher.program or argv[0]  # the local program that could not start
             why = getattr(exc, "strerror", None) or exc
-            raise StartError(f"{self.name}: cannot run {argv[0]!r}: {why}") from None
+            raise StartError(f"{self.name}: cannot run {what!r}: {why}") from None
         self.started_at = time.monotonic()
         self.output.start(self.proc.stdout, self.proc.stderr)
 
@@ -248,8 +243,13 @@ class ModuleHandle:
             self.flush_output(1.0)
             raise StartError(
                 f"{self.name}: exited with code {self.exit_code} before it was ready"
-                f"{self.output.tail_text()}"
+                f"{self.exit_note()}{self.output.tail_text()}"
             )
+
+    def exit_note(self) -> str:
+        """What the exit code means for how the module was launched ("" if nothing special)."""
+        note = self.launcher.exit_note(self.exit_code)
+        return f" ({note})" if note else ""
 
     def _try_up(self) -> bool:
         """One readiness probe; raises :class:`StartError` at once if the module refuses us."""

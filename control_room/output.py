@@ -21,10 +21,19 @@ MAX_OUTPUT_LINE = 16384  # bytes; a longer line arrives in pieces (no unbounded 
 class OutputCapture:
     """Pumps a process's pipes into ``sink`` and keeps the last ``keep`` lines."""
 
-    def __init__(self, name: str, sink: LineSink, keep: int = 40) -> None:
+    def __init__(
+        self,
+        name: str,
+        sink: LineSink,
+        keep: int = 40,
+        intercept: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        """``intercept(stream, line)`` sees every line first; True keeps it out of the log and
+        the tail (the ssh launcher reads the remote pid this way)."""
         self.name = name
         self.tail: collections.deque[str] = collections.deque(maxlen=keep)
         self._sink = sink
+        self._intercept = intercept
         self._pumps: list[threading.Thread] = []
 
     def start(self, stdout: Any, stderr: Any) -> None:
@@ -48,7 +57,7 @@ class OutputCapture:
         gate = OutputGate(report)
         for raw in iter(lambda: stream.readline(MAX_OUTPUT_LINE), b""):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if not line:
+            if not line or (self._intercept is not None and self._intercept(name, line)):
                 continue
             self.tail.append(line)
             if gate.admit():

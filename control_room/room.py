@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from control_room import reach
+from control_room.clocks import ClockMonitor
 from control_room.config import MeshConfig
 from control_room.console import Console
 from control_room.events import CommandMarkers, EventBus
@@ -25,6 +27,7 @@ from control_room.ports import port_holder
 from control_room.router import CallbackRouter
 from control_room.spawn import spawn
 from control_room.supervisor import Supervisor
+from control_room.tokens import needs_token
 from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandFailed, ModuleError
 from shared_utils.paths import data_dir
@@ -57,6 +60,7 @@ class ControlRoom:
         self._down_lock = threading.Lock()
         self._is_down = False
         self.startup_s: float | None = None
+        self.clocks: ClockMonitor | None = None  # offsets to each module's host, once up
         self.running_macro: str | None = None
         self._cancels: set[Cancel] = set()  # one per running macro
         self._macro_idle = threading.Event()
@@ -100,6 +104,7 @@ class ControlRoom:
         except BaseException:
             self.down()
             raise
+        self.clocks = ClockMonitor(self.supervisor.handles, self.publish, self.log.warning).start()
         self.publish("control_room", state="ready", startup_s=self.startup_s)
         return self.startup_s
 
@@ -108,18 +113,34 @@ class ControlRoom:
         from shared_utils.logging.receiver import LogReceiver
 
         c = self.cfg.control
-        self.receiver = LogReceiver(c.host, c.log_port, c.log_dir, on_record=self._on_log)
+        remote = needs_token(c.log_bind)  # bound beyond loopback
+        self.receiver = LogReceiver(
+            c.log_bind,
+            c.log_port,
+            c.log_dir,
+            on_record=self._on_log,
+            # beyond loopback: only the configured hosts, each authenticated with the token
+            allow=reach.allowed_peers(c, self.cfg.modules) if remote else None,
+            token=self.cfg.tokens.mesh if remote else None,
+        )
         try:
             self.receiver.start()
         except OSError as exc:
             who = port_holder(c.log_port) or exc.strerror
             raise StartError(
-                f"log receiver: cannot listen on {c.host}:{c.log_port}: {who}. Is another control "
-                "room or log receiver running? Set [control_room] log_port (0 = any free port)."
+                f"log receiver: cannot listen on {c.log_bind}:{c.log_port}: {who}. Is another "
+                "control room or log receiver running? Set [control_room] log_port (0 = any free "
+                "port)."
             ) from None
-        addr = (c.host, self.receiver.port)
-        configure_logging("control_room", log_server=f"{addr[0]}:{addr[1]}", console=False)
-        self._shipper = LogShipper(addr, module="control_room")
+        warning = reach.lsl_scope_warning(self.cfg)
+        if warning:
+            self.console.note(f"warning: {warning}")
+        addr = (reach.local_address(c), self.receiver.port)
+        token = self.cfg.tokens.mesh  # the receiver wants it from any address beyond loopback
+        configure_logging(
+            "control_room", log_server=f"{addr[0]}:{addr[1]}", console=False, token=token
+        )
+        self._shipper = LogShipper(addr, module="control_room", token=token)
         try:
             self.bus = EventBus(c.host, c.pub_port)
         except OSError as exc:
@@ -132,7 +153,7 @@ class ControlRoom:
         if (
             c.xvfb == "auto"
             and not os.environ.get("DISPLAY")
-            and any(m.display for m in self.cfg.modules.values())
+            and any(m.display and not m.launch.remote for m in self.cfg.modules.values())
         ):
             try:
                 self.xvfb = Xvfb(spawn=spawn)  # dies with the control room, even on SIGKILL
@@ -161,17 +182,13 @@ class ControlRoom:
         )
 
     def _module_env(self, name: str) -> dict[str, str]:
-        env = {
-            "MESH_LOG_SERVER": f"{self.cfg.control.host}:{self.receiver.port}",
-            "LSLAPICFG": os.environ["LSLAPICFG"],
-            # Our modules send every record to the receiver; echoing them on stderr too would
-            # show each record twice once the supervisor captures stderr into the same log.
-            "MESH_LOG_CONSOLE": "0",
-            # one data folder for the mesh: session folders and relative file names land there
-            "MESH_DATA_DIR": str(self.data_dir),
-        }
-        if self.cfg.modules[name].display and self.xvfb is not None:
-            env["DISPLAY"] = self.xvfb.display
+        env = reach.module_env(
+            self.cfg, name, self.receiver.port, self.xvfb.display if self.xvfb else None
+        )
+        if not self.cfg.modules[name].launch.remote:
+            # one data folder for the mesh on this machine: session folders and relative file
+            # names land there (a module on another host uses its own --data-dir)
+            env["MESH_DATA_DIR"] = str(self.data_dir)
         return env
 
     # -- shutdown --------------------------------------------------------------------------------
@@ -192,6 +209,8 @@ class ControlRoom:
         if self.sessions is not None:  # a session still running is interrupted, never left
             self.sessions.shutdown("the control room is shutting down")
         steps: dict[str, list[str]] = {}
+        if self.clocks is not None:
+            self.clocks.close()
         if self.supervisor is not None:
             steps = self.supervisor.stop_all()
         self._sweep_rings()
@@ -385,7 +404,14 @@ class ControlRoom:
             "display": self.xvfb.display if self.xvfb else os.environ.get("DISPLAY"),
             "data_dir": str(self.data_dir),
             "session": self.sessions.summary() if self.sessions else None,
+            "clocks": self.clock_offsets(),
         }
+
+    def clock_offsets(self) -> dict[str, dict[str, Any]]:
+        """Each module host's LSL clock offset to ours (control_room/clocks.py): what STATUS shows
+        under ``clocks`` and ``session.json`` records; ``self.clocks.mark()`` at a session start
+        makes drift count from there."""
+        return self.clocks.snapshot() if self.clocks is not None else {}
 
     # -- logs ------------------------------------------------------------------------------------
     def publish(self, topic: str, **data: Any) -> None:

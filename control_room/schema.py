@@ -32,6 +32,41 @@ class Ready:
     timeout_s: float = 20.0
 
 
+LAUNCH_MODES = ("local", "ssh", "compose")
+
+
+@dataclass
+class Compose:
+    """A module that docker compose runs (on this host or, with a context, on another)."""
+
+    service: str
+    files: list[str] = field(default_factory=list)  # -f; none: compose's own search
+    project: str | None = None  # -p
+    context: str | None = None  # docker --context (a docker context naming the far host)
+    docker_host: str | None = None  # DOCKER_HOST, e.g. "ssh://user@rig2"
+    engine: str = "docker"  # docker | podman
+
+
+@dataclass
+class Launch:
+    """Where and how a module's process is started (docs/multi-host.md).
+
+    ``local``: a child of the control room. ``ssh``: the OpenSSH client runs the module's argv on
+    ``ssh`` (user@host); its pipes carry the module's output back. ``compose``: ``docker compose
+    up`` of one service in the foreground, locally or through a docker context / DOCKER_HOST.
+    """
+
+    mode: str = "local"
+    ssh: str | None = None  # destination; default: the module's host
+    ssh_options: list[str] = field(default_factory=list)  # extra ssh client arguments
+    remote_cwd: str | None = None  # working directory on the far host
+    compose: Compose | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.mode != "local"
+
+
 @dataclass
 class ModuleSpec:
     """How to start (or attach to) one module and keep it alive."""
@@ -57,6 +92,7 @@ class ModuleSpec:
     cpu_affinity: list[int] | None = None
     nice: int | None = None
     sched: str | None = None  # "other" | "batch" | "idle" | "fifo:<1-99>" | "rr:<1-99>"
+    launch: Launch = field(default_factory=Launch)
     line: int = 0
 
 
@@ -111,6 +147,13 @@ class ControlSettings:
     run_macro: str | None = None
     token_file: str | None = None  # the mesh token's file (else $MESH_TOKEN); never the token
     data_dir: str | None = None  # the mesh data folder (else $MESH_DATA_DIR, else "data")
+
+    log_host: str | None = None  # the log receiver's address (default: host)
+    log_allow: list[str] = field(default_factory=list)  # more peers the receiver accepts
+
+    @property
+    def log_bind(self) -> str:
+        return self.log_host or self.host
 
 
 #: seconds each session message may take per participant (docs/sessions.md)

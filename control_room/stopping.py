@@ -29,11 +29,12 @@ def stop_module(h: ModuleHandle, timeout: float) -> list[str]:
     if not h.owned or h.proc is None:
         return steps
     first_wait = timeout if closing else 0.0
-    for sig, wait in ((None, first_wait), ("SIGTERM", timeout), ("SIGKILL", 5.0)):
-        if sig is not None:
-            if not signal_group(h.proc, kill=sig == "SIGKILL"):
+    # the launcher says how: signals to the process group here, over ssh or compose elsewhere
+    for label, action, wait in [("", None, first_wait), *h.launcher.stages(timeout)]:
+        if action is not None:
+            if not action(h.proc):
                 break
-            steps.append(sig)
+            steps.append(label)
         try:
             h.proc.wait(wait)
             break

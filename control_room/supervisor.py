@@ -101,7 +101,8 @@ class Supervisor:
     def _start_one(self, h: ModuleHandle) -> None:
         self._set(h, "starting")
         h.launch()
-        self._publish("status", module=h.name, state="starting", pid=h.pid, port=h.port)
+        on = {"on": f"{h.host} via {h.launcher.mode}"} if h.launcher.program else {}
+        self._publish("status", module=h.name, state="starting", pid=h.pid, port=h.port, **on)
         h.wait_ready(self._stopping, self._stream_check)
         self._set(h, "ready", ready_s=h.ready_s, pid=h.pid, port=h.port)
         if self._on_ready is not None:
@@ -166,7 +167,11 @@ class Supervisor:
         h.flush_output(2.0)
         h.drop_client()
         h.link = None
-        self._set(h, "crashed", exit_code=h.exit_code, last_output=h.output.last(10))
+        note = h.launcher.exit_note(h.exit_code)
+        self._set(
+            h, "crashed", exit_code=h.exit_code, last_output=h.output.last(10),
+            **({"note": note} if note else {}),
+        )  # fmt: skip
         policy = h.spec.restart
         while True:
             wants = policy == "always" or (policy == "on-failure" and h.exit_code != 0)
@@ -177,7 +182,7 @@ class Supervisor:
                     reason = "shutting down"
                 else:
                     reason = f"gave up after {h.restarts} restarts"
-                h.error = f"exited with code {h.exit_code} ({reason})"
+                h.error = f"exited with code {h.exit_code}{h.exit_note()} ({reason})"
                 self._set(h, "failed", error=h.error)
                 return
             h.restarts += 1

@@ -7,6 +7,7 @@ The watcher lives in :mod:`shared_utils.streams.watcher` and discovery in
 from shared_utils.streams.lsl import (
     FORMAT_DTYPES,
     FORMAT_NAMES,
+    AmbiguousStreamError,
     StreamNotFoundError,
     channel_labels,
     describe,
@@ -17,6 +18,7 @@ from shared_utils.streams.lsl import (
 from shared_utils.streams.watcher import StreamWatcher
 
 __all__ = [
+    "AmbiguousStreamError",
     "FORMAT_DTYPES",
     "FORMAT_NAMES",
     "StreamNotFoundError",

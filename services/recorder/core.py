@@ -24,6 +24,7 @@ from services.recorder.export_job import ExportJobs
 from services.recorder.paths import check_fields, check_target, expand_template
 from services.recorder.rcs import RcsServer
 from services.recorder.recording import Recording, RecordingOptions
+from services.recorder.selection import Selection, parse_streams
 from shared_utils.checks import Range, check_ranges, check_text
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
@@ -103,27 +104,31 @@ class Recorder:
     def start(
         self,
         file: str,
-        streams: list | None = None,
+        streams: list | str | None = None,
         overwrite: bool = False,
         **fields: Any,
     ) -> dict[str, Any]:
         """Record LSL streams (all, or those named in "streams") into an XDF file.
 
+        "streams": names, or {"name", "host" | "source_id"} tables where two rigs publish one
+        name (a bare name two sources publish is refused; {"name", "all": true} takes both).
         "file" may use {subject} {session} {run} {task} {date} {time} and any other field
         passed alongside it. Replies at once with the resolved path; streams that appear later
         are added. Refuses an existing file unless "overwrite": true.
         """
-        if streams is not None:
-            if len(streams) > MAX_STREAMS:
-                raise CommandError(f'"streams": {len(streams)} names, at most {MAX_STREAMS}')
-            for name in streams:
-                check_text("streams", name)
+        if isinstance(streams, list) and len(streams) > MAX_STREAMS:
+            raise CommandError(f'"streams": {len(streams)} entries, at most {MAX_STREAMS}')
+        for entry in streams if isinstance(streams, list) else ():
+            if isinstance(entry, str):
+                check_text("streams", entry)
+        selection = Selection(parse_streams(streams))
         with self._lock:
             if self._rec is not None and not self._rec.finished.is_set():
                 raise CommandError(f"already recording to {self._rec.path}; send STOP first")
             path = self.resolve(file, fields, overwrite)
+            selection.check_unambiguous(self._resolver.results())
             writer = _open_writer(path, overwrite, self.session)
-            rec = Recording(writer, self._resolver.results, streams, self.options, self._finished)
+            rec = Recording(writer, self._resolver.results, selection, self.options, self._finished)
             self._rec = rec
             self._unreported = None
             self.last_file = str(path)

@@ -29,6 +29,7 @@ import pylsl
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LslTimeout
 
+from services.recorder.clocks import OffsetTrack
 from services.recorder.stream_sizing import (
     PULL_BUFFERS,
     ReaderStats,
@@ -89,6 +90,7 @@ class StreamReader:
         self.lost_at: float | None = None
         #: the outlet closed the connection (LostError): this inlet is done for good
         self.connection_lost = False
+        self.clock = OffsetTrack()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -121,6 +123,12 @@ class StreamReader:
             "losses": s.losses,
             "note": s.note,
             **ring_summary(self.ring),
+            "hostname": self.info.hostname(),
+            "source_id": self.info.source_id(),
+            "idle_s": None
+            if s.last_arrival is None
+            else round(time.monotonic() - s.last_arrival, 3),
+            **self.clock.summary(),
         }
 
     @property
@@ -325,6 +333,7 @@ class StreamReader:
         if st.first_timestamp is None:
             st.first_timestamp = float(ts[0])
         st.last_timestamp = float(ts[-1])
+        st.last_arrival = time.monotonic()
         st.samples += len(ts)
         st.chunks += 1
         self.last_data = time.monotonic()
@@ -337,6 +346,14 @@ class StreamReader:
         self.writer.write_clock_offset(self.stream_id, now - offset, offset)
         self.stats.offsets += 1
         self._last_offset = time.monotonic()
+        drift_ms = self.clock.add(offset)
+        if drift_ms is not None:
+            log.warning(
+                "clock offset drifted by more than 1 ms during the recording",
+                stream=self.name,
+                host=self.info.hostname(),
+                drift_ms=round(drift_ms, 3),
+            )
 
     def _probe_offset(self, timeout: float) -> bool:
         inlet = self._inlet

@@ -25,12 +25,15 @@ from typing import Any
 
 import pylsl
 
+from services.recorder.clocks import by_host
 from services.recorder.inlet_reader import StreamReader
+from services.recorder.selection import Selection, Selector
 from services.recorder.stream_sizing import stream_key
 from shared_utils.logging import get_logger
 from shared_utils.streams.xdf_writer import XdfWriteError, XdfWriter
 
 log = get_logger("recorder.recording")
+STALL_S = 2.0  # a regular stream silent this long is reported in STATUS as stalled
 
 
 @dataclass
@@ -65,19 +68,26 @@ class Recording:
         self,
         writer: XdfWriter,
         source: Callable[[], list[pylsl.StreamInfo]],
-        names: list[str] | None,
+        names: list[str] | Selection | None,
         options: RecordingOptions,
         on_finished: Callable[[Recording], None] | None = None,
     ) -> None:
+        """``names``: stream names, or a :class:`Selection` (names plus host / source_id)."""
         self.writer = writer
         self.path: Path = writer.path
-        self.names = None if names is None else list(dict.fromkeys(names))
+        self.selection = (
+            names
+            if isinstance(names, Selection)
+            else Selection(None if names is None else [Selector(n) for n in names])
+        )
+        self.names = self.selection.names
         self.options = options
         self._source = source
         self._on_finished = on_finished
         self._readers: dict[str, StreamReader] = {}
         self._retired: list[StreamReader] = []
         self._warned_uids: set[str] = set()
+        self._stalled: list[str] = []
         self._lock = threading.Lock()
         self._ids = 0
         self._stop = threading.Event()
@@ -110,10 +120,23 @@ class Recording:
             return self._retired + list(self._readers.values())
 
     def waiting_for(self) -> list[str]:
-        if self.names is None:
-            return []
-        have = {r.name for r in self.readers if r.stream_id is not None}
-        return [n for n in self.names if n not in have]
+        return self.selection.waiting_for([r.info for r in self.readers if r.stream_id is not None])
+
+    def _check_stalled(self) -> None:
+        """Note (and log once) regular streams that sent nothing for 2 s: their host may be
+        gone. They stay open and are taken up again if data comes back."""
+        now = time.monotonic()
+        late = [
+            r.name
+            for r in self.readers
+            if r.srate > 0
+            and r.stream_id is not None
+            and not r.stats.lost
+            and now - (r.stats.last_arrival or now) > STALL_S
+        ]
+        for name in set(late) - set(self._stalled):
+            log.warning("stream stalled: no data for 2 s; is its host still up?", stream=name)
+        self._stalled = late
 
     def status(self) -> dict[str, Any]:
         streams = sorted(
@@ -123,7 +146,12 @@ class Recording:
         for s in streams:
             s["key"] = keys[s["id"]]
         end = self._t_end if self._t_end is not None else time.monotonic()
+        hosts = by_host(streams)
         return {
+            "hosts": hosts,
+            "clock_warnings": [f"{h}: {e['warning']}" for h, e in hosts.items() if "warning" in e],
+            "conflicts": self.selection.conflicts(),
+            "stalled": self._stalled if self._t_end is None else [],
             "file": str(self.path),
             "bytes": self.writer.bytes_written,
             "seconds": round(end - self._t0, 3),
@@ -142,7 +170,7 @@ class Recording:
             return self._ids
 
     def _wanted(self, info: pylsl.StreamInfo) -> bool:
-        return self.names is None or info.name() in self.names
+        return self.selection.admit(info)
 
     def _discover(self) -> None:
         try:
@@ -230,6 +258,7 @@ class Recording:
         try:
             while not self._stop.wait(o.discovery_interval_s):
                 self._discover()
+                self._check_stalled()
                 now = time.monotonic()
                 if now >= next_boundary:
                     self.writer.write_boundary()

@@ -77,3 +77,4 @@ class ReaderStats:
     note: str = ""
     #: times this stream was reported lost (it may come back: a frozen source that resumes)
     losses: int = 0
+    last_arrival: float | None = None  # time.monotonic() of the newest chunk

@@ -27,7 +27,14 @@ from pylsl.util import TimeoutError as LslTimeout
 from shared_utils.checks import Range, check_ranges, check_text, short, unknown_message
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
-from shared_utils.streams.lsl import FORMAT_DTYPES, StreamNotFoundError, describe_all, resolve
+from shared_utils.streams.lsl import (
+    FORMAT_DTYPES,
+    AmbiguousStreamError,
+    StreamNotFoundError,
+    describe_all,
+    resolve,
+    sources_of,
+)
 from shared_utils.streams.shm.inlet import TRANSPORTS
 from shared_utils.streams.watcher import StreamWatcher
 
@@ -109,13 +116,20 @@ class WatchService:
         clock_sync: bool = True,
         dejitter: bool = False,
         transport: str = "auto",
+        host: str | None = None,
+        source_id: str | None = None,
     ) -> dict[str, Any]:
-        """Start watching a stream by name (already watched: returns its stats).
+        """Start watching a stream by name (already watched: returns its stats); "host" or
+        "source_id" choose the publisher when two rigs publish one name (else refused).
 
         "transport": "auto" reads a same-host shared-memory ring behind the stream when there is
         one, "lsl" never does, "shm" reads the ring of that name without LSL.
         """
         check_text("stream", stream)
+        if host is None and source_id is None:
+            seen = sources_of([i for i in self._resolver.results() if i.name() == stream])
+            if len(seen) > 1:
+                raise CommandError(f"stream: {AmbiguousStreamError(repr(stream), seen)}")
         buf = self.buffer_s if buffer_s is None else buffer_s
         check_ranges(RANGES, buffer_s=buf, timeout_s=timeout_s)
         if transport not in TRANSPORTS:
@@ -127,6 +141,8 @@ class WatchService:
             stream,
             buf,
             timeout_s=timeout_s,
+            host=host,
+            source_id=source_id,
             background=True,
             clock_sync=clock_sync,
             dejitter=dejitter,
@@ -139,10 +155,10 @@ class WatchService:
             if transport == "shm":  # the ring of that name, without LSL
                 w.connect_to_stream()
             else:
-                info = resolve(stream, None, timeout_s)
+                info = resolve(stream, None, timeout_s, host=host, source_id=source_id, unique=True)
                 _check_buffer(info, buf, w.irregular_size)
                 w.attach(info)
-        except StreamNotFoundError as exc:
+        except (StreamNotFoundError, AmbiguousStreamError) as exc:
             w.close()
             raise CommandError(f"stream: {exc}") from None
         except (LslTimeout, LostError) as exc:
@@ -329,8 +345,14 @@ class WatchService:
         if now < self._next_retry.get(name, 0.0) or name not in self.visible:
             return
         self._next_retry[name] = now + 0.5
-        old_uid = w.stream.uid() if w.stream is not None else None
-        found = [i for i in self._resolver.results() if i.name() == name and i.uid() != old_uid]
+        old = w.stream
+        # only the same publisher coming back (never a same-named stream of another rig)
+        found = [
+            i
+            for i in self._resolver.results()
+            if i.name() == name
+            and (old is None or (sources_of([i]) == sources_of([old]) and i.uid() != old.uid()))
+        ]
         if not found:
             return
         info = max(found, key=lambda i: i.created_at())

@@ -8,6 +8,11 @@ records, and optionally prints a readable line per record. Records from Dareplan
 ``UJsonSocketHandler`` (unformatted ``msg`` + ``args``, values stringified) are normalised into the
 same shape as ours. One thread serves all connections through a selector: one connection's garbage,
 oversized frame or abrupt disconnect closes that connection only and is itself logged.
+
+Off loopback (modules on other hosts log here) two checks guard the file: ``allow`` lists the
+peer addresses accepted beyond loopback (the configured module hosts), and ``token`` makes such a
+peer send ``{"mesh_auth": "<token>"}`` as its first frame. A peer on loopback needs neither (a
+Dareplane module on this PC keeps working). An auth frame is never stored, token or not.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared_utils.logging.peers import AUTH_KEY, PeerGate
 from shared_utils.logging.records import Record, format_line, normalise
 from shared_utils.logging.wire import MAX_FRAME_BYTES
 
@@ -38,12 +44,13 @@ _RECV_BYTES = 1 << 18
 class _Conn:
     """Per-connection read buffer."""
 
-    __slots__ = ("sock", "peer", "buf")
+    __slots__ = ("sock", "peer", "buf", "authed")
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, peer: str, authed: bool = True) -> None:
         self.sock = sock
         self.peer = peer
         self.buf = bytearray()
+        self.authed = authed
 
 
 class LogReceiver:
@@ -52,8 +59,10 @@ class LogReceiver:
     ``port=0`` picks a free port (read it from :attr:`port` after :meth:`start`). ``on_record`` is
     called with each normalised record on the receiver thread, so it must be quick; its exceptions
     are counted, never fatal. ``console`` is a text stream for readable lines (None: silent).
-    ``recent`` keeps the last ``recent`` records (a GUI can show them on connect). Counters:
-    ``records``, ``bad_frames``, ``connections``, ``callback_errors``.
+    ``recent`` keeps the last ``recent`` records (a GUI can show them on connect). ``allow``:
+    addresses accepted beyond loopback (None: any); ``token``: what such peers must send first;
+    ``trust_loopback=False`` applies both to this PC's own peers too (a PC shared by users).
+    Counters: ``records``, ``bad_frames``, ``connections``, ``refused``, ``callback_errors``.
     """
 
     def __init__(
@@ -65,8 +74,12 @@ class LogReceiver:
         console: TextIO | None = None,
         max_frame: int = MAX_FRAME_BYTES,
         recent: int = 1000,
+        allow: Collection[str] | None = None,
+        token: str | None = None,
+        trust_loopback: bool = True,
     ) -> None:
         self.host = host
+        self.gate = PeerGate(allow, token, trust_loopback)
         self._requested_port = port
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.on_record = on_record
@@ -192,11 +205,27 @@ class LogReceiver:
             sock, addr = self._listener.accept()
         except (BlockingIOError, InterruptedError):
             return
+        accepted, authed = self.gate.admit(addr[0])
+        if not accepted:
+            sock.close()
+            self._refuse_note(
+                addr[0], "address not in the allowed hosts ([control_room] log_allow)"
+            )
+            return
         sock.setblocking(False)
-        conn = _Conn(sock, f"{addr[0]}:{addr[1]}")
+        conn = _Conn(sock, f"{addr[0]}:{addr[1]}", authed=authed)
         self._conns[sock] = conn
         self.connections += 1
         sel.register(sock, selectors.EVENT_READ, conn)
+
+    @property
+    def refused(self) -> int:
+        """Connections refused (address not allowed, no or wrong auth frame)."""
+        return self.gate.refused
+
+    def _refuse_note(self, ip: str, why: str) -> None:
+        if self.gate.first_refusal(ip):
+            self._emit([self._own("warning", "log connection refused", peer=ip, reason=why)])
 
     def _drop(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         try:
@@ -258,6 +287,14 @@ class LogReceiver:
                     raise ValueError("extra data after the JSON object")
                 if not isinstance(raw, dict):
                     raise ValueError("frame is not a JSON object")
+                if AUTH_KEY in raw or not conn.authed:
+                    why = self.gate.authenticate(raw, conn.authed)
+                    if why is not None:
+                        self._drop(sel, conn)
+                        self._refuse_note(conn.peer.rsplit(":", 1)[0], why)
+                        return
+                    conn.authed = True
+                    continue
                 out.append(normalise(raw))
             except Exception as exc:  # garbage must never stop the receiver
                 self.bad_frames += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import time
 import traceback
@@ -140,11 +141,13 @@ def configure_logging(
     log_server: str | None = None,
     console: bool = True,
     queue_size: int = 10_000,
+    token: str | None = None,
 ) -> None:
     """Configure logging once for this process (a module's click entry point calls it).
 
     ``log_server`` is ``"host:port"``, a port, or ``"none"``; when omitted, ``$MESH_LOG_SERVER``
     and then ``127.0.0.1:9020`` are used. stdlib ``logging`` records are routed through too.
+    ``token`` (default ``$MESH_TOKEN``) authenticates us to a receiver beyond loopback.
     Calling it again replaces the previous configuration (its queued records are flushed first).
     """
     lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
@@ -156,7 +159,12 @@ def configure_logging(
             colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
     if address is not None:
-        _state.shipper = LogShipper(address, module=module, queue_size=queue_size)
+        _state.shipper = LogShipper(
+            address,
+            module=module,
+            queue_size=queue_size,
+            token=token if token is not None else os.environ.get("MESH_TOKEN") or None,
+        )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

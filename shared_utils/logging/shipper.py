@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 
+from shared_utils.logging.peers import auth_frame, is_loopback
 from shared_utils.logging.wire import encode_frame, wire_record
 
 
@@ -18,6 +19,9 @@ class LogShipper:
     Frames wait in a bounded queue while the receiver is away and go out on reconnect. A frame
     that finds the queue full is dropped and counted; the next successful send is preceded by a
     warning record that says how many were lost. :meth:`close` flushes within a time bound.
+
+    ``token``: sent as the first frame of every connection, ``{"mesh_auth": token}``, when the
+    receiver is beyond loopback (a control room on another host accepts nothing else from us).
     """
 
     def __init__(
@@ -27,8 +31,10 @@ class LogShipper:
         queue_size: int = 10_000,
         connect_timeout: float = 1.0,
         send_timeout: float = 5.0,
+        token: str | None = None,
     ) -> None:
         self.address = address
+        self.token = token
         self.module = module
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
@@ -139,6 +145,13 @@ class LogShipper:
             return False
         sock.settimeout(self.send_timeout)  # a receiver that stops reading cannot wedge us
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.token and not is_loopback(sock.getpeername()[0]):
+            try:
+                sock.sendall(auth_frame(self.token))
+            except OSError:
+                sock.close()
+                self.connect_failures += 1
+                return False
         self._sock = sock
         self._connected.set()
         return True

@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import hmac
 import os
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +35,16 @@ AUTH_FAIL_DELAY_S = 0.25  # each wrong token waits this long, one at a time per 
 AUTH_MAX_FAILURES = 3  # then the connection is closed
 #: Built-ins that wrap a module's own command of the same name instead of being replaced by it.
 MERGED = ("STOP", "STATUS", "CLOSE", *EXP_COMMANDS)
+
+
+def lsl_clock() -> float | None:
+    """This process's LSL clock (``pylsl.local_clock()``), or None when it does not use LSL.
+
+    STATUS carries it so that a control room on another host can measure the offset between the
+    two clocks over the command connection, NTP-style (control_room/clocks.py).
+    """
+    pylsl = sys.modules.get("pylsl")
+    return pylsl.local_clock() if pylsl is not None else None
 
 
 class Builtins:
@@ -138,11 +150,13 @@ class Builtins:
         return entry
 
     def status(self, **kwargs: Any) -> dict[str, Any]:
-        """Module name, version, uptime, running tasks (plus the module's own status)."""
+        """Module name, version, host, uptime, running tasks, LSL clock (plus the module's own
+        status)."""
         d = self.d
         status: dict[str, Any] = {
             "module": d.name,
             "version": d.version,
+            "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "uptime_s": round(time.time() - d.started, 3),
             "tasks": d.tasks.list(),
@@ -157,6 +171,7 @@ class Builtins:
                 status["state"] = own
         elif kwargs:
             raise CommandError(f"STATUS: unknown argument {', '.join(kwargs)}; STATUS takes none")
+        status["lsl_clock"] = lsl_clock()  # read last: the reply leaves right after
         return status
 
     def auth(self, token: str) -> bool:

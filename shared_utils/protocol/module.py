@@ -76,6 +76,13 @@ def module_options(default_port: int) -> Callable[[Callable[..., Any]], Callable
                 is_flag=True,
                 help="Let commands name absolute paths (outside the data folder).",
             ),
+            click.option(
+                "--exit-on-stdin-eof",
+                is_flag=True,
+                envvar="MESH_EXIT_ON_STDIN_EOF",
+                help="Shut down when stdin reaches end of file: a module started over ssh ends "
+                "with the ssh connection (the control room sets this for remote modules).",
+            ),
         ]
         for opt in reversed(opts):
             f = opt(f)
@@ -100,6 +107,7 @@ def run_module(
     module_name: str | None = None,
     data_dir: str | None = None,
     allow_absolute_paths: bool = False,
+    exit_on_stdin_eof: bool = False,
     inlet_reserve_ms: int = 0,
     on_ready: Callable[[Any], None] | None = None,
 ) -> None:
@@ -110,9 +118,10 @@ def run_module(
     after logging and LSL are set up, so the core it builds logs to the central receiver from its
     first record and its first LSL call sees the right configuration. (A ready-made command map is
     accepted too.) ``inlet_reserve_ms`` bounds liblsl's per-inlet pre-reservation (recorders).
-    Blocks until CLOSE, SIGTERM or SIGINT.
+    ``exit_on_stdin_eof``: shut down when stdin closes (a module started over ssh, whose parent
+    is on another host). Blocks until CLOSE, SIGTERM or SIGINT.
     """
-    from shared_utils.logging import configure_logging, get_logger
+    from shared_utils.logging import configure_logging, get_logger, shipper
     from shared_utils.paths import DATA_ENV
     from shared_utils.protocol.server import DefaultServer
     from shared_utils.streams.lsl import setup_lsl
@@ -123,6 +132,9 @@ def run_module(
     setup_lsl(inlet_reserve_ms)
     log = get_logger(name)
     token = _resolve_token(token, token_file, log)
+    ship = shipper()
+    if token and ship is not None:
+        ship.token = token  # a receiver on another host wants it first on each connection
     server = DefaultServer(port, ip=ip, name=name, token=token)
     # The data folder every command's file names resolve against (shared_utils.paths); children
     # (an export job, a PsychoPy child) inherit it through the environment.
@@ -135,6 +147,8 @@ def run_module(
         log.error("cannot start", error=f"{type(exc).__name__}: {exc}")
         raise SystemExit(2) from exc
     _exit_with_parent(server)
+    if exit_on_stdin_eof:
+        _exit_on_stdin_eof(server, log)
     try:
         server.init_server()
     except (OSError, RuntimeError) as exc:
@@ -179,9 +193,7 @@ def _exit_with_parent(server: Any) -> None:
 
     This is how modules avoid becoming orphans that hold their ports after a control room is
     killed with SIGKILL. The watch thread polls with plain sleeps (no lock another thread could
-    hold), asks for a clean shutdown, and if that has not finished after ``PARENT_GRACE_S``
-    leaves with ``os._exit`` (what is written to disk stays written), so the module is gone
-    within 3 s of its parent, whatever state it is in.
+    hold) and then shuts down as :func:`_shut_down_within_grace` does.
     """
     import threading
     import time
@@ -196,13 +208,46 @@ def _exit_with_parent(server: Any) -> None:
     def watch() -> None:
         while not server.closed:
             if not parent_alive(pid):
-                server.request_stop()
-                deadline = time.monotonic() + PARENT_GRACE_S
-                while not server.closed and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if not server.closed:
-                    os._exit(3)
+                _shut_down_within_grace(server)
                 return
             time.sleep(0.25)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _exit_on_stdin_eof(server: Any, log: Any) -> None:
+    """Shut down when stdin reaches end of file.
+
+    A control room on another host cannot be watched by pid (``MESH_PARENT_PID`` names a process
+    of that other machine), but the ssh session it started us in can: our stdin is its channel, and
+    sshd closes it when the ssh client exits, is killed, or its connection drops (the server's
+    ``ClientAliveInterval`` bounds how long a dead network takes to notice). Whatever arrives on
+    stdin is read and ignored.
+    """
+    import threading
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass  # no stdin at all counts as closed
+        if not server.closed:
+            log.warning("stdin closed (the ssh session that started this module ended); stopping")
+            _shut_down_within_grace(server)
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+
+
+def _shut_down_within_grace(server: Any) -> None:
+    """Ask for a clean shutdown; if it has not finished after ``PARENT_GRACE_S``, leave with
+    ``os._exit`` (what is written to disk stays written), so the module is gone within 3 s
+    whatever state it is in."""
+    import time
+
+    server.request_stop()
+    deadline = time.monotonic() + PARENT_GRACE_S
+    while not server.closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.closed:
+        os._exit(3)

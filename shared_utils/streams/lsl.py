@@ -137,27 +137,88 @@ def _visible_names(wait_s: float = 1.0) -> list[str]:
     return sorted({i.name() for i in pylsl.resolve_streams(wait_time=wait_s)})
 
 
-def resolve(
-    name: str | None = None, predicate: str | None = None, timeout_s: float = 5.0
-) -> pylsl.StreamInfo:
-    """The first stream matching ``name`` (exact) or an XPath ``predicate``, within ``timeout_s``.
+class AmbiguousStreamError(LookupError):
+    """Several sources publish the stream asked for; ``sources`` lists (host, source_id)."""
 
-    Returns as soon as one stream answers. Raises :class:`StreamNotFoundError` listing the
-    visible streams otherwise; never waits forever.
+    def __init__(self, what: str, sources: list[tuple[str, str]]) -> None:
+        listed = "; ".join(f"host {h!r} source_id {sid!r}" for h, sid in sources)
+        super().__init__(
+            f"LSL stream {what} is published by {len(sources)} sources ({listed}); name the "
+            "host or source_id to choose one"
+        )
+        self.sources = sources
+
+
+def stream_predicate(
+    name: str | None, host: str | None = None, source_id: str | None = None
+) -> str:
+    """An LSL XPath predicate matching ``name`` from ``host`` and/or ``source_id``."""
+    parts = [(k, v) for k, v in (("name", name), ("hostname", host), ("source_id", source_id)) if v]
+    if not parts:
+        raise ValueError("give a stream name, host or source_id")
+    for key, value in parts:
+        if "'" in value:
+            raise ValueError(f"{key} {value!r}: a quote (') cannot be matched by an LSL predicate")
+    return " and ".join(f"{k}='{v}'" for k, v in parts)
+
+
+def sources_of(infos: list[pylsl.StreamInfo]) -> list[tuple[str, str]]:
+    """The distinct publishers among ``infos``: (host, source_id), sorted."""
+    return sorted({(i.hostname(), i.source_id()) for i in infos})
+
+
+def resolve(
+    name: str | None = None,
+    predicate: str | None = None,
+    timeout_s: float = 5.0,
+    *,
+    host: str | None = None,
+    source_id: str | None = None,
+    unique: bool = False,
+    ambiguity_wait_s: float = 1.0,
+) -> pylsl.StreamInfo:
+    """The stream matching ``name`` (exact) or an XPath ``predicate``, within ``timeout_s``.
+
+    ``host`` / ``source_id`` narrow a name to one publisher (two rigs on one network publish the
+    same names). Returns as soon as one stream answers. When several sources (host, source_id)
+    publish it, the newest is taken with a warning naming them all; with ``unique`` it is refused
+    with :class:`AmbiguousStreamError` instead, after waiting up to ``ambiguity_wait_s`` more for
+    sources on other hosts to answer. Raises :class:`StreamNotFoundError` listing the visible
+    streams when nothing matches; never waits forever.
     """
-    if not name and not predicate:
+    if not name and not predicate and not host and not source_id:
         raise ValueError("give a stream name or an LSL predicate")
     if predicate:
-        found = pylsl.resolve_bypred(predicate, minimum=1, timeout=timeout_s)
+        what = f"matching {predicate!r}"
+    elif host or source_id:
+        predicate = stream_predicate(name, host, source_id)
         what = f"matching {predicate!r}"
     else:
-        found = pylsl.resolve_byprop("name", name, minimum=1, timeout=timeout_s)
         what = f"named {name!r}"
+    if predicate:
+        found = pylsl.resolve_bypred(predicate, minimum=1, timeout=timeout_s)
+    else:
+        found = pylsl.resolve_byprop("name", name, minimum=1, timeout=timeout_s)
     if not found:
         raise StreamNotFoundError(what, timeout_s, _visible_names())
-    if len(found) > 1:
-        log.warning("several streams match; taking the newest", match=what, n=len(found))
-        found.sort(key=lambda i: i.created_at())
+    if unique:
+        more = (
+            pylsl.resolve_bypred(predicate, minimum=2, timeout=ambiguity_wait_s)
+            if predicate
+            else pylsl.resolve_byprop("name", name, minimum=2, timeout=ambiguity_wait_s)
+        )
+        found = list({i.uid(): i for i in [*found, *more]}.values())
+    sources = sources_of(found)
+    if len(sources) > 1:
+        if unique:
+            raise AmbiguousStreamError(what, sources)
+        log.warning(
+            "several sources publish this stream; taking the newest (name the host or "
+            "source_id to choose)",
+            match=what,
+            sources=[f"{h}/{sid}" for h, sid in sources],
+        )
+    found.sort(key=lambda i: i.created_at())
     return found[-1]
 
 

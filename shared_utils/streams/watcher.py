@@ -46,8 +46,10 @@ class StreamWatcher(InletAcquisition):
 
     Without ``background`` the caller pulls with ``update()`` (Dareplane style).
 
-    Options (keyword-only): ``predicate`` (XPath instead of a name), ``timeout_s`` (resolve and
-    open), ``irregular_size`` (samples kept for irregular streams), ``background`` (own thread
+    Options (keyword-only): ``predicate`` (XPath instead of a name), ``host`` / ``source_id``
+    (the publisher, where two rigs publish one name), ``unique`` (refuse a name that several
+    sources publish, :class:`AmbiguousStreamError`, instead of taking the newest with a warning),
+    ``timeout_s`` (resolve and open), ``irregular_size`` (samples kept for irregular streams), ``background`` (own thread
     blocking in liblsl), ``clock_sync`` (time_correction warmed up in a thread, applied to every
     timestamp including those that arrived before it was known), ``dejitter`` (liblsl's
     smoothing), ``recover`` (liblsl silent recovery; the service uses False and re-attaches
@@ -75,6 +77,9 @@ class StreamWatcher(InletAcquisition):
         logger: Any = None,
         *,
         predicate: str | None = None,
+        host: str | None = None,
+        source_id: str | None = None,
+        unique: bool = False,
         timeout_s: float = 5.0,
         irregular_size: int = 1000,
         background: bool = False,
@@ -96,6 +101,7 @@ class StreamWatcher(InletAcquisition):
         self.name = name
         self.buffer_size_s = float(buffer_size_s)
         self.predicate = predicate
+        self._which = {"host": host, "source_id": source_id, "unique": unique}  # for resolve
         self.timeout_s = timeout_s
         self.irregular_size = int(irregular_size)
         self.background = background
@@ -155,7 +161,8 @@ class StreamWatcher(InletAcquisition):
     ) -> StreamWatcher:
         """Resolve the stream (by name, else by predicate) and start receiving. Never hangs.
 
-        Raises :class:`StreamNotFoundError` (listing visible streams) after ``timeout_s``.
+        Raises :class:`StreamNotFoundError` (listing visible streams) after ``timeout_s``, and
+        :class:`AmbiguousStreamError` (with ``unique``) when several sources publish it.
         """
         if identifier:
             self.name = identifier
@@ -168,6 +175,7 @@ class StreamWatcher(InletAcquisition):
             None if self.predicate and not identifier else self.name,
             self.predicate if not identifier else None,
             self.timeout_s if timeout_s is None else timeout_s,
+            **self._which,
         )
         self._open(info)
         return self
@@ -187,7 +195,10 @@ class StreamWatcher(InletAcquisition):
             self._open(None)
             return self
         info = resolve(
-            self.name or None, None if self.name else self.predicate, timeout_s or self.timeout_s
+            self.name or None,
+            None if self.name else self.predicate,
+            timeout_s or self.timeout_s,
+            **self._which,
         )
         self._open(info)
         return self
