@@ -49,7 +49,7 @@ __all__ = [
 
 _CONTROL_KEYS = {
     "host", "port", "pub_port", "log_port", "log_dir", "marker_stream", "watchdog_s", "xvfb",
-    "run_macro", "token_file",
+    "run_macro", "token_file", "web", "web_port",
 }  # fmt: skip
 _OUR_MODULE_KEYS = {
     "module", "cmd", "attach", "host", "ip", "port", "args", "cwd", "env", "after", "ready",
@@ -118,6 +118,8 @@ def _control(ck: Checker, t: Any) -> ControlSettings:
         xvfb=xvfb,
         run_macro=ck.get(t, keys, "run_macro", str, None),
         token_file=ck.get(t, keys, "token_file", str, None),
+        web=ck.get(t, keys, "web", bool, d.web),
+        web_port=ck.port(t, keys, "web_port", d.web_port),
     )
 
 

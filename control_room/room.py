@@ -46,6 +46,7 @@ class ControlRoom:
         self.markers: CommandMarkers | None = None
         self.xvfb: Xvfb | None = None
         self.server: Any = None
+        self.web: Any = None  # the dashboard (control_room/web), when [control_room] web
         self.supervisor: Supervisor | None = None
         self.router = CallbackRouter(self._route_callback)
         self.logs: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=20_000)
@@ -133,6 +134,25 @@ class ControlRoom:
                 raise StartError(str(exc)) from None
             self.console.note(f"no DISPLAY: started Xvfb on {self.xvfb.display}")
         self._start_server()
+        self._start_web()
+
+    def _start_web(self) -> None:
+        c = self.cfg.control
+        if not c.web:
+            return
+        from control_room.web import start_dashboard
+
+        try:
+            self.web = start_dashboard(self)
+        except OSError as exc:
+            who = port_holder(c.web_port) or exc.strerror
+            raise StartError(
+                f"dashboard: cannot listen on {c.host}:{c.web_port}: {who}. Set [control_room] "
+                "web_port (0 = any free port) or web = false."
+            ) from None
+        assert self.bus is not None
+        self.bus.add_listener(self.web.monitor.on_event)
+        self.console.note(f"dashboard on {self.web.url}")
 
     def _start_server(self) -> None:
         from control_room.server import start_command_server
@@ -175,6 +195,8 @@ class ControlRoom:
         self.router.close()
         if self.xvfb is not None:
             self.xvfb.stop()
+        if self.web is not None:
+            self.web.stop()
         if self.server is not None:
             self.server.request_stop()
             self.server.wait_closed(3.0)
@@ -333,6 +355,7 @@ class ControlRoom:
             "running_macro": self.running_macro,
             "log_file": str(self.receiver.path) if self.receiver else None,
             "pub": self.bus.address if self.bus else None,
+            "web": self.web.url if self.web else None,
             "marker_stream": self.cfg.control.marker_stream,
             "markers_pushed": self.markers.pushed if self.markers else 0,
             "display": self.xvfb.display if self.xvfb else os.environ.get("DISPLAY"),

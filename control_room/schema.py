@@ -106,6 +106,8 @@ class ControlSettings:
     xvfb: str = "auto"  # auto | never
     run_macro: str | None = None
     token_file: str | None = None  # the mesh token's file (else $MESH_TOKEN); never the token
+    web: bool = True  # serve the dashboard (control_room/web)
+    web_port: int = 9030  # the dashboard's HTTP port on `host`; 8080 is where modules often listen
 
 
 @dataclass
