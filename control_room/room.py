@@ -106,10 +106,9 @@ class ControlRoom:
         try:
             self.receiver.start()
         except OSError as exc:
-            who = port_holder(c.log_port) or exc.strerror
-            raise StartError(
-                f"log receiver: cannot listen on {c.host}:{c.log_port}: {who}. Is another control "
-                "room or log receiver running? Set [control_room] log_port (0 = any free port)."
+            hint = "Is another control room or log receiver running? "
+            raise _taken(
+                "log receiver", c.host, c.log_port, "log_port", exc.strerror, hint
             ) from None
         addr = (c.host, self.receiver.port)
         configure_logging("control_room", log_server=f"{addr[0]}:{addr[1]}", console=False)
@@ -117,11 +116,7 @@ class ControlRoom:
         try:
             self.bus = EventBus(c.host, c.pub_port)
         except OSError as exc:
-            who = port_holder(c.pub_port) or exc
-            raise StartError(
-                f"event bus: cannot bind {c.host}:{c.pub_port}: {who}. Set [control_room] "
-                "pub_port (0 = any free port)."
-            ) from None
+            raise _taken("event bus", c.host, c.pub_port, "pub_port", exc) from None
         self.markers = CommandMarkers(c.marker_stream)
         if (
             c.xvfb == "auto"
@@ -145,11 +140,7 @@ class ControlRoom:
         try:
             self.web = start_dashboard(self)
         except OSError as exc:
-            who = port_holder(c.web_port) or exc.strerror
-            raise StartError(
-                f"dashboard: cannot listen on {c.host}:{c.web_port}: {who}. Set [control_room] "
-                "web_port (0 = any free port) or web = false."
-            ) from None
+            raise _taken("dashboard", c.host, c.web_port, "web_port", exc.strerror) from None
         assert self.bus is not None
         self.bus.add_listener(self.web.monitor.on_event)
         self.console.note(f"dashboard on {self.web.url}")
@@ -397,3 +388,12 @@ class ControlRoom:
             items = [(s, r) for s, r in items if r.get("module") == module]
         items = items[-n:] if n else items
         return {"records": [dict(r, seq=s) for s, r in items], "next": last}
+
+
+def _taken(what: str, host: str, port: int, key: str, why: Any, hint: str = "") -> StartError:
+    """A port of the control room's own is taken: who holds it and which setting moves it."""
+    who = port_holder(port) or why
+    return StartError(
+        f"{what}: cannot listen on {host}:{port}: {who}. {hint}Set [control_room] {key} "
+        "(0 = any free port)."
+    )

@@ -8,16 +8,22 @@ it from calling home on a closed network and from needing a sandbox as root.
 
 from __future__ import annotations
 
+import contextlib
 import http.client as httpc
 import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cr_helpers import echo, header
+
+from control_room.config import load_config
+from control_room.room import ControlRoom
 
 CHROMIUM = os.environ.get("MESH_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
@@ -88,47 +94,34 @@ def post_json(url: str, path: str, body: Any, **extra: str) -> tuple[int, dict[s
     return http(url, path, "POST", body, headers)
 
 
-def mesh_toml(tmp: Path, markers: str, extra: str = "") -> str:
-    """Two echo modules, the mock EEG streamer and a three-step macro."""
-    return f"""
-[control_room]
-port = 0
-pub_port = 0
-log_port = 0
-web_port = 0
-log_dir = "{tmp / "logs"}"
-marker_stream = "{markers}"
-watchdog_s = 0.2
-{extra}
+@contextlib.contextmanager
+def running_room(tmp: Path, body: str, extra: str = "") -> Iterator[ControlRoom]:
+    """A control room (dashboard on a free port) for ``body``, up until the block ends."""
+    cfg = tmp / "mesh.toml"
+    cfg.write_text(header(tmp, f"dash_{uuid.uuid4().hex[:8]}", extra=extra) + body)
+    room = ControlRoom(load_config(cfg))
+    room.up()
+    try:
+        yield room
+    finally:
+        room.down()
 
-[modules.a]
-module = "tests.cr_modules.echo"
-args = ["--name", "a"]
 
-[modules.b]
-module = "tests.cr_modules.echo"
-args = ["--name", "b"]
-restart_delay_s = 1.0
-
+# Two echo modules, the mock EEG streamer and a three-step macro.
+MESH = (
+    echo("a")
+    + echo("b", restart_delay=1.0)
+    + """
 [modules.mockup_streamer]
 module = "services.mockup_streamer"
 
 [macros.demo]
 description = "say hello, wait, add"
-[macros.demo.default_json]
-text = "hello"
-a = 2
-[[macros.demo.steps]]
-label = "hello"
-send = "a"
-cmd = "ECHO"
-kwargs = {{ text = "$text" }}
-[[macros.demo.steps]]
-label = "a moment"
-wait_s = 0.5
-[[macros.demo.steps]]
-label = "sum"
-send = "b"
-cmd = "ADD"
-kwargs = {{ a = "$a", b = 40 }}
+default_json = { text = "hello", a = 2 }
+steps = [
+  { label = "hello", send = "a", cmd = "ECHO", kwargs = { text = "$text" } },
+  { label = "a moment", wait_s = 0.5 },
+  { label = "sum", send = "b", cmd = "ADD", kwargs = { a = "$a", b = 40 } },
+]
 """
+)

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dash_helpers import browser, mesh_toml, shot  # noqa: F401 - fixture
+from dash_helpers import MESH, browser, running_room, shot  # noqa: F401 - fixture
 
-from control_room.config import load_config
 from control_room.room import ControlRoom
 
 pytestmark = pytest.mark.timeout(120)
@@ -25,15 +24,8 @@ RED = ["crashed", "restarting", "failed", "unresponsive"]
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlRoom]:
-    tmp = tmp_path_factory.mktemp("dash")
-    cfg = tmp / "mesh.toml"
-    cfg.write_text(mesh_toml(tmp, f"dash_markers_{uuid.uuid4().hex[:8]}"))
-    r = ControlRoom(load_config(cfg))
-    r.up()
-    try:
+    with running_room(tmp_path_factory.mktemp("dash"), MESH) as r:
         yield r
-    finally:
-        r.down()
 
 
 @pytest.fixture

@@ -5,59 +5,32 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from dash_helpers import browser, http, post_json, shot  # noqa: F401 - fixture
+from cr_helpers import echo
+from dash_helpers import browser, http, post_json, running_room, shot  # noqa: F401 - fixture
 
-from control_room.config import load_config
 from control_room.room import ControlRoom
 
 TOKEN = "dash-" + uuid.uuid4().hex
 
 
-def _room(tmp: Path, extra: str) -> ControlRoom:
-    cfg = tmp / "mesh.toml"
-    cfg.write_text(
-        f"""
-[control_room]
-port = 0
-pub_port = 0
-log_port = 0
-web_port = 0
-log_dir = "{tmp / "logs"}"
-marker_stream = "dash_auth_{uuid.uuid4().hex[:8]}"
-{extra}
-
-[modules.secret_module]
-module = "tests.cr_modules.echo"
-args = ["--name", "secret_module"]
-"""
-    )
-    r = ControlRoom(load_config(cfg))
-    r.up()
-    return r
+MODULE = echo("secret_module")
 
 
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlRoom]:
     tmp = tmp_path_factory.mktemp("dash_auth")
     (tmp / "token").write_text(TOKEN + "\n")
-    r = _room(tmp, f'token_file = "{tmp / "token"}"')
-    try:
+    with running_room(tmp, MODULE, f'token_file = "{tmp / "token"}"') as r:
         yield r
-    finally:
-        r.down()
 
 
 @pytest.fixture(scope="module")
 def open_room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlRoom]:
-    r = _room(tmp_path_factory.mktemp("dash_open"), "")
-    try:
+    with running_room(tmp_path_factory.mktemp("dash_open"), MODULE) as r:
         yield r
-    finally:
-        r.down()
 
 
 @pytest.mark.parametrize(

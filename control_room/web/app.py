@@ -70,7 +70,11 @@ def build_app(dash: Any) -> Starlette:
 
     async def events(request: Request) -> Response:
         page = dash.hub.register()  # events from now on are queued for it ...
-        snap = await run_in_threadpool(dash.monitor.snapshot)  # ... so none falls in between
+        try:
+            snap = await run_in_threadpool(dash.monitor.snapshot)  # ... so none falls in between
+        except BaseException:
+            dash.hub.unregister(page)
+            raise
         snap["page"] = page.id
         snap["token_required"] = dash.guard.required
         return StreamingResponse(

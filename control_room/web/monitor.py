@@ -63,6 +63,7 @@ class Monitor:
         self._log_next = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._active = threading.Event()  # at least one page is open
         self._thread: threading.Thread | None = None
 
     # -- bus listener (runs on the publisher's thread: quick) ---------------------------------
@@ -108,35 +109,52 @@ class Monitor:
 
     # -- while pages are open -----------------------------------------------------------------
     def set_active(self, pages: int) -> None:
-        if pages > 0 and (self._thread is None or not self._thread.is_alive()):
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="dashboard-monitor", daemon=True)
-            self._thread.start()
-        elif pages == 0:
-            self._stop.set()
+        """Pages open now (from the server's loop: returns at once)."""
+        if pages > 0:
+            self._active.set()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="dashboard-monitor", daemon=True
+                )
+                self._thread.start()
+        else:
+            self._active.clear()
 
     def stop(self) -> None:
         self._stop.set()
+        self._active.set()  # wake it
         if self._thread is not None:
             self._thread.join(3.0)
 
     def _run(self) -> None:
-        self._log_next = self.room.get_logs(n=1)["next"]
+        """Tick while a page is open; with none, close the stream readers and sleep."""
         n = 0
         try:
-            while not self._stop.wait(TICK_S if n else 0):
-                self._push_logs()
-                if n % 4 == 0:
-                    self.hub.broadcast("modules", self.modules())
-                    self._push_recording()
-                    self._push_trials()
-                if n % 8 == 0:
-                    self.last_streams = self.streams.poll()
-                    self.hub.broadcast("streams", self.last_streams)
+            while not self._stop.is_set():
+                if not self._active.is_set():
+                    self.streams.close()
+                    self.trials.close()
+                    self._active.wait()
+                    n = 0
+                    continue
+                if n == 0:
+                    self._log_next = self.room.get_logs(n=1)["next"]  # the snapshot has the rest
+                self._tick(n)
                 n += 1
+                self._stop.wait(TICK_S)
         finally:
             self.streams.close()
             self.trials.close()
+
+    def _tick(self, n: int) -> None:
+        self._push_logs()
+        if n % 4 == 0:
+            self.hub.broadcast("modules", self.modules())
+            self._push_recording()
+            self._push_trials()
+        if n % 8 == 0 or n in (2, 4):  # the resolver needs a moment to hear the streams
+            self.last_streams = self.streams.poll()
+            self.hub.broadcast("streams", self.last_streams)
 
     def _push_logs(self) -> None:
         res = self.room.get_logs(since=self._log_next, n=0)

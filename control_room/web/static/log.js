@@ -51,7 +51,8 @@ export function init() {
     render();
   });
   on("logs", (b) => {
-    records.push(...b.records);
+    const last = records.length ? records[records.length - 1].seq : 0;
+    records.push(...b.records.filter((r) => r.seq > last));  // the snapshot may hold some
     skipped += b.skipped;
     if (records.length > MAX) records = records.slice(-MAX);
     soon();

@@ -64,12 +64,23 @@ function cols(slot) {
   return Math.max(50, Math.min(1000, Math.round(w)));
 }
 
-async function subscribe(name, stream) {
+// One request at a time per slot, in order, so the control room ends with what was asked last.
+// The key is known before the reply (the same as plot.py's feed_key): a feed that already runs
+// may send its first frames before the reply arrives.
+function subscribe(name, stream) {
   const slot = slots[name];
   if (!state.page) return;
-  const r = await post("/api/plot", { page: state.page, slot: name, stream: stream || null, seconds: slot.seconds(), cols: cols(slot) });
-  if (r.ok) slot.key = r.result.key;
-  if (!stream) { slot.ring = null; empty(slot, name === "main" ? "choose a stream" : "no decoder output yet"); }
+  const body = { page: state.page, slot: name, stream: stream || null, seconds: slot.seconds(), cols: cols(slot) };
+  const key = stream ? `${stream}|${body.seconds}|${body.cols}` : "";
+  const sig = `${state.page}/${key}`;
+  if (sig === slot.sent) return;
+  slot.sent = sig;
+  if (key !== slot.key) { slot.key = key; slot.ring = null; }
+  if (!stream) empty(slot, name === "main" ? "choose a stream" : "no decoder output yet");
+  slot.chain = (slot.chain || Promise.resolve()).then(async () => {
+    const r = await post("/api/plot", body);
+    if (!r.ok) { slot.sent = ""; empty(slot, r.error); }
+  });
 }
 
 function empty(slot, text) {
