@@ -9,11 +9,12 @@ to a module):
   a ZeroMQ SUB socket on the same bus (bench/dashboard_bench.py), the listener hands an event over
   in microseconds instead of a socket round trip, cannot miss the first events after a page
   connects (ZeroMQ's slow joiner), and costs nothing while no page is open;
-- a thread that runs only while a page is open: module details every second (pid, uptime,
+- a thread that works only while a page is open: module details every second (pid, uptime,
   health-check reply time), new records of the central log every 0.25 s (from the room's
   in-memory ring, batched so a chatty module cannot flood a page), the LSL stream table, the
   recorder's ``STATUS`` every second (through the control room's own ``send``, unmarked) with
-  stall warnings, and Bpod trials as they finish.
+  stall warnings, and Bpod trials as they finish (those it follows also with no page open, once
+  a second, so a page opened mid-session lists every trial).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from control_room.web.streams import StreamTable
 from control_room.web.trials import TrialFeed
 
 TICK_S = 0.25
+IDLE_S = 1.0  # with no page open: how often the Bpod's trials are read
 LOG_BATCH = 300  # records per push at most; the rest are counted as skipped
 STALL_AFTER_S = 2.0  # a regular stream whose recorded count stood still this long is stalled
 FORWARDED = ("status", "command", "reply", "callback", "macro", "control_room")
@@ -108,15 +110,14 @@ class Monitor:
         self.hub.broadcast("decoder", snap)
 
     # -- while pages are open -----------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dashboard-monitor", daemon=True)
+        self._thread.start()
+
     def set_active(self, pages: int) -> None:
         """Pages open now (from the server's loop: returns at once)."""
         if pages > 0:
             self._active.set()
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="dashboard-monitor", daemon=True
-                )
-                self._thread.start()
         else:
             self._active.clear()
 
@@ -127,15 +128,16 @@ class Monitor:
             self._thread.join(3.0)
 
     def _run(self) -> None:
-        """Tick while a page is open; with none, close the stream readers and sleep."""
+        """Tick while a page is open. With none, only follow the Bpod's trials once a second (a
+        page opened mid-session shows every trial) and close the other stream readers."""
         n = 0
         try:
             while not self._stop.is_set():
                 if not self._active.is_set():
-                    self.streams.close()
-                    self.trials.close()
-                    self._active.wait()
                     n = 0
+                    self.streams.close_probes()
+                    self._push_trials()
+                    self._active.wait(IDLE_S)
                     continue
                 if n == 0:
                     self._log_next = self.room.get_logs(n=1)["next"]  # the snapshot has the rest
@@ -166,7 +168,7 @@ class Monitor:
 
     def _push_trials(self) -> None:
         try:
-            change = self.trials.poll(self.streams.infos)
+            change = self.trials.poll(self.streams.resolve())
         except Exception as exc:  # a stream that vanished mid-read: try again next tick
             self.room.log.debug("dashboard: bpod trials: %s", exc)
             self.trials.close()

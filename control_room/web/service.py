@@ -65,6 +65,7 @@ class Dashboard:
             target=self._server.run, kwargs={"sockets": [self._sock]}, name="dashboard", daemon=True
         )
         self._thread.start()
+        self.monitor.start()
         return self
 
     def wait_started(self, timeout: float = 5.0) -> bool:

@@ -28,20 +28,27 @@ class StreamTable:
         self._resolver: Any = None
         self._probes: dict[str, Any] = {}  # uid -> StreamWatcher (or None: could not open)
         self._opening: set[str] = set()
+        self._gen = 0  # bumped by close_probes: a probe still opening then closes itself
         self._lock = threading.Lock()
         self.infos: dict[str, Any] = {}  # uid -> StreamInfo, as of the last poll
+
+    def resolve(self) -> dict[str, Any]:
+        """The streams visible now, by uid (answers at once from what the resolver heard)."""
+        import pylsl
+
+        with self._lock:
+            if self._resolver is None:
+                self._resolver = pylsl.ContinuousResolver(forget_after=FORGET_AFTER_S)
+            resolver = self._resolver
+        self.infos = {i.uid(): i for i in resolver.results()}
+        return self.infos
 
     def poll(self) -> list[dict[str, Any]]:
         """One row per visible stream: name, type, channels, nominal and measured rate, samples
         and seconds since the last one (``None`` where unmeasured)."""
-        import pylsl
-
         from shared_utils.stream_watcher import describe
 
-        if self._resolver is None:
-            self._resolver = pylsl.ContinuousResolver(forget_after=FORGET_AFTER_S)
-        infos = {i.uid(): i for i in self._resolver.results()}
-        self.infos = infos
+        infos = self.resolve()
         rows = []
         with self._lock:
             for uid in [u for u in self._probes if u not in infos]:  # gone: close its probe
@@ -91,6 +98,7 @@ class StreamTable:
             if uid in self._opening:
                 return
             self._opening.add(uid)
+            gen = self._gen
 
         def run() -> None:
             from shared_utils.stream_watcher import StreamWatcher
@@ -103,7 +111,7 @@ class StreamTable:
                 sw = None
             with self._lock:
                 self._opening.discard(uid)
-                if self._resolver is None:  # closed meanwhile
+                if gen != self._gen:  # the probes were closed meanwhile
                     if sw is not None:
                         sw.close()
                     return
@@ -111,11 +119,17 @@ class StreamTable:
 
         threading.Thread(target=run, name="stream-probe", daemon=True).start()
 
-    def close(self) -> None:
-        """Close every probe (no page is open)."""
+    def close_probes(self) -> None:
+        """Close every probe (no page is open); discovery goes on."""
         with self._lock:
             probes, self._probes = self._probes, {}
-            self._resolver = None
+            self._gen += 1
         for p in probes.values():
             if p is not None:
                 p.close()
+
+    def close(self) -> None:
+        """Close the probes and the resolver."""
+        self.close_probes()
+        with self._lock:
+            self._resolver = None
