@@ -58,9 +58,16 @@ function renderRecording() {
   else clearNotice("stall");
 }
 
+const OUTCOME_COLOURS = ["#2563eb", "#7c3aed", "#0891b2", "#b45309", "#4d7c0f", "#be185d"];
+function outcomeColour(name) {  // the same outcome always the same colour, told apart at a glance
+  let h = 0;
+  for (const ch of String(name)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+  return OUTCOME_COLOURS[h % OUTCOME_COLOURS.length];
+}
+
 function trialItem(t) {
   return el("li", { value: t.number, "data-trial": t.number },
-    el("span", { class: "badge " + (t.error ? "bad" : "ok") }, t.outcome), " ",
+    el("span", { class: "badge", style: `background:${t.error ? "var(--bad)" : outcomeColour(t.outcome)}` }, t.outcome), " ",
     ...t.states.map(([n, a, b]) => el("span", { class: "chip", title: `${a.toFixed(3)}-${b.toFixed(3)} s` },
       `${n} ${(b - a).toFixed(2)}s`)),
     el("span", { class: "muted" }, ` ${num(t.duration_s, 2)} s`));
