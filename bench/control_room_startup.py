@@ -29,7 +29,7 @@ from control_room.room import ControlRoom  # noqa: E402
 def one_run(config: Path, log_dir: str) -> tuple[float, dict[str, float]]:
     cfg = load_config(config)
     c = cfg.control
-    c.port = c.pub_port = c.log_port = 0
+    c.port = c.pub_port = c.log_port = c.web_port = 0
     c.log_dir = log_dir
     c.marker_stream = f"bench_cr_{uuid.uuid4().hex[:6]}"
     for m in cfg.modules.values():

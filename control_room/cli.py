@@ -22,7 +22,9 @@ from control_room.stop_signals import StopSignals
 DEFAULT_PORT = 9010
 
 
-def _load(path: str, port: int | None = None, attach: bool = False) -> MeshConfig:
+def _load(
+    path: str, port: int | None = None, attach: bool = False, web_port: int | None = None
+) -> MeshConfig:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
@@ -31,6 +33,8 @@ def _load(path: str, port: int | None = None, attach: bool = False) -> MeshConfi
         click.echo(f"warning: {w}", err=True)
     if port is not None:
         cfg.control.port = port
+    if web_port is not None:  # -1: no dashboard
+        cfg.control.web, cfg.control.web_port = web_port >= 0, max(web_port, 0)
     if attach:
         # The modules are already running (e.g. one container each under docker compose):
         # connect to them on their configured ports instead of starting them.
@@ -40,6 +44,7 @@ def _load(path: str, port: int | None = None, attach: bool = False) -> MeshConfi
 
 
 _ATTACH_HELP = "Connect to modules already running on the configured ports (docker compose)."
+_WEB_HELP = "Dashboard port (default [control_room] web_port, 9030; 0 = any free port, -1 = none)."
 
 
 def _json_arg(text: str | None, what: str) -> dict[str, Any]:
@@ -173,9 +178,10 @@ def _host(cfg: MeshConfig) -> Any:
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--port", "cr_port", type=int, default=None, help="Override [control_room] port.")
 @click.option("--attach", is_flag=True, help=_ATTACH_HELP)
-def up(config: str, cr_port: int | None, attach: bool) -> None:
+@click.option("--web-port", type=int, default=None, help=_WEB_HELP)
+def up(config: str, cr_port: int | None, attach: bool, web_port: int | None) -> None:
     """Start the mesh in CONFIG and keep it running (Ctrl-C or `control-room down` stops it)."""
-    cfg = _load(config, cr_port, attach)
+    cfg = _load(config, cr_port, attach, web_port)
     room = _host(cfg)
     _print_status(room.status())
     click.echo("running; Ctrl-C or `control-room down` to stop")
@@ -206,14 +212,20 @@ def _shutdown(room: Any) -> dict[str, list[str]]:
 @click.option("--args", "macro_args", default=None, help="JSON object of macro arguments.")
 @click.option("--port", "cr_port", type=int, default=None, help="Override [control_room] port.")
 @click.option("--attach", is_flag=True, help=_ATTACH_HELP)
+@click.option("--web-port", type=int, default=None, help=_WEB_HELP)
 def run(
-    config: str, macro_name: str | None, macro_args: str | None, cr_port: int | None, attach: bool
+    config: str,
+    macro_name: str | None,
+    macro_args: str | None,
+    cr_port: int | None,
+    attach: bool,
+    web_port: int | None,
 ) -> None:
     """Start the mesh, run its experiment macro, shut down and print a summary."""
     from control_room.macros import MacroError
     from control_room.summary import collect_summary, print_summary, read_xdf
 
-    cfg = _load(config, cr_port, attach)
+    cfg = _load(config, cr_port, attach, web_port)
     name = macro_name or cfg.control.run_macro or "experiment"
     if name not in cfg.macros:
         raise click.ClickException(
@@ -270,6 +282,8 @@ def _print_status(st: dict[str, Any]) -> None:
     click.echo(
         f"log file: {st.get('log_file')}   events: {st.get('pub')}   markers: {st.get('marker_stream')}"
     )
+    if st.get("web"):
+        click.echo(f"dashboard: {st['web']}")
 
 
 @main.command()

@@ -52,7 +52,7 @@ __all__ = [
 
 _CONTROL_KEYS = {
     "host", "port", "pub_port", "log_port", "log_dir", "marker_stream", "watchdog_s", "xvfb",
-    "run_macro", "token_file", "data_dir", "log_host", "log_allow",
+    "run_macro", "token_file", "data_dir", "log_host", "log_allow", "web", "web_port",
 }  # fmt: skip
 _OUR_MODULE_KEYS = {
     "module", "cmd", "attach", "host", "ip", "port", "args", "cwd", "env", "after", "ready",
@@ -127,6 +127,8 @@ def _control(ck: Checker, t: Any) -> ControlSettings:
         data_dir=ck.get(t, keys, "data_dir", str, None),
         log_host=ck.get(t, keys, "log_host", str, None),
         log_allow=ck.str_list(t, keys, "log_allow"),
+        web=ck.get(t, keys, "web", bool, d.web),
+        web_port=ck.port(t, keys, "web_port", d.web_port),
     )
 
 

@@ -72,6 +72,7 @@ class ModuleHandle:
         self.ready_s: float | None = None
         self.started_at: float | None = None
         self.error: str | None = None
+        self.health_ms: float | None = None  # reply time of the last health check (UP)
         self.answered = False  # answered UP since its last launch (else stop() only signals)
         self.launcher = launcher_for(spec)
         self.output = OutputCapture(spec.name, line_sink, intercept=self.launcher.intercept)
@@ -135,12 +136,21 @@ class ModuleHandle:
             "restarts": self.restarts,
             "exit_code": self.exit_code,
             "ready_s": self.ready_s,
+            "uptime_s": self._uptime(),
+            "health_ms": self.health_ms,
             "protocol": self.protocol,
             "error": self.error,
             "commands": self.commands,
             "scheduling": self.scheduling().describe() or None,
             **self.launcher.info(),
         }
+
+    def _uptime(self) -> float | None:
+        """Seconds since this process (or attachment) started; None while nothing runs."""
+        running = self.alive() if self.owned else self.state in ("ready", "unresponsive")
+        if not running or self.started_at is None:
+            return None
+        return round(time.monotonic() - self.started_at, 1)
 
     # -- start -----------------------------------------------------------------------------------
     def launch(self) -> None:

@@ -51,6 +51,7 @@ class ControlRoom:
         self.markers: CommandMarkers | None = None
         self.xvfb: Xvfb | None = None
         self.server: Any = None
+        self.web: Any = None  # the dashboard (control_room/web), when [control_room] web
         self.supervisor: Supervisor | None = None
         self.router = CallbackRouter(self._route_callback)
         self.logs: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=20_000)
@@ -126,11 +127,9 @@ class ControlRoom:
         try:
             self.receiver.start()
         except OSError as exc:
-            who = port_holder(c.log_port) or exc.strerror
-            raise StartError(
-                f"log receiver: cannot listen on {c.log_bind}:{c.log_port}: {who}. Is another "
-                "control room or log receiver running? Set [control_room] log_port (0 = any free "
-                "port)."
+            hint = "Is another control room or log receiver running? "
+            raise _taken(
+                "log receiver", c.log_bind, c.log_port, "log_port", exc.strerror, hint
             ) from None
         warning = reach.lsl_scope_warning(self.cfg)
         if warning:
@@ -144,11 +143,7 @@ class ControlRoom:
         try:
             self.bus = EventBus(c.host, c.pub_port)
         except OSError as exc:
-            who = port_holder(c.pub_port) or exc
-            raise StartError(
-                f"event bus: cannot bind {c.host}:{c.pub_port}: {who}. Set [control_room] "
-                "pub_port (0 = any free port)."
-            ) from None
+            raise _taken("event bus", c.host, c.pub_port, "pub_port", exc) from None
         self.markers = CommandMarkers(c.marker_stream)
         if (
             c.xvfb == "auto"
@@ -161,6 +156,21 @@ class ControlRoom:
                 raise StartError(str(exc)) from None
             self.console.note(f"no DISPLAY: started Xvfb on {self.xvfb.display}")
         self._start_server()
+        self._start_web()
+
+    def _start_web(self) -> None:
+        c = self.cfg.control
+        if not c.web:
+            return
+        from control_room.web import start_dashboard
+
+        try:
+            self.web = start_dashboard(self)
+        except OSError as exc:
+            raise _taken("dashboard", c.host, c.web_port, "web_port", exc.strerror) from None
+        assert self.bus is not None
+        self.bus.add_listener(self.web.monitor.on_event)
+        self.console.note(f"dashboard on {self.web.url}")
 
     def _start_sessions(self) -> None:
         from control_room.iblutil_bridge import open_bridge
@@ -217,6 +227,8 @@ class ControlRoom:
         self.router.close()
         if self.xvfb is not None:
             self.xvfb.stop()
+        if self.web is not None:
+            self.web.stop()
         if self.server is not None:
             self.server.request_stop()
             self.server.wait_closed(3.0)
@@ -399,6 +411,7 @@ class ControlRoom:
             "running_macro": self.running_macro,
             "log_file": str(self.receiver.path) if self.receiver else None,
             "pub": self.bus.address if self.bus else None,
+            "web": self.web.url if self.web else None,
             "marker_stream": self.cfg.control.marker_stream,
             "markers_pushed": self.markers.pushed if self.markers else 0,
             "display": self.xvfb.display if self.xvfb else os.environ.get("DISPLAY"),
@@ -451,3 +464,12 @@ class ControlRoom:
             items = [(s, r) for s, r in items if r.get("module") == module]
         items = items[-n:] if n else items
         return {"records": [dict(r, seq=s) for s, r in items], "next": last}
+
+
+def _taken(what: str, host: str, port: int, key: str, why: Any, hint: str = "") -> StartError:
+    """A port of the control room's own is taken: who holds it and which setting moves it."""
+    who = port_holder(port) or why
+    return StartError(
+        f"{what}: cannot listen on {host}:{port}: {who}. {hint}Set [control_room] {key} "
+        "(0 = any free port)."
+    )

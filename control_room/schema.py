@@ -155,6 +155,9 @@ class ControlSettings:
     def log_bind(self) -> str:
         return self.log_host or self.host
 
+    web: bool = True  # serve the dashboard (control_room/web)
+    web_port: int = 9030  # the dashboard's HTTP port on `host`; 8080 is where modules often listen
+
 
 #: seconds each session message may take per participant (docs/sessions.md)
 SESSION_TIMEOUTS = {"info": 5.0, "init": 30.0, "start": 10.0, "status": 3.0, "end": 15.0,

@@ -64,8 +64,9 @@ def start_command_server(room: Room) -> DefaultServer:
 class RoomCommands:
     """The control room's command functions (their docstrings are what HELP shows)."""
 
-    def __init__(self, room: Room) -> None:
+    def __init__(self, room: Room, source: str = "cli") -> None:
         self.room = room
+        self.source = source  # what `command` events name as the sender (the dashboard: "web")
 
     def status(self) -> dict[str, Any]:
         """Modules with their state, ports and pids; macros; log file; PUB address."""
@@ -88,7 +89,7 @@ class RoomCommands:
         if not cmd:
             raise CommandError('SEND needs the command name: SEND|{"module": "m", "cmd": "STATUS"}')
         try:
-            return self.room.send(module, cmd, kwargs or {}, source="cli", timeout=timeout_s)
+            return self.room.send(module, cmd, kwargs or {}, source=self.source, timeout=timeout_s)
         except KeyError as exc:
             raise CommandError(str(exc.args[0])) from None
         except CommandFailed as exc:

@@ -139,6 +139,7 @@ class Supervisor:
                     return
             else:
                 self._stopping.wait(period)
+            t_up = time.perf_counter()
             try:
                 if h.link is not None:  # Dareplane dialect: the single shared connection
                     ok = h.link.up(1.0)
@@ -147,6 +148,7 @@ class Supervisor:
             except (ModuleError, OSError, ValueError):
                 ok = False
                 client.close()
+            h.health_ms = round((time.perf_counter() - t_up) * 1000, 2) if ok else None
             if not mine():
                 break
             if ok:

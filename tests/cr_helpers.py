@@ -50,6 +50,7 @@ def header(tmp_path: Path, markers: str, port: int = 0, extra: str = "") -> str:
 port = {port}
 pub_port = 0
 log_port = 0
+web_port = 0
 log_dir = "{tmp_path / "logs"}"
 marker_stream = "{markers}"
 watchdog_s = 0.2

@@ -23,6 +23,7 @@ def test_run_attach_uses_running_modules_and_leaves_them_running(
 port = 0
 pub_port = 0
 log_port = 0
+web_port = 0
 log_dir = "{tmp_path / "logs"}"
 marker_stream = "{lsl_name}"
 

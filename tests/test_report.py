@@ -355,7 +355,7 @@ def real_session_config(tmp_path: Path, fit_on: Path, names: dict[str, str]) -> 
     ]
     config = tmp_path / "mesh.toml"
     config.write_text(
-        f'[control_room]\nport = 0\npub_port = 0\nlog_port = 0\nlog_dir = "{tmp_path / "logs"}"\n'
+        f'[control_room]\nport = 0\npub_port = 0\nlog_port = 0\nweb_port = 0\nlog_dir = "{tmp_path / "logs"}"\n'
         f'marker_stream = "{names["commands"]}"\n'
         + "\n".join(modules) + "\n[macros.session]\n" + "\n".join(steps) + "\n"
     )  # fmt: skip

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,13 @@ class Trial:
 def bpod_trials(session: Session) -> list[Trial]:
     """Trials rebuilt from ``trial_start:N``, ``state:X``, ``event:Y``, ``trial_end:N`` markers."""
     ts, texts = session.markers("bpod")
+    return trials_from_markers(session.rel(ts), texts, session.rel(session.t1))
+
+
+def trials_from_markers(ts: Any, texts: list[str], t_end: float | None) -> list[Trial]:
+    """:func:`bpod_trials` on plain (time, text) markers: also what the live dashboard uses.
+
+    ``t_end`` closes a trial still open at the end; ``None`` leaves it open (``end`` None)."""
     trials: list[Trial] = []
     cur: Trial | None = None
     open_state: tuple[str, float] | None = None
@@ -74,8 +82,8 @@ def bpod_trials(session: Session) -> list[Trial]:
             cur.states.append((open_state[0], open_state[1], t - cur.start))
         open_state = None
 
-    for t_abs, text in zip(ts, texts, strict=True):
-        t = session.rel(float(t_abs))
+    for t_rel, text in zip(ts, texts, strict=True):
+        t = float(t_rel)
         kind, _, arg = text.partition(":")
         if kind == "trial_start":
             if cur is not None:  # no trial_end seen (stopped mid-trial): ends where the next begins
@@ -96,9 +104,9 @@ def bpod_trials(session: Session) -> list[Trial]:
             cur.end = t - cur.start
             cur.error = kind == "trial_error"
             cur = None
-    if cur is not None:
-        close_state(session.rel(session.t1))
-        cur.end = session.rel(session.t1) - cur.start
+    if cur is not None and t_end is not None:
+        close_state(t_end)
+        cur.end = t_end - cur.start
     return trials
 
 

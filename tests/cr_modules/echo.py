@@ -2,10 +2,11 @@
 
 Commands: ECHO (returns its kwargs and remembers them), HISTORY, FAIL (always refused), CRASH
 (prints to stdout and stderr, then exits with code 3), CALLBACK (asks the control room to send a
-command to another module), OUTLET (creates an LSL marker outlet). Options: --needs PORT (exit 5
-unless a module answers UP there: proves dependency order), --stamp FILE (append start/ready
-times), --die-after S (exit 4 after S seconds), --outlet NAME (publish an LSL stream at start),
---touch FILE (create FILE at start), --wait-file FILE (not ready before FILE exists).
+command to another module), OUTLET (creates an LSL marker outlet), ADD (two typed integers).
+Options: --needs PORT (exit 5 unless a module answers UP there: proves dependency order), --stamp
+FILE (append start/ready times), --die-after S (exit 4 after S seconds), --outlet NAME (publish an
+LSL stream at start), --touch FILE (create FILE at start), --wait-file FILE (not ready before FILE
+exists).
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ def main(
             """Ask the control room to send cmd to target."""
             return server.send_callback(target, cmd, **(kwargs or {}))
 
+        def add(a: int, b: int = 2) -> int:
+            """Add two integers (typed arguments, for forms built from HELP)."""
+            return a + b
+
         def outlet_cmd(stream: str) -> str:
             """Create an LSL marker outlet called stream."""
             make_outlet(stream)
@@ -105,6 +110,7 @@ def main(
             "CRASH": crash,
             "CALLBACK": callback,
             "OUTLET": outlet_cmd,
+            "ADD": add,
         }
 
     def on_ready(server: Any) -> None:
