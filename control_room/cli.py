@@ -8,7 +8,6 @@ terminal, a script or a CI job all drive the same session.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -16,105 +15,13 @@ from typing import Any
 import click
 
 from control_room import export_cmd, session_cmd
-from control_room.config import ConfigError, MeshConfig, load_config
+from control_room.cli_common import call, client, json_arg, load_mesh, token_from
+from control_room.config import MeshConfig
 from control_room.stop_signals import StopSignals
 
 DEFAULT_PORT = 9010
-
-
-def _load(
-    path: str, port: int | None = None, attach: bool = False, web_port: int | None = None
-) -> MeshConfig:
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(f"invalid config:\n{exc}") from None
-    for w in cfg.warnings:
-        click.echo(f"warning: {w}", err=True)
-    if port is not None:
-        cfg.control.port = port
-    if web_port is not None:  # -1: no dashboard
-        cfg.control.web, cfg.control.web_port = web_port >= 0, max(web_port, 0)
-    if attach:
-        # The modules are already running (e.g. one container each under docker compose):
-        # connect to them on their configured ports instead of starting them.
-        for spec in cfg.modules.values():
-            spec.kind, spec.argv, spec.restart, spec.display = "attach", [], "no", False
-    return cfg
-
-
 _ATTACH_HELP = "Connect to modules already running on the configured ports (docker compose)."
 _WEB_HELP = "Dashboard port (default [control_room] web_port, 9030; 0 = any free port, -1 = none)."
-
-
-def _json_arg(text: str | None, what: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(
-            f"{what} is not valid JSON ({exc.msg} at column {exc.colno})"
-        ) from None
-    if not isinstance(value, dict):
-        raise click.BadParameter(f'{what} must be a JSON object like {{"key": 1}}')
-    return value
-
-
-def _token(ctx: click.Context) -> str | None:
-    """The mesh token for the control room's port: --token-file, else $MESH_TOKEN (never argv)."""
-    from control_room.tokens import TOKEN_ENV, TokenError, read_token_file
-
-    if ctx.obj.get("token_file"):
-        try:
-            return read_token_file(ctx.obj["token_file"])
-        except TokenError as exc:
-            raise click.ClickException(str(exc)) from None
-    return os.environ.get(TOKEN_ENV) or None
-
-
-def _client(ctx: click.Context, timeout: float | None = 10.0) -> Any:
-    from shared_utils.protocol.client import ModuleClient
-
-    return ModuleClient(
-        ctx.obj["host"],
-        ctx.obj["port"],
-        timeout=timeout,
-        protocol="json",
-        token=_token(ctx),
-        connect_timeout=3.0,
-    )
-
-
-def _call(ctx: click.Context, cmd: str, timeout: float = 10.0, **kwargs: Any) -> Any:
-    from shared_utils.errors import CommandFailed, ModuleUnreachable
-
-    where = f"{ctx.obj['host']}:{ctx.obj['port']}"
-    try:
-        with _client(ctx, timeout) as c:
-            return c.send(cmd, **kwargs)
-    except ModuleUnreachable as exc:
-        raise click.ClickException(
-            f"no control room answering at {where} ({exc}); start one with "
-            "`control-room up CONFIG` or pass --port"
-        ) from None
-    except CommandFailed as exc:
-        raise click.ClickException(_auth_text(exc.error, where) or exc.error) from None
-
-
-def _auth_text(error: str, where: str) -> str | None:
-    """A clear message when the control room refused us for want of the right token."""
-    if "authentication required" in error:
-        return (
-            f"the control room at {where} requires the mesh token: set $MESH_TOKEN or pass "
-            "--token-file PATH (it answered: authentication required)"
-        )
-    if "wrong token" in error:
-        return (
-            f"the control room at {where} refused the token from "
-            "--token-file / $MESH_TOKEN: it is not the mesh token (wrong token)"
-        )
-    return None
 
 
 @click.group()
@@ -181,7 +88,7 @@ def _host(cfg: MeshConfig) -> Any:
 @click.option("--web-port", type=int, default=None, help=_WEB_HELP)
 def up(config: str, cr_port: int | None, attach: bool, web_port: int | None) -> None:
     """Start the mesh in CONFIG and keep it running (Ctrl-C or `control-room down` stops it)."""
-    cfg = _load(config, cr_port, attach, web_port)
+    cfg = load_mesh(config, cr_port, attach, web_port)
     room = _host(cfg)
     _print_status(room.status())
     click.echo("running; Ctrl-C or `control-room down` to stop")
@@ -225,13 +132,13 @@ def run(
     from control_room.macros import MacroError
     from control_room.summary import collect_summary, print_summary, read_xdf
 
-    cfg = _load(config, cr_port, attach, web_port)
+    cfg = load_mesh(config, cr_port, attach, web_port)
     name = macro_name or cfg.control.run_macro or "experiment"
     if name not in cfg.macros:
         raise click.ClickException(
             f"no macro {name!r} in {config}; macros: {', '.join(cfg.macros)}"
         )
-    kwargs = _json_arg(macro_args, "--args")
+    kwargs = json_arg(macro_args, "--args")
     room = _host(cfg)
     report, error = None, None
     t0 = time.monotonic()
@@ -291,7 +198,7 @@ def _print_status(st: dict[str, Any]) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show every module's state."""
-    st = _call(ctx, "STATUS")
+    st = call(ctx, "STATUS")
     if as_json:
         click.echo(json.dumps(st, indent=2))
     else:
@@ -306,8 +213,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def send(ctx: click.Context, module: str, cmd: str, payload: str | None, timeout: float) -> None:
     """Send CMD (with a JSON PAYLOAD) to MODULE through the control room."""
-    kwargs = _json_arg(payload, "PAYLOAD")
-    res = _call(
+    kwargs = json_arg(payload, "PAYLOAD")
+    res = call(
         ctx, "SEND", timeout + 2, module=module, command=cmd, kwargs=kwargs, timeout_s=timeout
     )
     click.echo(json.dumps(res, indent=2, default=str))
@@ -322,14 +229,14 @@ def macro(ctx: click.Context, name: str, payload: str | None, no_wait: bool) -> 
     """Run macro NAME (optional JSON arguments) and print each step's reply."""
     from control_room.follow import follow_macro
 
-    kwargs = _json_arg(payload, "PAYLOAD")
+    kwargs = json_arg(payload, "PAYLOAD")
     if no_wait:
-        _call(ctx, "MACRO", name=name, kwargs=kwargs, wait=False)
+        call(ctx, "MACRO", name=name, kwargs=kwargs, wait=False)
         click.echo(f"macro {name} started")
         return
     where = f"{ctx.obj['host']}:{ctx.obj['port']}"
-    _call(ctx, "UP")  # a clear error now if there is no control room (or the token is wrong)
-    follow_macro(lambda timeout: _client(ctx, timeout), where, name, kwargs)
+    call(ctx, "UP")  # a clear error now if there is no control room (or the token is wrong)
+    follow_macro(lambda timeout: client(ctx, timeout), where, name, kwargs)
 
 
 @main.command()
@@ -338,7 +245,7 @@ def macro(ctx: click.Context, name: str, payload: str | None, no_wait: bool) -> 
 @click.pass_context
 def restart(ctx: click.Context, module: str, timeout: float) -> None:
     """Restart MODULE (also one that failed after its restart budget) and wait until ready."""
-    info = _call(ctx, "RESTART", timeout, module=module)
+    info = call(ctx, "RESTART", timeout, module=module)
     click.echo(f"{module} {info['state']}: pid {info['pid']}, ready in {info['ready_s']} s")
 
 
@@ -351,14 +258,14 @@ def logs(ctx: click.Context, follow: bool, module: str | None, n: int) -> None:
     """Print recent log records (module output included)."""
     from shared_utils.logging.receiver import format_line
 
-    res = _call(ctx, "LOGS", module=module, n=n)
+    res = call(ctx, "LOGS", module=module, n=n)
     for rec in res["records"]:
         click.echo(format_line(rec))
     since = res["next"]
     while follow:
         time.sleep(0.3)
         try:
-            res = _call(ctx, "LOGS", module=module, since=since, n=0)
+            res = call(ctx, "LOGS", module=module, since=since, n=0)
         except click.ClickException:
             click.echo("control room gone")
             return
@@ -386,7 +293,7 @@ def check(ctx: click.Context, target: str, timeout: float, strict: bool) -> None
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
     except OSError as exc:
         raise click.ClickException(f"cannot connect to {target}: {exc}") from None
-    results = run_checks(host or "127.0.0.1", int(port), timeout, token=_token(ctx))
+    results = run_checks(host or "127.0.0.1", int(port), timeout, token=token_from(ctx))
     for r in results:
         click.echo(r.line())
     click.echo(summary(target, results, strict))
@@ -398,7 +305,7 @@ def check(ctx: click.Context, target: str, timeout: float, strict: bool) -> None
 @click.pass_context
 def down(ctx: click.Context) -> None:
     """Shut down the running control room and all its modules."""
-    _call(ctx, "DOWN")
+    call(ctx, "DOWN")
     click.echo("control room shutting down")
 
 

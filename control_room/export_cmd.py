@@ -77,7 +77,7 @@ def export(
     clock; what cannot be is listed with the reason. Nothing existing is replaced without
     --overwrite, and a failed export leaves no partial output.
     """
-    from control_room.cli import _json_arg  # cli registers this command: import at call time
+    from control_room.cli_common import json_arg as _json_arg
     from shared_utils.export import ExportError, ExportOptions, export_many
 
     opts = ExportOptions(

@@ -13,7 +13,7 @@ import click
 
 
 def _call(ctx: click.Context, cmd: str, timeout: float, **kwargs: Any) -> Any:
-    from control_room.cli import _call as call
+    from control_room.cli_common import call
 
     return call(ctx, cmd, timeout, **kwargs)
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from control_room.session_record import log
 
 if TYPE_CHECKING:
-    from control_room.session import Run, SessionManager
+    from control_room.session import SessionManager
+    from control_room.session_rounds import Run
 
 LOST_STATES = ("crashed", "failed", "unresponsive", "stopped")
 RIG_MISSES = 3  # EXPSTATUS answers a rig may miss in a row before it counts as lost

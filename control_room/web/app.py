@@ -59,11 +59,66 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
+def _command(fn: Any) -> Any:
+    """A POST route running ``fn(body)`` off the event loop: ``{ok, result}`` or
+    ``{ok: false, error}`` with the control room's (and so the module's) own text."""
+
+    async def route(request: Request) -> Response:
+        try:
+            body = await _body(request)
+            result = await run_in_threadpool(fn, body)
+        except BadRequest as exc:
+            return _json({"ok": False, "error": str(exc)}, 400)
+        except Exception as exc:  # CommandError & co: the reply the CLI would print
+            return _json({"ok": False, "error": str(exc)})
+        return _json({"ok": True, "result": result})
+
+    return route
+
+
+def _actions(dash: Any, commands: Any) -> dict[str, Any]:
+    """What the page's POSTs do, each through the control room's own command functions."""
+
+    def send(b: dict[str, Any]) -> Any:
+        kwargs = b.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise BadRequest("kwargs must be a JSON object")
+        timeout = float(b.get("timeout_s", 30.0))
+        return commands.send(str(b.get("module", "")), cmd=str(b.get("cmd", "")) or None,
+                             kwargs=kwargs, timeout_s=timeout)  # fmt: skip
+
+    def macro(b: dict[str, Any]) -> Any:
+        kwargs = b.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise BadRequest("kwargs must be a JSON object")
+        return commands.macro(str(b.get("name", "")), kwargs, wait=False)
+
+    def plot(b: dict[str, Any]) -> Any:
+        page = str(b.get("page", ""))
+        if page not in dash.hub.clients:
+            raise BadRequest(f"no open page {page!r} (the event stream reconnects first)")
+        stream = b.get("stream") or None
+        key = dash.plots.subscribe(
+            page, str(b.get("slot", "main")), stream, float(b.get("seconds", 5)),
+            int(b.get("cols", 600)),
+        )  # fmt: skip
+        return {"key": key}
+
+    return {
+        "send": send,
+        "macro": macro,
+        "cancel": lambda b: commands.cancel(),
+        "restart": lambda b: commands.restart(str(b.get("module", ""))),
+        "plot": plot,
+    }
+
+
 def build_app(dash: Any) -> Starlette:
     """The Starlette app for ``dash`` (a :class:`control_room.web.service.Dashboard`)."""
     from control_room.server import RoomCommands
 
     commands = RoomCommands(dash.room, source="web")
+    act = _actions(dash, commands)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=NO_STORE)
@@ -93,47 +148,6 @@ def build_app(dash: Any) -> Starlette:
         except Exception as exc:  # unknown module, or it is not ready: the page retries later
             return _json({"help": None, "error": str(exc)})
 
-    def command(fn: Any) -> Any:
-        """A POST route running ``fn(body)`` off the event loop: ``{ok, result}`` or
-        ``{ok: false, error}`` with the control room's (and so the module's) own text."""
-
-        async def route(request: Request) -> Response:
-            try:
-                body = await _body(request)
-                result = await run_in_threadpool(fn, body)
-            except BadRequest as exc:
-                return _json({"ok": False, "error": str(exc)}, 400)
-            except Exception as exc:  # CommandError & co: the reply the CLI would print
-                return _json({"ok": False, "error": str(exc)})
-            return _json({"ok": True, "result": result})
-
-        return route
-
-    def send(b: dict[str, Any]) -> Any:
-        kwargs = b.get("kwargs") or {}
-        if not isinstance(kwargs, dict):
-            raise BadRequest("kwargs must be a JSON object")
-        timeout = float(b.get("timeout_s", 30.0))
-        return commands.send(str(b.get("module", "")), cmd=str(b.get("cmd", "")) or None,
-                             kwargs=kwargs, timeout_s=timeout)  # fmt: skip
-
-    def macro(b: dict[str, Any]) -> Any:
-        kwargs = b.get("kwargs") or {}
-        if not isinstance(kwargs, dict):
-            raise BadRequest("kwargs must be a JSON object")
-        return commands.macro(str(b.get("name", "")), kwargs, wait=False)
-
-    def plot(b: dict[str, Any]) -> Any:
-        page = str(b.get("page", ""))
-        if page not in dash.hub.clients:
-            raise BadRequest(f"no open page {page!r} (the event stream reconnects first)")
-        stream = b.get("stream") or None
-        key = dash.plots.subscribe(
-            page, str(b.get("slot", "main")), stream, float(b.get("seconds", 5)),
-            int(b.get("cols", 600)),
-        )  # fmt: skip
-        return {"key": key}
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         import asyncio
@@ -146,15 +160,7 @@ def build_app(dash: Any) -> Starlette:
         Route("/events", events),
         Route("/api/status", status),
         Route("/api/help/{module}", help_),
-        Route("/api/send", command(send), methods=["POST"]),
-        Route("/api/macro", command(macro), methods=["POST"]),
-        Route("/api/cancel", command(lambda b: commands.cancel()), methods=["POST"]),
-        Route(
-            "/api/restart",
-            command(lambda b: commands.restart(str(b.get("module", "")))),
-            methods=["POST"],
-        ),  # fmt: skip
-        Route("/api/plot", command(plot), methods=["POST"]),
+        *(Route(f"/api/{name}", _command(fn), methods=["POST"]) for name, fn in act.items()),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -25,6 +25,7 @@ import pylsl
 
 from shared_utils.logging import get_logger
 from shared_utils.streams.acquisition import InletAcquisition
+from shared_utils.streams.dareplane_names import DareplaneNames
 from shared_utils.streams.lsl import resolve
 from shared_utils.streams.ring_buffer import RingBuffer
 from shared_utils.streams.shm.inlet import check_transport
@@ -33,7 +34,7 @@ log = get_logger("stream_watcher")
 
 
 # ----------------------------------------------------------------------------- the watcher
-class StreamWatcher(InletAcquisition):
+class StreamWatcher(InletAcquisition, DareplaneNames):
     """Watch one LSL stream: keep its newest ``buffer_size_s`` seconds (or ``irregular_size``
     samples for irregular streams) and answer window, pop and statistics queries.
 
@@ -276,14 +277,6 @@ class StreamWatcher(InletAcquisition):
                 self._n_waiting -= 1
         return True
 
-    def unfold_buffer(self) -> np.ndarray:
-        """All buffered samples, oldest first (a copy; Dareplane name, without zero padding)."""
-        return self._rb().unfold()[0]
-
-    def unfold_buffer_t(self) -> np.ndarray:
-        """Timestamps matching :meth:`unfold_buffer`."""
-        return self._rb().unfold()[1]
-
     @property
     def n_new(self) -> int:
         """Samples since the last pop; Dareplane code resets it with ``sw.n_new = 0``."""
@@ -305,25 +298,6 @@ class StreamWatcher(InletAcquisition):
     def fill(self) -> int:
         """Readable samples in the buffer (grows to the buffer size, never counts padding)."""
         return self.ring_buffer.fill if self.ring_buffer else 0
-
-    @property
-    def buffer(self) -> np.ndarray:
-        """The raw ring array (Dareplane attribute); prefer :meth:`window`."""
-        return self._rb().data
-
-    @property
-    def buffer_t(self) -> np.ndarray:
-        """The raw ring timestamps (Dareplane attribute)."""
-        return self._rb().ts
-
-    @property
-    def curr_i(self) -> int:
-        """Live write index into :attr:`buffer` (Dareplane's was a stale copy)."""
-        return self._rb().pos
-
-    @property
-    def n_buffer(self) -> int:
-        return self._rb().keep
 
     @property
     def srate(self) -> float:
