@@ -310,7 +310,9 @@ def down(ctx: click.Context) -> None:
 
 
 from control_room.report_cmd import report  # noqa: E402 - subcommand kept in its own file
+from shared_utils.streams.view import view  # noqa: E402 - a live stream in the terminal
 
 main.add_command(report)
 main.add_command(export_cmd.export)  # control-room export SESSION_OR_XDF --to bids|nwb
 main.add_command(session_cmd.session)  # control-room session start|stop|status
+main.add_command(view)  # control-room view [STREAM]

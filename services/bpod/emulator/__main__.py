@@ -48,10 +48,10 @@ def main(
         items = parse_script(script, profile)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--script") from exc
-    emu = PtyEmulator(link, profile, discovery=not no_discovery, script=items)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the link exists: a stop then removes it
         signal.signal(sig, lambda *_: stop.set())
+    emu = PtyEmulator(link, profile, discovery=not no_discovery, script=items)
     ports = " ".join(str(p) for p in emu.links)
     print(f"READY {ports}", flush=True)  # parents wait for this line
     try:
