@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, free_port, stop_process_group
-from test_recorder import RECORDER, client, counter_block, eeg_outlet, load_strict, wait_for
+from test_recorder import (
+    RECORDER,
+    client,
+    counter_block,
+    eeg_outlet,
+    load_strict,
+    recorded,
+    wait_for,
+)
 
 from shared_utils.errors import CommandFailed
 
@@ -313,6 +321,7 @@ def test_full_disk_ends_the_recording_at_once_and_a_failed_start_leaves_no_file(
         filler.unlink()
         res = c.send("START", file="next.xdf", streams=[lsl_name])
         assert res["file"] == str(disk / "next.xdf")
+        wait_for(lambda: recorded(c, lsl_name) is not None, "the stream in the new file")
         c.send("STOP")
         assert lsl_name in load_strict(_copy(seen / "next.xdf", tmp_path))
     assert list(disk.iterdir()) == []  # the tmpfs is only in the recorder's namespace

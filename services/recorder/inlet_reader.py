@@ -178,8 +178,12 @@ class StreamReader:
         inlet = pylsl.StreamInlet(
             self.info, max_buflen=inlet_buflen(self.info), max_chunklen=0, recover=False
         )
+        # A STOP that comes while the stream opens still lets it open (briefly): a stream that
+        # was live and selected at START belongs in the file, if only as a header.
         deadline = time.monotonic() + self.open_timeout_s
-        while not self._stop.is_set():
+        while True:
+            if self._stop.is_set():
+                deadline = min(deadline, time.monotonic() + 1.0)
             try:
                 full = inlet.info(timeout=0.5)
                 self.ring = ring_inlet_for(full, self.transport, log)
@@ -197,8 +201,6 @@ class StreamReader:
             except LostError:
                 self.stats.note = "stream vanished before it could be opened; not recorded"
                 return None
-        else:
-            return None
         self.stream_id = self._next_id()
         self.last_data = time.monotonic()
         self.writer.add_stream(self.stream_id, full.as_xml())

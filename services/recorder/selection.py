@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from shared_utils.checks import short
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
 
@@ -74,7 +75,7 @@ def parse_streams(streams: Any) -> list[Selector] | None:
     if not isinstance(streams, list):
         raise CommandError(
             f'"streams" must be a list of stream names or {{"name", "host" | "source_id"}} '
-            f'tables, "all" or null; got {streams!r}'
+            f'tables, "all" or null; got {short(streams)}'
         )
     out = []
     for i, s in enumerate(streams):
@@ -84,14 +85,14 @@ def parse_streams(streams: Any) -> list[Selector] | None:
         if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not s["name"]:
             raise CommandError(
                 f'"streams"[{i}] must be a name or a table with "name" (and "host" or '
-                f'"source_id"), got {s!r}'
+                f'"source_id"), got {short(s)}'
             )
         unknown = set(s) - _KEYS
         bad = [k for k in ("host", "source_id") if k in s and not isinstance(s[k], str)]
         if unknown or bad or not isinstance(s.get("all", False), bool):
             raise CommandError(
                 f'"streams"[{i}]: keys are name, host, source_id (strings) and all (true/false); '
-                f"got {s!r}"
+                f"got {short(s)}"
             )
         out.append(Selector(s["name"], s.get("host"), s.get("source_id"), s.get("all", False)))
     return list(dict.fromkeys(out))

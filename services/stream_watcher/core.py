@@ -126,6 +126,9 @@ class WatchService:
         one, "lsl" never does, "shm" reads the ring of that name without LSL.
         """
         check_text("stream", stream)
+        for what, value in (("host", host), ("source_id", source_id)):
+            if value is not None:
+                check_text(what, value)
         if host is None and source_id is None:
             seen = sources_of([i for i in self._resolver.results() if i.name() == stream])
             if len(seen) > 1:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from shared_utils.checks import short
 from shared_utils.logging import get_logger
 
 log = get_logger("shared_utils.streams.lsl")
@@ -158,7 +159,9 @@ def stream_predicate(
         raise ValueError("give a stream name, host or source_id")
     for key, value in parts:
         if "'" in value:
-            raise ValueError(f"{key} {value!r}: a quote (') cannot be matched by an LSL predicate")
+            raise ValueError(
+                f"{key} {short(value)}: a quote (') cannot be matched by an LSL predicate"
+            )
     return " and ".join(f"{k}='{v}'" for k, v in parts)
 
 
