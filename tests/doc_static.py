@@ -27,15 +27,25 @@ Problems = list[str]
 
 # -- TOML configs ---------------------------------------------------------------------------------
 def run_toml(block: Block, mesh: Mesh) -> Problems:
-    """``toml config``: control_room.config must accept it (with= prepends a file, env=K=V)."""
+    """``toml config``: control_room.config must accept it (with= prepends a file, env=K=V).
+
+    ``~`` is the sandbox's HOME, which holds the mesh token file the docs have every PC make
+    (``~/.mesh-token``, docs/multi-host.md step 5), so ``token_file = "~/.mesh-token"`` loads.
+    """
     from control_room.config import ConfigError, parse_config
 
     if block.args != ["config"]:
         return [f"{block.describe()}: only `toml config` is known"]
     prefix = (ROOT / block.opts["with"]).read_text() + "\n" if "with" in block.opts else ""
     env = dict(kv.split("=", 1) for kv in block.opt_list("env"))
-    saved = {k: os.environ.get(k) for k in [*env, "MESH_TOKEN"]}
+    home = Path(mesh.sandbox.env["HOME"])
+    token_file = home / ".mesh-token"
+    if not token_file.exists():
+        token_file.write_text("doc-test-token\n")
+        token_file.chmod(0o600)
+    saved = {k: os.environ.get(k) for k in [*env, "MESH_TOKEN", "HOME"]}
     os.environ.pop("MESH_TOKEN", None)  # the result must not depend on the caller's shell
+    os.environ["HOME"] = str(home)  # nor on the caller's home folder
     os.environ.update(env)
     try:
         parse_config(prefix + block.text, mesh.sandbox.base / "doc.toml")
@@ -275,7 +285,9 @@ def real_control_room_status(mesh: Mesh) -> Any:
         deadline = time.monotonic() + 60
         while True:
             status = mesh.send(port, "STATUS")["result"]
-            if status["modules"]["decoder"]["state"] == "ready" or time.monotonic() > deadline:
+            # Right after UP the modules table can still be empty: poll until the entry exists.
+            decoder = (status.get("modules") or {}).get("decoder") or {}
+            if decoder.get("state") == "ready" or time.monotonic() > deadline:
                 return status
             time.sleep(0.1)
     finally:
