@@ -66,6 +66,7 @@ class ClockMonitor:
             for entry in self._hosts.values():
                 entry["reference_ms"] = None
                 entry["drift_ms"] = 0.0
+                entry["max_drift_ms"] = 0.0
                 entry.pop("warning", None)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
@@ -137,6 +138,7 @@ class ClockMonitor:
                 uncertainty_ms=round(rtt_ms / 2, 4),
                 rtt_ms=round(rtt_ms, 4),
                 drift_ms=round(drift, 4),
+                max_drift_ms=round(max(abs(drift), e.get("max_drift_ms", 0.0)), 4),
                 measured_at=time.time(),
                 samples=e.get("samples", 0) + 1,
             )

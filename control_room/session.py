@@ -170,6 +170,7 @@ class SessionManager(SessionRounds):
             replies = self._step(run, "EXPSTART", {"exp_ref": run.exp_ref})
             run.state = "running"
             run.record.update(status="running", start=self._clock(run, replies.get(run.lead or "")))
+            self._record_clocks(run, "start")
             run.watch = SessionWatch(self, run).start()
             self.publish("running")
             self.room.console.note(f"session {run.exp_ref} running; folder {run.record.folder}")
@@ -197,6 +198,7 @@ class SessionManager(SessionRounds):
                     text = "; ".join(map(str, errors.values()))
                     self._interrupt(run, back, {"error": "missed EXPEND", "message": text})
             run.state = "stopped"
+            self._record_clocks(run, "end")
             outcome = "interrupted" if run.record.data["interrupted"] else "ended"
             steps = run.record.data["modules"].get(run.lead, {}).get("steps", {})
             end = self._clock(run, steps.get("EXPEND") or steps.get("EXPINTERRUPT"))

@@ -44,6 +44,7 @@ class SessionRoom(Protocol):
 
     cfg: Any
     console: Any
+    clocks: Any  # control_room.clocks.ClockMonitor, None before the modules are up
 
     def handle(self, module: str) -> Any: ...
     def send(self, module: str, cmd: str, *args: Any, **kwargs: Any) -> Any: ...  # room.send

@@ -144,3 +144,28 @@ class SessionRounds:
             + (f"; problems: {'; '.join(problems)}" if problems else "")
         )
         return summary
+
+    def _record_clocks(self, run: Run, when: str) -> None:
+        """Each host's clock offset into ``session.json`` under ``clocks.<when>``. The start is
+        the drift reference; at the end, a host that drifted past the limit at any time during
+        the session is one of its problems (its data need the offsets, not the host clocks)."""
+        monitor = getattr(self.room, "clocks", None)
+        if monitor is None:
+            return
+        if when == "start":
+            monitor.mark()
+        try:
+            snapshot = monitor.measure_now()
+        except Exception as exc:  # a measuring failure must not fail the session
+            run.record.problem(f"clock offsets at the session {when} not measured: {exc!r}")
+            return
+        run.record.update(clocks={**(run.record.data.get("clocks") or {}), when: snapshot})
+        if when != "end":
+            return
+        for host, entry in snapshot.items():
+            worst = entry.get("max_drift_ms", 0.0)
+            if worst > monitor.drift_limit_ms:
+                run.record.problem(
+                    f"clock of {host} drifted up to {worst:.3f} ms during the session (limit "
+                    f"{monitor.drift_limit_ms} ms): use the recorded offsets, check NTP/chrony"
+                )

@@ -20,6 +20,7 @@ from conftest import ROOT, free_port, wait_until_up
 from cr_helpers import echo
 from helpers import Collector, wait_for
 
+from control_room.clocks import ClockMonitor
 from control_room.config import ConfigError, parse_config
 from control_room.launch import REMOTE_SCRIPT, ComposeLauncher, SshLauncher
 from services.recorder.clocks import OffsetTrack, by_host
@@ -246,6 +247,24 @@ def test_recorder_offsets_warn_once_past_one_millisecond() -> None:
     s = {"name": "eeg", "hostname": "rig2", **t.summary()}
     assert s["clock_offset_ms"] == pytest.approx(10.1)
     assert by_host([s])["rig2"]["warning"].startswith("clock offset drifted +3.000 ms")
+
+
+def test_control_room_clock_keeps_the_worst_drift_since_a_session_start() -> None:
+    """A drift that came and went during a session still counts (session.json lists it)."""
+    warned: list[str] = []
+    monitor = ClockMonitor({}, lambda *a, **k: None, warned.append)
+    for offset in (5.0, 7.5, 5.2):  # ms: past the 1 ms limit, then back
+        monitor._record("rig2", "10.0.0.2", ["bpod"], offset, 0.2)
+    entry = monitor.snapshot()["rig2"]
+    assert entry["max_drift_ms"] == pytest.approx(2.5)
+    assert "warning" not in entry  # only while over the limit
+    assert len(warned) == 1
+    assert "drifted +2.500 ms" in warned[0]
+    monitor.mark()  # a session starts: the next measurement is the reference
+    monitor._record("rig2", "10.0.0.2", ["bpod"], 5.3, 0.2)
+    entry = monitor.snapshot()["rig2"]
+    assert entry["reference_ms"] == pytest.approx(5.3)
+    assert entry["max_drift_ms"] == 0.0
 
 
 def test_the_control_room_measures_clock_offsets(room_factory) -> None:

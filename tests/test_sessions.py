@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -127,6 +128,13 @@ def test_session_folder_holds_everything(mesh: tuple[ControlRoom, Path]) -> None
         assert parse_wall(meta[key]["wall"]) is not None, meta[key]
         assert isinstance(meta[key]["lsl"], float)
     assert meta["end"]["lsl"] - meta["start"]["lsl"] > 1.0
+    here = socket.gethostname()  # every module runs here: one host, its offset measured twice
+    for key in ("start", "end"):
+        clock = meta["clocks"][key][here]
+        assert clock["same_host"] is True, clock
+        assert abs(clock["offset_ms"]) < 50, clock
+        assert clock["uncertainty_ms"] >= 0, clock
+    assert meta["clocks"]["end"][here]["samples"] > meta["clocks"]["start"][here]["samples"]
     assert (
         meta["config"]["sha256"]
         == hashlib.sha256((folder / "config.toml").read_bytes()).hexdigest()
