@@ -1,9 +1,9 @@
 """The dashboard's routes: the page, its event stream, and commands through the control room.
 
 Every command a page sends goes through :class:`control_room.server.RoomCommands`, the same
-functions behind the control room's ``SEND``, ``MACRO``, ``CANCEL`` and ``RESTART``: it is marked
-on LSL, published on the bus and checked against the module's state exactly like one from the
-CLI; there is no second path to a module.
+functions behind the control room's ``SEND``, ``MACRO``, ``CANCEL``, ``RESTART``,
+``SESSION_START`` and ``SESSION_STOP``: it is marked on LSL, published on the bus and checked
+against the module's state exactly like one from the CLI; there is no second path to a module.
 
 | route | what |
 |---|---|
@@ -15,6 +15,8 @@ CLI; there is no second path to a module.
 | ``POST /api/macro`` | ``{name, kwargs}``: starts it; its steps arrive as ``macro`` events |
 | ``POST /api/cancel`` | cancel the running macro |
 | ``POST /api/restart`` | ``{module}``: restart one module, reply once it is ready |
+| ``POST /api/session_start`` | ``{subject, project, procedures, exp_ref}``: ``SESSION_START`` |
+| ``POST /api/session_stop`` | ``{interrupt, reason}``: ``SESSION_STOP`` (both: ``session`` events) |
 | ``POST /api/plot`` | ``{page, slot, stream, seconds, cols}``: what a plot of this page shows |
 """
 
@@ -76,6 +78,21 @@ def _command(fn: Any) -> Any:
     return route
 
 
+def _checked(name: str, fn: Any) -> Any:
+    """``fn(**body)`` with the body's keys checked first against ``fn``'s signature by the
+    protocol's own command table, so a wrong or mistyped argument is refused in the words the
+    control room's ``name`` command uses over TCP."""
+    from shared_utils.protocol.commands import make_command
+
+    command = make_command(name, fn)
+
+    def call(b: dict[str, Any]) -> Any:
+        command.validate(b)
+        return fn(**b)
+
+    return call
+
+
 def _actions(dash: Any, commands: Any) -> dict[str, Any]:
     """What the page's POSTs do, each through the control room's own command functions."""
 
@@ -110,6 +127,8 @@ def _actions(dash: Any, commands: Any) -> dict[str, Any]:
         "cancel": lambda b: commands.cancel(),
         "restart": lambda b: commands.restart(str(b.get("module", ""))),
         "plot": plot,
+        "session_start": _checked("SESSION_START", commands.session_start),
+        "session_stop": _checked("SESSION_STOP", commands.session_stop),
     }
 
 

@@ -15,10 +15,16 @@ to a module):
   recorder's ``STATUS`` every second (through the control room's own ``send``, unmarked) with
   stall warnings, and Bpod trials as they finish (those it follows also with no page open, once
   a second, so a page opened mid-session lists every trial).
+
+Sessions: the session manager publishes a bare ``session`` event at each step (its state, the
+reference, the folder). A page needs more than that (status, main sync, start, each participant,
+problems), so each such event goes out with the manager's own summary attached, read on the
+publisher's thread at that moment; nothing polls for it.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -76,6 +82,8 @@ class Monitor:
             self._track_decoder(msg)
         if topic in FORWARDED:
             self.hub.broadcast(topic, msg)
+        elif topic == "session" and self.hub.clients:  # no page open: no summary to copy
+            self.hub.broadcast("session", {**msg, "session": self.session()})
 
     def _track_macro(self, msg: dict[str, Any]) -> None:
         with self._lock:
@@ -222,6 +230,15 @@ class Monitor:
     def modules(self) -> list[dict[str, Any]]:
         return list(self.room.module_info().values())
 
+    def session(self) -> dict[str, Any] | None:
+        """The running session, or ``{"running": false, "last": ...}``, as SESSION_STATUS says it
+        (``None`` before the modules are up). Copied through JSON: the session's own thread goes
+        on appending to the lists it shares with the summary."""
+        sessions = getattr(self.room, "sessions", None)
+        if sessions is None:
+            return None
+        return json.loads(json.dumps(sessions.summary(), default=str))
+
     def snapshot(self) -> dict[str, Any]:
         from control_room.server import LOG_SOURCES, RoomCommands
 
@@ -244,6 +261,7 @@ class Monitor:
             "recorder": self.recorder(),
             "bpod": self.trials.snapshot(),
             "decoder": decoder,
+            "session": self.session(),
             "logs": [slim(r) for r in room.get_logs(n=500)["records"]],
             "log_sources": [*room.cfg.modules, *LOG_SOURCES],
         }

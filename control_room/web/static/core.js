@@ -16,7 +16,7 @@ function emit(event, data) {
 }
 
 const EVENTS = ["snapshot", "status", "command", "reply", "callback", "macro", "control_room",
-  "modules", "logs", "streams", "recording", "bpod", "decoder", "plot", "plotinfo"];
+  "modules", "logs", "streams", "recording", "bpod", "decoder", "plot", "plotinfo", "session"];
 
 export function connect() {
   const es = new EventSource("/events");
