@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from control_room.toml_lines import LineIndex
-from shared_utils.checks import did_you_mean
+from shared_utils.checks import hint
 
 
 class Checker:
@@ -36,10 +36,9 @@ class Checker:
     def unknown(self, table: dict[str, Any], keys: tuple[Any, ...], allowed: set[str]) -> None:
         for k in table:
             if k not in allowed:
-                close = did_you_mean(k, allowed)
-                hint = f" (did you mean {close!r}?)" if close else ""
                 self.error(
-                    (*keys, k), f"unknown key{hint}; allowed here: {', '.join(sorted(allowed))}"
+                    (*keys, k),
+                    f"unknown key{hint(k, allowed)}; allowed here: {', '.join(sorted(allowed))}",
                 )
 
     def get(

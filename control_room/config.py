@@ -35,7 +35,7 @@ from control_room.schema import (
     Ready,
     Step,
 )
-from shared_utils.checks import unknown_message
+from shared_utils.checks import choice_message, unknown_message
 
 __all__ = [
     "ConfigError",
@@ -205,13 +205,11 @@ def _module(
         )
     restart = ck.get(t, keys, "restart", str, "no" if mkind == "attach" else "on-failure")
     if restart not in RESTART_POLICIES:
-        ck.error(
-            (*keys, "restart"), f"must be one of {', '.join(RESTART_POLICIES)}, got {restart!r}"
-        )
+        ck.error((*keys, "restart"), choice_message(restart, RESTART_POLICIES))
     # our python modules never greet, so skip the auto-detect wait for them
     protocol = ck.get(t, keys, "protocol", str, "json" if "module" in t else "auto")
     if protocol not in PROTOCOLS:
-        ck.error((*keys, "protocol"), f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        ck.error((*keys, "protocol"), choice_message(protocol, PROTOCOLS))
     env = ck.get(t, keys, "env", dict, {})
     bad_env = [k for k, v in env.items() if not isinstance(v, str | int | float)]
     if bad_env:

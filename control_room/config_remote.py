@@ -15,6 +15,7 @@ from typing import Any
 
 from control_room.checker import Checker
 from control_room.schema import LAUNCH_MODES, Compose, ControlSettings, Launch, ModuleSpec
+from shared_utils.checks import choice_message
 from shared_utils.protocol.server import is_loopback
 
 REMOTE_KEYS = {"launch", "ssh", "ssh_options", "remote_cwd", "compose"}
@@ -29,7 +30,7 @@ def parse_launch(ck: Checker, keys: tuple[Any, ...], t: dict[str, Any], host: st
     """The ``launch`` settings of one module table (``local`` when it names none)."""
     mode = ck.get(t, keys, "launch", str, "local")
     if mode not in LAUNCH_MODES:
-        ck.error((*keys, "launch"), f"must be one of {', '.join(LAUNCH_MODES)}, got {mode!r}")
+        ck.error((*keys, "launch"), choice_message(mode, LAUNCH_MODES))
         return Launch()
     for key, needs in (("ssh", "ssh"), ("ssh_options", "ssh"), ("remote_cwd", "ssh")):
         if key in t and mode != needs:
@@ -102,7 +103,7 @@ def _compose(ck: Checker, keys: tuple[Any, ...], t: dict[str, Any]) -> Compose:
         files = []
     engine = ck.get(c, ckeys, "engine", str, "docker")
     if engine not in _ENGINES:
-        ck.error((*ckeys, "engine"), f"must be one of {', '.join(_ENGINES)}, got {engine!r}")
+        ck.error((*ckeys, "engine"), choice_message(engine, _ENGINES))
     out = Compose(
         service=service,
         files=list(files),

@@ -12,7 +12,7 @@ from typing import Any
 
 from control_room.checker import Checker
 from control_room.schema import LOST_POLICIES, SESSION_TIMEOUTS, ModuleSpec, SessionSettings
-from shared_utils.checks import unknown_message
+from shared_utils.checks import choice_message, unknown_message
 
 _KEYS = {
     "main_sync", "participants", "project", "timeouts", "on_module_lost", "status_every_s",
@@ -70,9 +70,7 @@ def check_session(ck: Checker, t: Any, modules: dict[str, ModuleSpec]) -> Sessio
         timeouts[k] = ck.number(tt, (*keys, "timeouts"), k, timeouts[k], lo=0.1)
     lost = ck.get(t, keys, "on_module_lost", str, d.on_module_lost)
     if lost not in LOST_POLICIES:
-        ck.error(
-            (*keys, "on_module_lost"), f"must be one of {', '.join(LOST_POLICIES)}, got {lost!r}"
-        )
+        ck.error((*keys, "on_module_lost"), choice_message(lost, LOST_POLICIES))
     options = ck.get(t, keys, "options", dict, {})
     for name, opts in options.items():
         if name not in known:

@@ -148,9 +148,9 @@ class RoomApi:
     # -- queries ---------------------------------------------------------------------------------
     def wait_stream(self, name: str, timeout: float) -> bool:
         """True once an LSL stream called ``name`` is visible (waits up to ``timeout``)."""
-        import pylsl
+        from shared_utils.streams.lsl import find_named
 
-        return bool(pylsl.resolve_byprop("name", name, 1, max(0.01, timeout)))
+        return bool(find_named(name, timeout))
 
     def module_info(self) -> dict[str, dict[str, Any]]:
         if self.supervisor is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from control_room.handle import ModuleHandle
@@ -105,13 +105,7 @@ class CallbackRouter:
             # AUTH first when the module has a token (its reply, like SUBSCRIBE's, is skipped below)
             sock.sendall(auth + b"SUBSCRIBE\n")
             buf = b""
-            while not self._stop.is_set():
-                try:
-                    data = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    return
+            for data in self._received(sock):
                 buf += data
                 *lines, buf = buf.split(b"\n")
                 for line in lines:
@@ -135,26 +129,34 @@ class CallbackRouter:
                 data = sock.recv(4096)
             except TimeoutError:
                 data = b""
-            text = data.decode(errors="replace")
-            if text.startswith("Connected to"):
-                text = text.partition("\n")[2]
+            text = dareplane.split_banner(data)[1].decode(errors="replace")
             sock.settimeout(IO_TIMEOUT_S)
-            while not self._stop.is_set():
-                callbacks, text, acks = dareplane.parse_callbacks(text, link.pending_acks)
-                link.acked(acks)
-                for target, cmd, kwargs in callbacks:
-                    self._route(name, target, cmd, kwargs)
-                try:
-                    data = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    return
-                text += data.decode(errors="replace")
+            text = self._route_dareplane(name, link, text)
+            for data in self._received(sock):
+                text = self._route_dareplane(name, link, text + data.decode(errors="replace"))
         except OSError:
             return
         finally:
             sock.close()
+
+    def _route_dareplane(self, name: str, link: DareplaneLink, text: str) -> str:
+        """Route the complete callbacks in ``text``, count its acks; returns the unparsed rest."""
+        callbacks, rest, acks = dareplane.parse_callbacks(text, link.pending_acks)
+        link.acked(acks)
+        for target, cmd, kwargs in callbacks:
+            self._route(name, target, cmd, kwargs)
+        return rest
+
+    def _received(self, sock: socket.socket) -> Iterator[bytes]:
+        """What ``sock`` delivers until the router stops or the peer closes (timeouts re-check)."""
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                return
+            yield data
 
     def close(self) -> None:
         self._stop.set()

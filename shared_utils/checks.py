@@ -23,7 +23,9 @@ __all__ = [
     "check_point",
     "check_string",
     "check_text",
+    "choice_message",
     "did_you_mean",
+    "hint",
     "resolve_name",
     "short",
     "unknown_message",
@@ -36,6 +38,18 @@ def did_you_mean(name: str, valid: Iterable[str], cutoff: float = 0.6) -> str | 
     folded = {c.lower(): c for c in choices}
     close = difflib.get_close_matches(str(name).lower(), list(folded), n=1, cutoff=cutoff)
     return folded[close[0]] if close else None
+
+
+def hint(name: Any, valid: Iterable[str]) -> str:
+    """`` (did you mean 'y'?)`` when a valid name is close to ``name``, else an empty string."""
+    close = did_you_mean(str(name), valid)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def choice_message(got: Any, valid: Iterable[str]) -> str:
+    """``must be one of a, b, c, got 'x' (did you mean 'y'?)``: a setting outside a fixed set."""
+    choices = [str(v) for v in valid]
+    return f"must be one of {', '.join(choices)}, got {short(got)}{hint(got, choices)}"
 
 
 def unknown_message(
@@ -52,13 +66,11 @@ def unknown_message(
     (Bpod's ``Valve1..Valve8``); the suggestion is still made among all of ``valid``.
     """
     choices = [str(v) for v in valid]
-    close = did_you_mean(str(name), choices)
-    hint = f" (did you mean {close!r}?)" if close else ""
     listed = [str(v) for v in shown] if shown is not None else choices
     text = ", ".join(listed[:limit]) + (
         f", ... ({len(listed)} in all)" if len(listed) > limit else ""
     )
-    return f"unknown {kind} {short(name)}{hint}; valid: {text or 'none'}"
+    return f"unknown {kind} {short(name)}{hint(name, choices)}; valid: {text or 'none'}"
 
 
 def short(value: Any, limit: int = 80) -> str:

@@ -338,13 +338,13 @@ CHECKS: dict[str, Callable[[Any, Mesh], Problems]] = {
 NAME_RE = re.compile(r"^[\w.<>/-]+(/|\.\w+)$")
 
 
-def run_tree(block: Block, mesh: Mesh) -> Problems:
-    """Every file and folder a layout names exists (names with <placeholders> are skipped).
+def tree_paths(block: Block) -> list[tuple[int, Path]]:
+    """(line, path) of every file and folder a layout names.
 
     A line starts with one or more names (a folder ends in /) indented two spaces per level
     under the folder above; what follows two spaces is a description.
     """
-    problems: Problems = []
+    named: list[tuple[int, Path]] = []
     stack: list[tuple[int, Path]] = []
     for no, line in block.lines():
         indent = len(line) - len(line.lstrip())
@@ -355,14 +355,19 @@ def run_tree(block: Block, mesh: Mesh) -> Problems:
         while stack and stack[-1][0] >= indent:
             stack.pop()
         base = stack[-1][1] if stack else ROOT
-        for name in names:
-            if "<" not in str(base / name) and not (base / name).exists():
-                problems.append(
-                    f"{block.path}:{no}: {(base / name).relative_to(ROOT)} does not exist"
-                )
+        named += [(no, base / name) for name in names]
         if names[-1].endswith("/"):
             stack.append((indent, base / names[-1]))
-    return problems
+    return named
+
+
+def run_tree(block: Block, mesh: Mesh) -> Problems:
+    """Every file and folder a layout names exists (names with <placeholders> are skipped)."""
+    return [
+        f"{block.path}:{no}: {path.relative_to(ROOT)} does not exist"
+        for no, path in tree_paths(block)
+        if "<" not in str(path) and not path.exists()
+    ]
 
 
 STATIC_RUNNERS = {

@@ -7,7 +7,10 @@
   click ``__main__.py`` that leaves LSL and logging set-up to ``run_module``;
 - ``shared_utils`` imports neither ``services`` nor ``control_room``; the control room reaches
   services only over the protocol; services do not import each other;
-- no ``shell=True`` and no ``__del__`` in product code; importing a module starts no thread.
+- inside ``shared_utils``, ``streams`` never imports ``protocol``; in the control room the command
+  server and the dashboard never import the room (the arrow is ``room -> server``, ``room -> web``);
+- no ``shell=True`` and no ``__del__`` in product code; importing a module starts no thread;
+- ``docs/architecture.md``'s layout names every ``shared_utils`` module.
 """
 
 from __future__ import annotations
@@ -110,6 +113,19 @@ def test_every_service_has_one_shape() -> None:
         assert args.vararg is None, svc.name
         assert args.kwarg is None, svc.name
         assert not args.kwonlyargs, svc.name
+        assert build[0].returns is not None, svc.name
+        assert "dict" in ast.unparse(build[0].returns), svc.name
+        main = ast.parse((svc / "__main__.py").read_text())
+        run = [
+            n
+            for n in ast.walk(main)
+            if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "run_module"
+        ]
+        assert len(run) == 1, f"{svc.name}: __main__.py calls run_module once"
+        factory = run[0].args[1] if len(run[0].args) > 1 else None
+        assert isinstance(factory, ast.Lambda | ast.Name), (
+            f"{svc.name}: run_module gets a factory that builds the core after set-up"
+        )
         calls = {
             n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "")
             for path in svc.rglob("*.py")
@@ -117,6 +133,43 @@ def test_every_service_has_one_shape() -> None:
             if isinstance(n, ast.Call)
         }
         assert not calls & setup_calls, f"{svc.name} calls {sorted(calls & setup_calls)}"
+
+
+@pytest.mark.parametrize(
+    ("files", "forbidden"),
+    [
+        ("shared_utils/streams", "shared_utils.protocol"),
+        ("control_room/server.py", "control_room.room"),
+        ("control_room/web", "control_room.room"),
+    ],
+)
+def test_inner_arrows_point_one_way(files: str, forbidden: str) -> None:
+    """Streams know nothing of the protocol; what the room serves does not import the room."""
+    target = ROOT / files
+    paths = [target] if target.is_file() else _py_files(files)
+    offenders = [
+        f"{_rel(p)}: {m}"
+        for p in paths
+        for m in _imports(p)
+        if m == forbidden or m.startswith(forbidden + ".")
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_architecture_doc_names_every_shared_module() -> None:
+    """docs/architecture.md's layout lists every shared_utils file (a newcomer finds it there)."""
+    from doc_blocks import parse_file
+    from doc_static import tree_paths
+
+    doc = ROOT / "docs" / "architecture.md"
+    trees = [b for b in parse_file(doc) if b.kind == "tree"]
+    assert trees, "docs/architecture.md has no layout block"
+    named = {p.resolve() for b in trees for _, p in tree_paths(b)}
+    missing = [
+        _rel(p) for p in _py_files("shared_utils") if p.name != "__init__.py" and p not in named
+    ]
+    # a package's __init__ is named by its folder; every other file by its own line
+    assert not missing, "not listed in docs/architecture.md:\n" + "\n".join(missing)
 
 
 def test_no_shell_true_and_no_finalizers() -> None:

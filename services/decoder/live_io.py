@@ -21,7 +21,12 @@ import pylsl
 from services.decoder.model_io import DecoderModel
 from shared_utils.checks import unknown_message
 from shared_utils.errors import CommandError
-from shared_utils.streams.lsl import StreamNotFoundError, channel_labels, resolve
+from shared_utils.streams.lsl import (
+    StreamNotFoundError,
+    channel_labels,
+    describe_channels,
+    resolve,
+)
 from shared_utils.streams.shm import ShmError
 from shared_utils.streams.shm.inlet import TRANSPORTS, RingInlet, open_ring_inlet, ring_inlet_for
 
@@ -130,11 +135,9 @@ def make_outlet(
         pylsl.cf_float32,
         f"decoder:{name}:{os.getpid()}",
     )
-    chans = info.desc().append_child("channels")
-    for lab in labels:
-        ch = chans.append_child("channel")
-        ch.append_child_value("label", lab)
-        ch.append_child_value("unit", "probability" if lab.startswith("p_") else "on/off")
+    describe_channels(
+        info, labels, unit=lambda lab: "probability" if lab.startswith("p_") else "on/off"
+    )
     meta = info.desc().append_child("decoder")
     meta.append_child_value("mode", mode)
     meta.append_child_value("positive_class", positive)

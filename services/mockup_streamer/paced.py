@@ -17,7 +17,7 @@ import pylsl
 
 from services.mockup_streamer.synth import StateSchedule, SyntheticEEG
 from shared_utils.logging import get_logger
-from shared_utils.streams.lsl import default_channel_labels
+from shared_utils.streams.lsl import default_channel_labels, describe_channels
 
 log = get_logger("mockup_streamer")
 
@@ -25,12 +25,7 @@ log = get_logger("mockup_streamer")
 def eeg_info(name: str, channels: list[str], srate: float, source_id: str) -> pylsl.StreamInfo:
     """Stream info with channel labels, types and units in the description."""
     info = pylsl.StreamInfo(name, "EEG", len(channels), srate, pylsl.cf_float32, source_id)
-    chans = info.desc().append_child("channels")
-    for label in channels:
-        ch = chans.append_child("channel")
-        ch.append_child_value("label", label)
-        ch.append_child_value("type", "EEG")
-        ch.append_child_value("unit", "microvolts")
+    describe_channels(info, channels, kind="EEG", unit="microvolts")
     info.desc().append_child_value("manufacturer", "closedloop-mesh mockup_streamer")
     return info
 

@@ -103,8 +103,10 @@ class Resolver:
     def _resolve(self, key: Any, stream: str, channel: int, timeout: float) -> None:
         import pylsl
 
+        from shared_utils.streams.lsl import find_named
+
         try:
-            found = pylsl.resolve_byprop("name", stream, 1, timeout)
+            found = find_named(stream, timeout)
             if not found:
                 raise ValueError(f"no LSL stream named {stream!r} found within {timeout} s")
             n = found[0].channel_count()

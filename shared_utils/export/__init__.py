@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared_utils.checks import unknown_message
 from shared_utils.export.mne_raw import read_raw_xdf
 from shared_utils.export.recording import ExportOptions, Recording, open_recording
 from shared_utils.export.report import ExportError, ExportResult, Findings, Skipped
@@ -73,7 +74,7 @@ def plan_outputs(
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ExportError(f"unknown export format {unknown or formats}; use one of {FORMATS}")
+        raise ExportError(unknown_message("export format", unknown or formats, FORMATS))
     if out is None:
         outs = {f: session.default_out(f) for f in formats}
     elif len(formats) == 1:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from shared_utils import __version__
+from shared_utils.checks import choice_message
 from shared_utils.export.content import Signal
 from shared_utils.export.mne_raw import signal_annotations
 from shared_utils.export.recording import ExportOptions, Recording
@@ -61,7 +62,7 @@ def write_bids(rec: Recording, root: Path, work: Path, opts: ExportOptions, find
     import mne_bids
 
     if opts.bids_format not in FORMATS:
-        raise ExportError(f"BIDS format must be one of {FORMATS}, got {opts.bids_format!r}")
+        raise ExportError(f"BIDS format {choice_message(opts.bids_format, FORMATS)}")
     eeg = rec.plan.eeg
     if not eeg:
         names = [s.name for s in rec.xdf.streams]

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared_utils.checks import choice_message
+
 __all__ = [
     "POSIX",
     "Scheduling",
@@ -181,7 +183,7 @@ def parse_sched(text: str) -> tuple[str, int]:
     name, _, prio = text.strip().lower().partition(":")
     if name not in SCHED_POLICIES:
         raise ValueError(
-            f"must be one of {', '.join(SCHED_POLICIES)} (fifo/rr as 'fifo:50'), got {text!r}"
+            f"{choice_message(text, SCHED_POLICIES)} (fifo/rr take a priority: 'fifo:50')"
         )
     realtime = name in ("fifo", "rr")
     if not realtime:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared_utils.checks import did_you_mean, short
+from shared_utils.checks import did_you_mean, hint, short
 from shared_utils.errors import CommandError
 
 _SIMPLE_TYPES: dict[type, str] = {
@@ -84,10 +84,7 @@ class Command:
             unknown = [k for k in kwargs if k not in self.params]
             if unknown:
                 valid = list(self.params) or ["(none)"]
-                hints = []
-                for k in unknown:
-                    close = did_you_mean(k, self.params)
-                    hints.append(f"{k!r}" + (f" (did you mean {close!r}?)" if close else ""))
+                hints = [f"{k!r}{hint(k, self.params)}" for k in unknown]
                 raise CommandError(
                     f"{self.name}: unknown argument {', '.join(hints)}; valid arguments: "
                     f"{', '.join(valid)}"

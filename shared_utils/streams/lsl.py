@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,14 @@ def describe_all(infos: list[pylsl.StreamInfo]) -> list[dict[str, Any]]:
     return sorted(unique.values(), key=lambda d: (d["name"], d["uid"]))
 
 
+def find_named(name: str, timeout_s: float) -> list[pylsl.StreamInfo]:
+    """Streams called ``name`` seen within ``timeout_s`` (empty when none; never raises).
+
+    For callers that only ask "is it there yet"; :func:`resolve` is the one that explains a miss.
+    """
+    return list(pylsl.resolve_byprop("name", name, 1, max(0.01, timeout_s)))
+
+
 def _visible_names(wait_s: float = 1.0) -> list[str]:
     return sorted({i.name() for i in pylsl.resolve_streams(wait_time=wait_s)})
 
@@ -223,6 +232,28 @@ def resolve(
         )
     found.sort(key=lambda i: i.created_at())
     return found[-1]
+
+
+def describe_channels(
+    info: pylsl.StreamInfo,
+    labels: list[str],
+    *,
+    kind: str | None = None,
+    unit: str | Callable[[str], str] | None = None,
+) -> None:
+    """Write ``<channels>`` into ``info``'s description, the layout XDF readers and MNE expect.
+
+    ``unit`` is one unit for every channel or a function of the label; empty values are left out.
+    """
+    chans = info.desc().append_child("channels")
+    for label in labels:
+        ch = chans.append_child("channel")
+        ch.append_child_value("label", label)
+        if kind:
+            ch.append_child_value("type", kind)
+        u = unit(label) if callable(unit) else unit
+        if u:
+            ch.append_child_value("unit", u)
 
 
 def channel_labels(info: pylsl.StreamInfo) -> list[str]:

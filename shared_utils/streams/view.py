@@ -85,6 +85,8 @@ def header(sw: Any) -> str:
 
 def frame(sw: Any, seconds: float, width: int, max_channels: int, bars: str = BARS) -> list[str]:
     """The lines of one picture of the stream."""
+    from shared_utils.streams.lsl import default_channel_labels
+
     data, ts = sw.window(seconds=seconds, copy=True)  # pulls what liblsl holds: header is fresh
     lines = [header(sw)]
     if sw.stream is not None and sw.stream.channel_format() == pylsl.cf_string:  # markers
@@ -92,7 +94,7 @@ def frame(sw: Any, seconds: float, width: int, max_channels: int, bars: str = BA
         shown = list(zip(ts[-max_channels:], data[-max_channels:], strict=True))
         lines += [f"  {t - now:8.2f} s  {' | '.join(map(str, row))}" for t, row in shown]
         return lines + ([] if shown else ["  (no markers since the viewer connected)"])
-    labels = list(sw.ch_names) or [f"ch{i + 1}" for i in range(data.shape[1] if data.ndim else 0)]
+    labels = list(sw.ch_names) or default_channel_labels(data.shape[1] if data.ndim else 0)
     name_w = min(12, max((len(x) for x in labels[:max_channels]), default=3))
     for i, label in enumerate(labels[:max_channels]):
         col = data[:, i] if len(data) else np.empty(0)

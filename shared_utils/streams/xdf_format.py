@@ -13,6 +13,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from shared_utils.checks import unknown_message
+
 MAGIC = b"XDF:"
 TAG_FILE_HEADER = 1
 TAG_STREAM_HEADER = 2
@@ -69,9 +71,7 @@ def stream_info_xml(
     ``desc_xml`` is inserted verbatim inside ``<desc>`` (e.g. ``<synchronization>...``).
     """
     if channel_format not in CHANNEL_FORMATS:
-        raise ValueError(
-            f"unknown channel_format {channel_format!r}; use one of {list(CHANNEL_FORMATS)}"
-        )
+        raise ValueError(unknown_message("channel_format", channel_format, CHANNEL_FORMATS))
     desc = desc_xml
     if channel_labels:
         chans = "".join(

@@ -89,6 +89,8 @@ class LslAnnouncer:
     ) -> None:
         import pylsl
 
+        from shared_utils.streams.lsl import describe_channels
+
         self.plan = lsl_plan(writer.channels, writer.srate, writer.dtype.itemsize, mode)
         fmt = {
             "float32": pylsl.cf_float32, "float64": pylsl.cf_double64, "int32": pylsl.cf_int32,
@@ -99,9 +101,7 @@ class LslAnnouncer:
             writer.name, stream_type, writer.channels, self.plan["srate"], fmt,
             source_id or f"shm:{host}:{writer.segment}",
         )  # fmt: skip
-        chans = info.desc().append_child("channels")
-        for label in writer.channel_names:
-            chans.append_child("channel").append_child_value("label", label)
+        describe_channels(info, list(writer.channel_names))
         shm = info.desc().append_child("shm")
         for k, v in {
             "segment": writer.segment, "session": writer.session, "name": writer.name,

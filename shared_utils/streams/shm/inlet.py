@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from shared_utils.checks import choice_message
 from shared_utils.logging import get_logger
 from shared_utils.streams.shm.errors import RingNotFoundError, ShmError, WriterGoneError
 from shared_utils.streams.shm.reader import ShmReader
@@ -37,7 +38,7 @@ _LSL_FORMATS = {"float32": 1, "float64": 2, "int32": 4, "int16": 5, "int8": 6, "
 def check_transport(transport: str) -> str:
     """``transport`` if it is one of :data:`TRANSPORTS`; else ValueError naming them."""
     if transport not in TRANSPORTS:
-        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        raise ValueError(f"transport {choice_message(transport, TRANSPORTS)}")
     return transport
 
 
@@ -68,18 +69,14 @@ def ring_info(reader: ShmReader) -> Any:
     name, type, shape, format, labels and unit from the ring's metadata, and ``desc/shm``."""
     import pylsl
 
+    from shared_utils.streams.lsl import describe_channels
+
     meta = reader.meta
     info = pylsl.StreamInfo(
         reader.name, reader.stream_type or "EEG", reader.channels, reader.srate,
         _LSL_FORMATS[reader.dtype.name], str(meta.get("source_id") or f"shm:{reader.segment}"),
     )  # fmt: skip
-    chans = info.desc().append_child("channels")
-    unit = str(meta.get("unit") or "")
-    for label in reader.ch_names:
-        ch = chans.append_child("channel")
-        ch.append_child_value("label", label)
-        if unit:
-            ch.append_child_value("unit", unit)
+    describe_channels(info, list(reader.ch_names), unit=str(meta.get("unit") or ""))
     shm = info.desc().append_child("shm")
     for k, v in {"segment": reader.segment, "session": reader.session, "uid": reader.uid}.items():
         shm.append_child_value(k, str(v))

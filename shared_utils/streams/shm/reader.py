@@ -86,9 +86,11 @@ class ShmReader:
         self.writer_pid = v.get("writer_pid")
         self.meta = v.meta()
         names = [str(c) for c in self.meta.get("channel_names") or []]
-        self.ch_names = names if len(names) == self.channels else [
-            f"ch{i + 1}" for i in range(self.channels)
-        ]  # fmt: skip
+        if len(names) != self.channels:
+            from shared_utils.streams.lsl import default_channel_labels
+
+            names = default_channel_labels(self.channels)
+        self.ch_names = names
         self._hot, self._notify = v.hot, v.notify
         self._data, self._ts = v.data.view(), v.ts.view()
         self._data.flags.writeable = False  # windows are views into the ring: read-only

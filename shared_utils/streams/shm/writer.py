@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from shared_utils.checks import choice_message
 from shared_utils.logging import get_logger
 from shared_utils.streams.shm import _os, discovery, layout
 from shared_utils.streams.shm.errors import RingInUseError, RingTooSmallError, ShmError
@@ -61,33 +62,18 @@ class ShmWriter:
     ) -> None:
         _os.check_supported()
         self.name = name
-        self.channels = int(channels)
-        self.srate = float(srate)
-        self.dtype = np.dtype(dtype).newbyteorder("<")
-        if self.dtype.name not in layout.DTYPE_CODES:
-            raise ValueError(
-                f"dtype {dtype!r} not supported; use one of {list(layout.DTYPE_CODES)}"
-            )
-        if self.channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
-        if not self.srate > 0 or not math.isfinite(self.srate):
-            raise ValueError(
-                f"srate must be a positive rate, got {srate}: irregular streams (markers) go over LSL"
-            )
-        self.capacity = math.ceil(capacity_s * self.srate)
-        if capacity_s < min_capacity_s:
-            need = math.ceil(min_capacity_s * self.srate)
-            raise RingTooSmallError(
-                f"a ring of {capacity_s:g} s ({self.capacity} samples) is too small for "
-                f"{self.srate:g} Hz: it must hold at least {min_capacity_s:g} s ({need} samples) "
-                "so that a reader descheduled for a moment loses nothing; ask for a longer "
-                "capacity_s"
-            )
+        self.dtype, self.channels, self.srate, self.capacity = _checked_shape(
+            dtype, channels, srate, capacity_s, min_capacity_s
+        )
         self.max_chunk = self.capacity // 2
         self.session = session or layout.session()
         self.segment = layout.segment_name(name, self.session)
         self.uid = secrets.token_bytes(16)
-        self.channel_names = list(channel_names or [f"ch{i + 1}" for i in range(self.channels)])
+        if not channel_names:
+            from shared_utils.streams.lsl import default_channel_labels
+
+            channel_names = default_channel_labels(self.channels)
+        self.channel_names = list(channel_names)
         if len(self.channel_names) != self.channels:
             raise ValueError(
                 f"{len(self.channel_names)} channel names for {self.channels} channels"
@@ -355,3 +341,29 @@ class ShmWriter:
 
 
 ShmOutlet = ShmWriter
+
+
+def _checked_shape(
+    dtype: str, channels: int, srate: float, capacity_s: float, min_capacity_s: float
+) -> tuple[np.dtype, int, float, int]:
+    """(dtype, channels, srate, capacity in samples) of a new ring, or ValueError saying why not."""
+    dt = np.dtype(dtype).newbyteorder("<")
+    if dt.name not in layout.DTYPE_CODES:
+        raise ValueError(f"dtype not supported: {choice_message(str(dtype), layout.DTYPE_CODES)}")
+    n = int(channels)
+    if n < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    rate = float(srate)
+    if not rate > 0 or not math.isfinite(rate):
+        raise ValueError(
+            f"srate must be a positive rate, got {srate}: irregular streams (markers) go over LSL"
+        )
+    capacity = math.ceil(capacity_s * rate)
+    if capacity_s < min_capacity_s:
+        need = math.ceil(min_capacity_s * rate)
+        raise RingTooSmallError(
+            f"a ring of {capacity_s:g} s ({capacity} samples) is too small for {rate:g} Hz: it "
+            f"must hold at least {min_capacity_s:g} s ({need} samples) so that a reader "
+            "descheduled for a moment loses nothing; ask for a longer capacity_s"
+        )
+    return dt, n, rate, capacity
