@@ -61,6 +61,8 @@ port = 0
 pub_port = 0
 log_port = 0
 log_dir = "{logs}"
+data_dir = "{data}"
+web = false
 marker_stream = "pipebench_{tag}"
 """
 
@@ -71,7 +73,7 @@ def room_up(body: str, work: Path) -> Any:
     from control_room.room import ControlRoom
 
     path = work / f"mesh_{uuid.uuid4().hex[:6]}.toml"
-    path.write_text(ROOM.format(logs=work / "logs", tag=uuid.uuid4().hex[:6]) + body)
+    path.write_text(ROOM.format(logs=work / "logs", data=work, tag=uuid.uuid4().hex[:6]) + body)
     room = ControlRoom(load_config(path), console=None)
     room.up()
     return room
@@ -298,6 +300,10 @@ def main() -> None:
     res["ratios"] = ratios(res)
     res["machine"]["loadavg_end"] = os.getloadavg()
     print(json.dumps(res, default=float), flush=True)
+    failed = [f"{part}/{tr}" for part in ("recorder", "closed_loop")
+              for tr, r in res.get(part, {}).items() if r.get("error")]  # fmt: skip
+    if failed:  # the figures above are incomplete: say so to make and CI
+        sys.exit(f"arms that did not run: {', '.join(failed)}")
 
 
 def ratios(res: dict[str, Any]) -> dict[str, float | None]:
