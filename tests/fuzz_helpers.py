@@ -30,6 +30,7 @@ BAD_VALUES: list[Any] = [
     0.5,
     "",
     "é✓\u202e",
+    "a\ud800b.png",  # a lone surrogate: valid JSON, not text
     LONG,
     "../../etc/passwd",
     "/etc/passwd",

@@ -58,6 +58,8 @@ LOAD_CASES = [
     (machine({"GlobalTimerTrig": 99}), r"timer numbers must be 1\.\.16"),
     ({"states": [{"name": "S", "timer": -1}]}, "timer must be a number >= 0"),
     ({"states": [{"name": "S", "timer": 1e300}]}, "longer than the device can count"),
+    ({"states": [{"name": "S", "timer": 1e308}]}, "longer than the device can count"),
+    (machine(global_timers=[{"duration": 1e308}]), "longer than the device can count"),
     ({"states": [{"name": "S", "timer": True}]}, "timer must be a number"),
     ({"states": [{"name": "S", "transitions": {"Tup": ["exit"]}}]}, "must lead to a state name"),
     ({"states": [{"name": "x" * 201}]}, "longer than 200"),

@@ -160,6 +160,8 @@ UNUSABLE = [
     (b'STATUS|{"self": 1}', "'self' cannot be an argument name"),
     (b'STOP|{"self": 1}', "'self' cannot be an argument name"),
     (b'LOAD|{"path": [[[[{"deep": NaN}]]]]}', "finite number"),
+    (b'LOAD|{"path": "a\\ud800b.xdf"}', "lone surrogate"),
+    (b'LOAD|{"path": {"\\udfff": 1}}', "lone surrogate (\\ud800-\\udfff is not text) in a key"),
 ]
 
 

@@ -50,9 +50,30 @@ def _values(arg: str, type_name: str) -> list[tuple[Any, bool]]:
     out += [(10**18, numeric and arg not in HUGE_OK), (1e300, numeric and "int" not in types)]
     out += [(-1e300, numeric), (True, "bool" not in types and "any" not in types)]
     out += [("x" * 100_000, "str" in types), ("", False), ("\u202e\ud7ff\t", False)]
+    out += [("a\ud800b.xdf", True), ({"\udfff": 1}, True)]  # lone surrogates: never text
     out += [(p, "str" in types and arg in PATH_ARGS) for p in TRAVERSAL]
     out += [([None, 1e300, "../x", [[{}]]], False), ({"a": [1, {"b": -1e300}]}, False)]
     return out
+
+
+def _raw_classes(commands: list[dict[str, Any]]) -> list[bytes]:
+    """The line classes that once escaped the parser or exploded later (issue 12, items 4-5),
+    aimed at each command's first argument: 1,000-deep nesting, a 5,000-digit integer, 1e400,
+    NaN, a NUL and a lone surrogate in a string, and the reserved name ``self``."""
+    lines = []
+    for entry in commands:
+        cmd = entry["name"].encode()
+        arg = (entry["kwargs"][0]["name"] if entry["kwargs"] else "x").encode()
+        lines += [
+            cmd + b"|" + b"[" * 1000 + b"]" * 1000,
+            cmd + b'|{"' + arg + b'": ' + b"9" * 5000 + b"}",
+            cmd + b'|{"' + arg + b'": 1e400}',
+            cmd + b'|{"' + arg + b'": [NaN]}',
+            cmd + b'|{"' + arg + b'": "a\\u0000b"}',
+            cmd + b'|{"' + arg + b'": "a\\ud800b"}',
+            cmd + b'|{"self": 1}',
+        ]
+    return lines
 
 
 def _json_types(v: Any) -> set[str]:
@@ -151,6 +172,12 @@ def _fuzz(w: Wire, module: str, live: str, only: set[str] | None = None) -> dict
                         want = f"{arg['name']}: {value!r} is out of range; use "
                         assert want in error, (where, error[:300])  # the documented range
                         counts["range"] += 1
+    for line in _raw_classes(_commands(w)):  # what json.dumps cannot write: raw lines
+        w.send(line + b"\n")
+        reply = w.reply()
+        counts["lines"] += 1
+        assert reply["ok"] is False, (module, line[:80], reply)
+        assert " raised " not in reply["error"], (module, line[:80], reply["error"][:300])
     w.send(b'{"id": "end", "cmd": "UP"}\n')  # exactly one reply per line: UP comes next
     assert w.reply() == {"ok": True, "cmd": "UP", "id": "end", "result": True}
     return counts

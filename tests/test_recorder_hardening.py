@@ -135,6 +135,58 @@ def test_absolute_paths_need_the_flag_and_rcs_roots_stay_inside(
     assert (tmp_path / "abs" / "x.xdf").is_file()
 
 
+def test_a_template_cannot_ask_for_a_giant_name() -> None:
+    """Format widths are expanded before the length check: ``{date:.<50000000}`` twice made the
+    recorder allocate 100 MB for one START. Useful widths still work."""
+    from services.recorder.paths import expand_template
+    from shared_utils.errors import CommandError
+
+    assert expand_template("rec_{run:03d}.xdf", {"run": 4}) == "rec_004.xdf"
+    for bomb in ("{date:.<50000000}.xdf", "{run:>999}.xdf", "{run:{width}}.xdf"):
+        with pytest.raises(CommandError, match="up to 64"):
+            expand_template(bomb, {"run": 1, "width": 10**8})
+
+
+def test_labrecorder_remote_control_runs_nothing_from_a_web_page(
+    module_process, tmp_path: Path
+) -> None:
+    """The RCS port has no token: a browser's POST whose body says ``start`` must not record,
+    an endless line must not grow the recorder, and binding beyond loopback needs --rcs-allow."""
+    import socket
+
+    data, rcs_port = tmp_path / "data", free_port()
+    _, port = module_process(RECORDER, "--data-dir", str(data), "--rcs-port", str(rcs_port))
+    post = (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n\r\n"
+        b"filename {template:pwned.xdf}\nstart\n"
+    )
+    with socket.create_connection(("127.0.0.1", rcs_port), timeout=10) as s:
+        s.sendall(post)
+        assert s.recv(64) == b""  # closed without an OK: nothing ran
+    with socket.create_connection(("127.0.0.1", rcs_port), timeout=10) as s:
+        try:
+            for _ in range(40):  # 80 KiB without a newline
+                s.sendall(b"x" * 2048)
+            assert s.recv(64) == b""
+        except ConnectionResetError:
+            pass  # closed while we were still sending: also refused
+    with client(port) as c:
+        status = c.send("STATUS")
+        assert status["recording"] is False
+        assert status["rcs_last_error"] is None
+    assert not list(data.rglob("*.xdf"))
+    with socket.create_connection(("127.0.0.1", rcs_port), timeout=10) as s:  # still serving
+        s.sendall(b"update\n")
+        assert s.recv(2) == b"OK"
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.recorder", "--port", "0", "--rcs-port", "0",
+         "--rcs-host", "0.0.0.0", "--data-dir", str(data)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "--rcs-allow" in proc.stderr
+
+
 # -- items 9 and 10: a source that vanishes, a source that restarts ----------------------------------
 def test_a_killed_source_is_lost_at_once_and_the_rest_keeps_recording(
     recorder: int, sources: Sources, lsl_name: str

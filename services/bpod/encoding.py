@@ -7,6 +7,8 @@ timer masks, durations in cycles) and names the state, timer or counter a bad on
 
 from __future__ import annotations
 
+import math
+
 from services.bpod.hardware import HardwareInfo, compress_names, output_limit
 from services.bpod.state_machine import GlobalTimer, StateMachine, StateMachineError
 from shared_utils.checks import unknown_message
@@ -23,6 +25,11 @@ def cycles(seconds: float, hw: HardwareInfo, what: str) -> int:
     """A duration in device cycles (a 32-bit count)."""
     if not isinstance(seconds, int | float) or seconds < 0:
         raise StateMachineError(f"{what}: time must be a number >= 0 seconds, got {seconds!r}")
+    limit_s = (2**32 - 1) * hw.timer_period_us / 1e6
+    if not math.isfinite(seconds) or seconds > limit_s:  # 1e308 * 1e6 is inf: check first
+        raise StateMachineError(
+            f"{what}: {seconds} s is longer than the device can count ({limit_s:.0f} s at most)"
+        )
     n = round(seconds * 1e6 / hw.timer_period_us)
     if n >= 2**32:
         raise StateMachineError(f"{what}: {seconds} s is longer than the device can count")

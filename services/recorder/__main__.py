@@ -39,6 +39,12 @@ from shared_utils.protocol.module import module_options, run_module
 )
 @click.option("--rcs-host", default="127.0.0.1", show_default=True, help="Address for --rcs-port.")
 @click.option(
+    "--rcs-allow",
+    multiple=True,
+    help="A PC allowed to use remote control besides this one (repeat; needed for an --rcs-host "
+    "beyond loopback: the protocol has no token).",
+)
+@click.option(
     "--inlet-reserve-ms",
     default=500,
     show_default=True,
@@ -60,6 +66,7 @@ def main(
     probe_local_offsets: bool,
     rcs_port: int | None,
     rcs_host: str,
+    rcs_allow: tuple[str, ...],
     inlet_reserve_ms: int,
     transport: str,
     **common: Any,
@@ -67,8 +74,11 @@ def main(
     """Recorder: every LSL stream (or the ones named) into one crash-safe XDF file."""
     from services.recorder.commands import build_commands
     from services.recorder.core import Recorder
+    from services.recorder.rcs import bind_problem
     from services.recorder.recording import RecordingOptions
 
+    if rcs_port is not None and (problem := bind_problem(rcs_host, rcs_allow)):
+        raise click.BadParameter(problem, param_hint="--rcs-host")
     if flush_ms <= 0 or offset_s <= 0 or fsync_s < 0:
         raise click.BadParameter("--flush-ms and --offset-s must be > 0, --fsync-s >= 0")
     options = RecordingOptions(
@@ -86,6 +96,7 @@ def main(
                 options=options,
                 rcs_port=rcs_port,
                 rcs_host=rcs_host,
+                rcs_allow=rcs_allow,
                 tasks=server.tasks,
                 allow_absolute=server.allow_absolute_paths,
             )

@@ -53,6 +53,7 @@ class Recorder:
         forget_after_s: float = 3.0,
         rcs_port: int | None = None,
         rcs_host: str = "127.0.0.1",
+        rcs_allow: tuple[str, ...] = (),
         tasks: TaskManager | None = None,
         allow_absolute: bool = False,
     ) -> None:
@@ -76,7 +77,9 @@ class Recorder:
         # written into the file header and into every stream header's <desc><session>.
         self.session: dict[str, str] | None = None
         self._exports = ExportJobs(self.data_dir, tasks, allow_absolute)
-        self._rcs = RcsServer(self, rcs_port, rcs_host).start() if rcs_port is not None else None
+        self._rcs = (
+            RcsServer(self, rcs_port, rcs_host, rcs_allow).start() if rcs_port is not None else None
+        )
 
     @property
     def recording_file(self) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,9 @@ LABRECORDER_WILDCARDS = {
 }
 
 
+MAX_SPEC_WIDTH = 64  # {run:03d} is useful; {date:.<50000000} is a memory bomb
+
+
 def template_fields(template: str) -> list[str]:
     """Names of the ``{field}`` placeholders in ``template`` (format specs allowed)."""
     try:
@@ -38,9 +42,20 @@ def template_fields(template: str) -> list[str]:
     except ValueError as e:
         raise CommandError(f"bad file template {short(template)}: {e}") from None
     names = []
-    for _, name, _, _ in parsed:
+    for _, name, spec, _ in parsed:
         if name is None:
             continue
+        widths = [int(n) for n in re.findall(r"\d+", spec or "")]
+        if "{" in (spec or ""):  # a width from a value: as large as the value says
+            raise CommandError(
+                f"nested placeholder in {{{name}:{short(spec, 40)[1:-1]}}} of file template: "
+                f"give widths as numbers up to {MAX_SPEC_WIDTH} (e.g. {{run:03d}})"
+            )
+        if widths and max(widths) > MAX_SPEC_WIDTH:
+            raise CommandError(
+                f"format {{{name}:{short(spec, 40)[1:-1]}}} in file template asks for "
+                f"{max(widths)} characters; widths up to {MAX_SPEC_WIDTH} (e.g. {{run:03d}})"
+            )
         if not name.isidentifier():
             raise CommandError(
                 f"bad placeholder {{{name}}} in file template {short(template)}: use plain names such "

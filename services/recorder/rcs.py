@@ -5,6 +5,10 @@ the two bytes ``OK`` (no newline), even unknown or failing ones, because existin
 exactly that. Unlike LabRecorder we bind loopback by default, and what went wrong is logged and
 visible in the recorder's STATUS (``rcs_last_error``), since the protocol cannot carry it.
 
+The protocol has no token, so it is guarded by where it listens: beyond loopback only the peers
+named with ``--rcs-allow`` get in; a line that looks like HTTP (a web page in a browser on the lab
+PC posting ``start``) closes the connection before anything runs; a line longer than 64 KiB too.
+
 Commands: ``select all`` / ``select none`` (LabRecorder's ``start`` selects all anyway),
 ``update``, ``filename {root:DIR} {template:NAME}`` plus ``{participant:..} {session:..} {task:..}
 {run:..} {acquisition:..} {modality:..}``, ``start``, ``stop``.
@@ -22,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from services.recorder.paths import expand_labrecorder
 from shared_utils.errors import CommandError
 from shared_utils.logging import get_logger
+from shared_utils.protocol.framing import looks_like_http
+from shared_utils.protocol.server import is_loopback
 
 if TYPE_CHECKING:  # the recorder owns its listener: core imports this module
     from services.recorder.core import Recorder
@@ -31,6 +37,7 @@ log = get_logger("recorder.rcs")
 FILENAME_OPTION = re.compile(r"\{(\w+?):([^}]*)\}")
 #: LabRecorder's BIDS-style default when only a root is given
 DEFAULT_TEMPLATE = "sub-%p/ses-%s/%m/sub-%p_ses-%s_task-%b_run-%n_%m.xdf"
+MAX_LINE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -103,12 +110,34 @@ def _start(state: RcsState, recorder: Recorder) -> dict[str, Any]:
     return recorder.start(str(path), streams=None)
 
 
+def bind_problem(host: str, allow: tuple[str, ...]) -> str | None:
+    """Why listening on ``host`` is refused (beyond loopback with nobody allowed), or None."""
+    if is_loopback(host) or allow:
+        return None
+    return (
+        f"LabRecorder remote control on {host} would let any PC on the network start and stop "
+        "recordings (its protocol has no token): name the PCs allowed with --rcs-allow ADDRESS, "
+        "or keep --rcs-host 127.0.0.1"
+    )
+
+
 class RcsServer:
     """TCP listener for RCS lines; one thread per client (clients are few and long-lived)."""
 
-    def __init__(self, recorder: Recorder, port: int = 22345, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        port: int = 22345,
+        host: str = "127.0.0.1",
+        allow: tuple[str, ...] = (),
+    ) -> None:
+        """``allow``: peer addresses let in besides loopback; required to listen beyond it."""
+        problem = bind_problem(host, allow)
+        if problem:
+            raise ValueError(problem)
         self.recorder = recorder
         self.state = RcsState()
+        self.allow = frozenset(allow)
         self._sock = socket.create_server((host, port), reuse_port=False)
         self.port = self._sock.getsockname()[1]
         self._closed = threading.Event()
@@ -116,7 +145,7 @@ class RcsServer:
 
     def start(self) -> RcsServer:
         self._thread.start()
-        log.info("LabRecorder remote control listening", port=self.port)
+        log.info("LabRecorder remote control listening", port=self.port, allow=sorted(self.allow))
         return self
 
     def close(self) -> None:
@@ -129,9 +158,13 @@ class RcsServer:
     def _accept(self) -> None:
         while not self._closed.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, peer = self._sock.accept()
             except OSError:
                 return
+            if not (is_loopback(peer[0]) or peer[0] in self.allow):
+                log.warning("RCS connection refused: peer not in --rcs-allow", peer=peer[0])
+                conn.close()
+                continue
             threading.Thread(target=self._serve, args=(conn,), name="rcs-conn", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -147,6 +180,9 @@ class RcsServer:
                 buf += data
                 while b"\n" in buf:
                     raw, buf = buf.split(b"\n", 1)
+                    if looks_like_http(raw):
+                        log.warning("RCS connection closed: an HTTP request ran nothing")
+                        return
                     line = raw.decode("utf-8", "replace")
                     done = handle_line(line, self.state, self.recorder)
                     log.info("RCS", line=line.strip(), result=done)
@@ -154,3 +190,6 @@ class RcsServer:
                         conn.sendall(b"OK")
                     except OSError:
                         return
+                if len(buf) > MAX_LINE_BYTES:
+                    log.warning("RCS connection closed: a line over 64 KiB", bytes=len(buf))
+                    return

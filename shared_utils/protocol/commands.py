@@ -109,6 +109,18 @@ _RESERVED = frozenset({"self", "cls"})
 _INT_LIMIT = 2**63
 
 
+def _bad_text(text: str) -> str | None:
+    """Why a string cannot reach a file name, a log or a reply: NUL, or a lone surrogate
+    (JSON's ``"\\ud800"`` decodes to one; it cannot be encoded as UTF-8)."""
+    if "\x00" in text:
+        return "contains a NUL byte"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (\\ud800-\\udfff is not text)"
+    return None
+
+
 def _unusable(value: Any, depth: int = 0) -> str | None:
     """Why ``value`` (a decoded JSON value) cannot be passed to a command, or None."""
     if isinstance(value, bool) or value is None:
@@ -122,7 +134,7 @@ def _unusable(value: Any, depth: int = 0) -> str | None:
             else "is out of range (numbers must fit in 64 bits)"
         )
     if isinstance(value, str):
-        return "contains a NUL byte" if "\x00" in value else None
+        return _bad_text(value)
     if depth > 32:
         return "is nested too deeply (32 levels at most)"
     if isinstance(value, list):
@@ -131,8 +143,8 @@ def _unusable(value: Any, depth: int = 0) -> str | None:
                 return problem
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
-                return "contains a NUL byte in a key"
+            if (problem := _bad_text(key)) is not None:
+                return f"{problem} in a key"
             if (problem := _unusable(item, depth + 1)) is not None:
                 return problem
     return None
