@@ -5,8 +5,10 @@ stream as annotations on the signal's own time base.
     >>> raw = read_raw_xdf("data/mesh_20261204_101500.xdf")          # the EEG-like stream
     >>> raw.annotations.description[:3]    # markers of every stream (raw.annotations.extras: which)
 
-The pieces (:func:`signal_info`, :func:`signal_annotations`) are shared with the BIDS export, so
-an analysis opened here and the exported dataset place every event on the same sample.
+:func:`signal_annotations` is shared with the BIDS export, so an analysis opened here and the
+exported dataset place every event on the same sample (the BIDS export writes the samples itself,
+through pybv, to keep an hour of 64 channels out of memory). The session report reads the same
+file through :mod:`shared_utils.streams.xdf_reader`, as this does, and needs no ``Raw``.
 """
 
 from __future__ import annotations
