@@ -248,9 +248,11 @@ class SessionManager(SessionRounds):
         """An event-bus event; module state changes may mean a participant was lost."""
         run = self.run
         if topic == "status" and run is not None and run.watch is not None:
-            run.watch.module_state(
-                str(data.get("module")), str(data.get("state")), data.get("error")
+            code = data.get("exit_code")  # a crash: what its exit means (ssh lost the host ...)
+            why = (
+                data.get("error") or data.get("note") or (code is not None and f"exit code {code}")
             )
+            run.watch.module_state(str(data.get("module")), str(data.get("state")), why or None)
 
     def interrupt_run(self, run: Run, reason: dict[str, Any]) -> None:
         """Interrupt ``run`` if it still runs (from the watch, on its own thread)."""

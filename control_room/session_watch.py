@@ -5,10 +5,12 @@ Two sources: the supervisor's module states (a module crashed, failed or stopped
 every participant, which is the only watchdog an iblutil rig has, catches a module that was
 restarted and forgot the session, and notices a recorder whose recording stopped by itself.
 
-A lost participant is written into ``session.json`` (``modules.<name>.status = "lost"`` and an
-event), printed, logged, published on the ``session`` topic and, with ``[session]
+A lost participant is written into ``session.json`` (``modules.<name>.status = "lost"``, a
+problem and an event), printed, logged, published on the ``session`` topic and, with ``[session]
 on_module_lost = "interrupt"`` (the default), the session is interrupted: ``EXPINTERRUPT`` and
-``EXPCLEANUP`` to everyone else.
+``EXPCLEANUP`` to everyone else, never to the lost one (a vanished host would only make each
+message wait for its timeout). The problem names the participant with its address, so a module
+on another PC names its host: ``streamer (10.0.0.2:8101) lost: unresponsive (...)``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from control_room.session_rounds import Run
 
 LOST_STATES = ("crashed", "failed", "unresponsive", "stopped")
+#: what a state means for the session's problem text (a module on another PC whose host vanished
+#: is first ``unresponsive``: its ssh client only notices seconds later)
+STATE_HINTS = {"unresponsive": "unresponsive (its host is unreachable, or it hangs)"}
 RIG_MISSES = 3  # EXPSTATUS answers a rig may miss in a row before it counts as lost
 
 
@@ -49,24 +54,30 @@ class SessionWatch:
     def module_state(self, name: str, state: str, error: str | None) -> None:
         """A module's state changed (event bus): lost if it is a participant that went away."""
         if state in LOST_STATES and name in {p.name for p in self.run.parts}:
+            state = STATE_HINTS.get(state, state)
             self.lose(name, state + (f": {error}" if error else ""))
 
     def lose(self, name: str, why: str) -> None:
+        """``name`` is gone: every line about it names it with its address (the host it ran on,
+        which for a module on another PC is what the user must go and look at)."""
         run, policy = self.run, self.m.settings.on_module_lost
         if self._stop.is_set() or name in self.lost:
             return
         self.lost.add(name)
+        where = next((p.address for p in run.parts if p.name == name), None)
+        who = f"{name} ({where})" if where else name
         run.record.module(name, status="lost")
-        run.record.problem(f"{name} lost: {why}", module=name)
-        run.record.event("participant_lost", module=name, detail=why)
-        text = f"session {run.exp_ref}: {name} lost ({why})"
+        run.record.problem(f"{who} lost: {why}", module=name)
+        run.record.event("participant_lost", module=name, address=where, detail=why)
+        text = f"session {run.exp_ref}: {who} lost: {why}"
         self.m.room.console.note(
             text + ("; interrupting the session" if policy == "interrupt" else "")
         )
-        log.warning("participant lost", exp_ref=run.exp_ref, module=name, detail=why, policy=policy)
+        log.warning("participant lost", exp_ref=run.exp_ref, module=name, address=where,
+                    detail=why, policy=policy)  # fmt: skip
         self.m.publish("participant_lost", module=name, detail=why)
         if policy == "interrupt":
-            reason = {"error": "participant lost", "message": f"{name}: {why}"}
+            reason = {"error": "participant lost", "message": f"{who}: {why}"}
             threading.Thread(
                 target=self.m.interrupt_run,
                 args=(run, reason),

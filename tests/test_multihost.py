@@ -41,7 +41,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoHosts]:
 class Mesh:
     """A ``control-room up`` in namespace A and its CLI, run as a user would."""
 
-    def __init__(self, hosts: TwoHosts, tmp: Path, body: str) -> None:
+    def __init__(self, hosts: TwoHosts, tmp: Path, body: str, control: str = "") -> None:
         self.hosts = hosts
         self.tmp = tmp
         token = tmp / "token"
@@ -58,7 +58,7 @@ class Mesh:
         cfg.write_text(
             f'[control_room]\nhost = "{A_ADDR}"\nport = {CR_PORT}\npub_port = 0\nlog_port = 0\n'
             f'log_dir = "{tmp / "logs"}"\nwatchdog_s = 0.2\ntoken_file = "{token}"\n'
-            f'marker_stream = "markers_{uuid.uuid4().hex[:6]}"\n' + body
+            f'marker_stream = "markers_{uuid.uuid4().hex[:6]}"\n{control}\n' + body
         )
         self.out = open(tmp / "up.out", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -157,8 +157,8 @@ stop_timeout_s = 2
 def mesh(hosts: TwoHosts, tmp_path: Path) -> Iterator[Any]:
     made: list[Mesh] = []
 
-    def make(body: str) -> Mesh:
-        m = Mesh(hosts, tmp_path, body)
+    def make(body: str, control: str = "") -> Mesh:
+        m = Mesh(hosts, tmp_path, body, control)
         made.append(m)
         return m
 
