@@ -1,4 +1,5 @@
-"""Fenced blocks of README.md and docs/*.md, their doc-test markers, and how replies are compared.
+"""Fenced blocks of README.md, docs/*.md and examples/**/README.md, their doc-test markers, and how
+replies are compared.
 
 Every fenced block in the documentation is either executed by a test or skipped with a reason,
 so an example cannot go stale silently. The marker is an HTML comment (invisible on GitHub) on
@@ -37,7 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The files whose blocks are tested; add a path here (or a file under docs/) to cover it.
-DOC_FILES = ("README.md", "docs/*.md")
+DOC_FILES = ("README.md", "docs/*.md", "examples/**/README.md")
 
 #: kind -> (allowed options, what it does). Positional arguments are kind-specific.
 KINDS: dict[str, tuple[set[str], str]] = {
@@ -58,11 +59,19 @@ KINDS: dict[str, tuple[set[str], str]] = {
         "rule passes, exactly the rules in warns= warn",
     ),
     "shell": (
-        {"files", "setup", "needs", "streams", "interrupt-after"},
+        {"files", "setup", "needs", "streams", "interrupt-after", "in", "env", "today", "room"},
         "each `$ ` line (or each line) runs in bash in a sandbox (HOME too); `&` lines run in the "
         "background until the block ends; other lines are the expected output; setup= runs first; "
         "needs=tool,...: skipped with the reason when a tool is not installed; interrupt-after=S: "
-        "a command still running after S s gets SIGINT (Ctrl-C) and must then exit 0",
+        "a command still running after S s gets SIGINT (Ctrl-C) and must then exit 0; in=DIR: "
+        "runs in a copy of DIR (what it builds stays out of the checkout); env=K=V,...; "
+        "today=DATE: that date in the block is today's; `control-room up CONFIG` runs in the "
+        "background (its own terminal) on a copy of CONFIG with this run's ports, the clients "
+        "reach it, Ctrl-C at the end must stop it with status 0; room='TOML lines': such a "
+        "control room (one echo module, these [control_room] lines) is started before the "
+        "block's first control-room command. files= (doc_sandbox.Mesh.file) also takes "
+        "block:LINE:PATH and edit:LINE:PATH (this doc's block, or edited folder, at PATH; ~ is "
+        "the block's HOME)",
     ),
     "serve": (
         {"options-only"},
@@ -77,6 +86,14 @@ KINDS: dict[str, tuple[set[str], str]] = {
         "check=NAME: accepted by the real consumer (doc_static.CHECKS)",
     ),
     "tree": (set(), "a file layout: every named file and folder exists"),
+    "excerpt": (set(), "excerpt FILE: the block's lines are FILE's, in order (a `...` line skips)"),
+    "edit": (
+        {"at", "build", "run", "send", "result", "needs"},
+        "edit FILE: the block is an edit of FILE (fragments split by `...` lines, each put at "
+        "its anchor in at='after:TEXT;;before:TEXT;;replace:TEXT'), applied to a copy of FILE's "
+        "folder; build= runs there, then run= (with {port}) must pass the conformance rules an "
+        "edit can break (R1, R4, R11) and answer send= with ok (and result= when given)",
+    ),
 }
 
 MESH_PORTS = (8101, 8102, 8103, 8104, 8105, 8106, 8107, 8108, 8109, 8110, 9010, 9020, 9021)
@@ -198,10 +215,12 @@ def marker_problems(block: Block) -> list[str]:
     ]
     if block.kind == "skip" and len(block.opts.get("reason", "").strip()) < 10:
         bad.append(f'{block.describe()}: a skip needs reason="why, and what covers it instead"')
-    if block.kind in ("nc", "toml") and not block.args:
-        bad.append(f"{block.describe()}: {block.kind} needs an argument (module / `config`)")
+    if block.kind in ("nc", "toml", "excerpt", "edit") and not block.args:
+        bad.append(f"{block.describe()}: {block.kind} needs an argument (module, `config`, file)")
     if block.kind == "json" and not (block.opts.get("like") or block.opts.get("check")):
         bad.append(f"{block.describe()}: json needs like=NAME or check=NAME")
+    if block.kind == "edit" and not (block.opts.get("at") and block.opts.get("run")):
+        bad.append(f"{block.describe()}: edit needs at=ANCHORS and run=COMMAND")
     return bad
 
 

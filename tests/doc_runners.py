@@ -17,12 +17,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import free_port, stop_process_group, wait_until_up
-from doc_blocks import Block, match, match_output, parse_pattern
+from doc_blocks import ROOT, Block, match, match_output, parse_pattern
+from doc_edits import copy_example, run_edit
+from doc_rooms import Room, Rooms
 from doc_sandbox import Mesh
 
 Problems = list[str]
@@ -273,33 +276,55 @@ def _run(cmd: str, env: dict[str, str], cwd: Path, interrupt_s: float) -> Any:
 
 
 def run_shell(block: Block, mesh: Mesh) -> Problems:
-    """Run each command in bash (cwd: the sandbox, HOME: a fresh folder); `&` ones in the
-    background until the block ends; compare documented output."""
+    """Run each command in bash (cwd: the sandbox or a copy of in=, HOME: a fresh folder); `&`
+    ones and `control-room up` in the background until the block ends; compare documented
+    output."""
     sandbox, problems = mesh.sandbox, []
     missing = [tool for tool in block.opt_list("needs") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{block.where} needs {', '.join(missing)} (not installed)")
-    home = sandbox.base / f"home-{block.line}"
+    tag = re.sub(r"\W", "_", block.where)
+    home = sandbox.base / f"home-{tag}"
     home.mkdir(exist_ok=True)
-    env = {**sandbox.env, "HOME": str(home)}
+    env = {
+        **sandbox.env,
+        "HOME": str(home),
+        **dict(kv.split("=", 1) for kv in block.opt_list("env")),
+    }
+    cwd = sandbox.base
+    if folder := block.opts.get("in"):
+        cwd = copy_example(ROOT / folder, sandbox.base / f"in-{tag}")
     for name in block.opt_list("streams"):
         mesh.stream(name)
     for spec in block.opt_list("files"):
-        mesh.file(spec)
-    text, mapping = mesh.ports(sandbox.rewrite(block.text), {})
-    setup, _ = mesh.ports(sandbox.rewrite(block.opts.get("setup", "")), mapping)
+        mesh.file(spec, block.path, home)
+    text, setup = block.text, block.opts.get("setup", "")
+    if today := block.opts.get("today"):
+        text, setup = (t.replace(today, date.today().isoformat()) for t in (text, setup))
+    text, mapping = mesh.ports(sandbox.rewrite(text), {})
+    setup, mapping = mesh.ports(sandbox.rewrite(setup), mapping)
+    # the CLI's clients reach no control room but the block's own (one it starts sets this)
+    env["CONTROL_ROOM_PORT"] = str(mapping.setdefault(9010, free_port()))
     steps = [(-1, setup, [])] if setup else []
     background: list[subprocess.Popen] = []
+    rooms: list[Room] = []
     try:
         for i, cmd, output in steps + shell_steps(text):
             where = f"{block.path}:{block.line + 1 + i}: {cmd[:100]!r}" if i >= 0 else "setup"
+            rooms_for = Rooms(rooms, mesh, mapping, env, cwd, f"{tag}-{i}")
+            done, why = rooms_for.before(cmd, block.opts.get("room"))
+            if why:
+                problems.append(f"{where}: the control room {why}")
+                break
+            if done:  # it was `control-room up`: it runs until the block ends
+                continue
             if cmd.endswith("&"):
-                background.append(_start(cmd[:-1].strip(), env, sandbox.base))
+                background.append(_start(cmd[:-1].strip(), env, cwd))
                 if why := _wait_ready(cmd, background[-1]):
                     problems.append(f"{where}: {why}: {_stop(background[-1])[1][-2000:]}")
                     break
                 continue
-            res = _run(cmd, env, sandbox.base, float(block.opts.get("interrupt-after", 0)))
+            res = _run(cmd, env, cwd, float(block.opts.get("interrupt-after", 0)))
             if res.returncode:
                 problems.append(
                     f"{where}: exit status {res.returncode}:\n{(res.stdout + res.stderr)[-2000:]}"
@@ -311,6 +336,9 @@ def run_shell(block: Block, mesh: Mesh) -> Problems:
     finally:
         for proc in background:
             _stop(proc)
+        for r in reversed(rooms):
+            if (why := r.interrupt()) and not problems:
+                problems.append(f"{block.where}: the control room: {why}:\n{r.output()[-2000:]}")
     return problems
 
 
@@ -350,4 +378,5 @@ RUNNERS: dict[str, Callable[[Block, Mesh], Problems]] = {
     "python-module": run_python_module,
     "shell": run_shell,
     "serve": run_serve,
+    "edit": run_edit,
 }

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port, stop_process_group, wait_until_up
-from doc_blocks import MESH_PORTS, ROOT
+from doc_blocks import MESH_PORTS, ROOT, Block, parse_file
 
 LINKED = (
     ".venv",
@@ -157,17 +157,34 @@ class Mesh:
         self.outlets[name] = port
 
     # -- files -------------------------------------------------------------------------------------
-    def file(self, spec: str) -> Path:
+    def file(self, spec: str, doc: str = "", home: Path | None = None) -> Path:
         """At PATH inside the sandbox: ``recording:PATH`` (mock_eeg + mock_eeg_markers, 24 s, 8 ch
         at 500 Hz, labelled ch1..ch8 like the mockup streamer: enough to FIT), ``cued:PATH`` (an
         amplifier's calibration: MyAmp-EEG at 250 Hz, AMP_LABELS, with the presenter's cue
-        markers) or ``session:FOLDER`` (a session folder as tests/export_data.py writes it)."""
+        markers), ``session:FOLDER`` (a session folder as tests/export_data.py writes it), or
+        from the documentation file ``doc``: ``block:LINE:PATH`` (the text of its block at LINE;
+        /home/me/, the docs' example home, is ``home``) and ``edit:LINE:FOLDER`` (the example
+        its ``edit`` block at LINE changes, edited). A PATH starting with ~/ is in ``home``."""
         what, _, rel = spec.partition(":")
-        path = self.sandbox.base / rel
+        line = 0
+        if what in ("block", "edit"):
+            number, _, rel = rel.partition(":")
+            line = int(number)
+        path = home / rel[2:] if home and rel.startswith("~/") else self.sandbox.base / rel
         if path.exists():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if what == "recording":
+        if line:
+            source = self.doc_block(doc, line)
+            if what == "edit":
+                from doc_edits import apply_edit
+
+                problems = apply_edit(source, path)
+                assert not problems, "\n".join(problems)
+            else:
+                text = self.sandbox.rewrite(source.text)
+                path.write_text(text.replace("/home/me/", f"{home or self.sandbox.base}/"))
+        elif what == "recording":
             write_recording(path)
         elif what == "cued":
             write_cued_recording(path)
@@ -176,8 +193,17 @@ class Mesh:
 
             make_session(path)
         else:
-            raise AssertionError(f"unknown file fixture {spec!r}: recording:, cued:, session:")
+            raise AssertionError(
+                f"unknown file fixture {spec!r}: recording:, cued:, session:, block:, edit:"
+            )
         return path
+
+    @staticmethod
+    def doc_block(doc: str, line: int) -> Block:
+        """The block whose fence opens at ``line`` of the documentation file ``doc``."""
+        found = [b for b in parse_file(ROOT / doc) if b.line == line]
+        assert found, f"{doc}:{line}: no fenced block opens there (a file fixture names it)"
+        return found[0]
 
     def ports(self, text: str, mapping: dict[int, int]) -> tuple[str, dict[int, int]]:
         """Replace every mesh port in ``text``: those in ``mapping`` by theirs, others by a port

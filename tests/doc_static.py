@@ -370,9 +370,37 @@ def run_tree(block: Block, mesh: Mesh) -> Problems:
     ]
 
 
+def run_excerpt(block: Block, mesh: Mesh) -> Problems:
+    """The block is FILE's text, or runs of its lines in order with a `...` line between them."""
+    path = ROOT / block.args[0]
+    if not path.is_file():
+        return [f"{block.describe()}: {block.args[0]} does not exist"]
+    have = [ln.rstrip() for ln in path.read_text().splitlines()]
+    runs: list[list[str]] = [[]]
+    for line in block.text.splitlines():
+        if line.strip() == "...":
+            runs.append([])
+        else:
+            runs[-1].append(line.rstrip())
+    at = 0
+    for run in filter(None, runs):
+        found = next(
+            (i for i in range(at, len(have) - len(run) + 1) if have[i : i + len(run)] == run), None
+        )
+        if found is None:
+            first = next((x for x in run if x.strip()), "")
+            return [
+                f"{block.describe()}: the lines from {first[:60]!r} on are not in "
+                f"{block.args[0]} (in this order, after the ones before): copy them from the file"
+            ]
+        at = found + len(run)
+    return []
+
+
 STATIC_RUNNERS = {
     "toml": run_toml,
     "lsl-config": run_lsl_config,
     "json": run_json,
     "tree": run_tree,
+    "excerpt": run_excerpt,
 }

@@ -1,8 +1,10 @@
-"""Every fenced block in README.md and docs/ is tested or skipped with a reason, and the harness
-that compares documented replies can tell right from wrong (tests/doc_blocks.py)."""
+"""Every fenced block in README.md, docs/ and examples/**/README.md is tested or skipped with a
+reason, and the harness that compares documented replies, excerpts, edits and configs can tell
+right from wrong (tests/doc_blocks.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -16,13 +18,18 @@ from doc_blocks import (
     parse_file,
     parse_pattern,
 )
+from doc_edits import apply_edit
+from doc_rooms import ported, up_config
 from doc_runners import RUNNERS, shell_steps
-from doc_static import STATIC_RUNNERS, run_tree, shape
+from doc_sandbox import Mesh, Sandbox
+from doc_static import STATIC_RUNNERS, run_excerpt, run_tree, shape
 
 
 def test_every_documented_block_is_tested_or_skipped_with_a_reason() -> None:
     blocks = all_blocks()
     assert len(blocks) > 40, "the docs lost their examples, or the parser lost the docs"
+    read = {b.path for b in blocks}
+    assert {"README.md", "docs/protocol.md", "examples/modules/node/README.md"} <= read
     problems = [p for b in blocks for p in marker_problems(b)]
     assert not problems, "\n".join([*problems, MARKER_HINT])
 
@@ -96,3 +103,60 @@ def test_a_layout_naming_a_missing_file_fails(name: str, exists: bool) -> None:
         if exists
         else ["x.md:3: shared_utils/no_such_file.py does not exist"]
     )
+
+
+NODE_MINIMAL = "examples/modules/node/minimal.js"
+
+
+def test_an_excerpt_must_be_the_files_lines_in_order() -> None:
+    def excerpt(text: str) -> list[str]:
+        return run_excerpt(Block("x.md", 1, "js", text, kind="excerpt", args=[NODE_MINIMAL]), None)
+
+    assert (
+        excerpt("'use strict';\nconst net = require('node:net');\n...\n  UP: () => true,\n") == []
+    )
+    assert excerpt("const net = require('node:net');\n'use strict';\n")  # out of order
+    assert excerpt("'use strict';\n...\n  STATUS: () => ({}),\n")  # not in the file
+
+
+def test_an_edit_goes_to_its_anchors_or_says_why_not(tmp_path: Path) -> None:
+    def edit(text: str, at: str) -> tuple[list[str], str]:
+        dest = tmp_path / str(len(list(tmp_path.iterdir())))
+        block = Block("x.md", 1, "js", text, kind="edit", args=[NODE_MINIMAL], opts={"at": at})
+        problems = apply_edit(block, dest)
+        return problems, (dest / "minimal.js").read_text() if not problems else ""
+
+    problems, code = edit("const COMMANDS = {\n  HI: () => 'hi',\n};\n", "replace:const COMMANDS")
+    assert problems == []
+    assert "HI: () => 'hi'," in code
+    assert "ECHO:" not in code  # the whole table was replaced, up to its closing bracket
+    assert "function reply(line) {" in code
+    problems, code = edit("// one\n...\n// two\n", "after:'use strict';;before:function reply")
+    assert problems == []
+    assert code.index("'use strict';\n// one\n") < code.index("// two\nfunction reply(line) {")
+    assert "2 fragments, 1 anchors" in edit("a\n...\nb\n", "after:'use strict'")[0][0]
+    assert "it matches 0" in edit("a\n", "after:no such line")[0][0]
+    assert re.search(r"it matches [2-9]", edit("a\n", "after:COMMANDS")[0][0])  # several do
+
+
+def test_a_documented_up_runs_on_this_runs_ports(tmp_path: Path) -> None:
+    assert up_config("control-room up config/default.toml") == "config/default.toml"
+    assert up_config(".venv/bin/control-room up mesh.toml --attach") == "mesh.toml"
+    assert up_config("python -m control_room up x.toml") == "x.toml"
+    assert up_config("control-room status") is None
+    mesh, mapping = Mesh(Sandbox(tmp_path)), {}
+    src = tmp_path / "in.toml"
+    src.write_text('[modules.a]\nmodule = "x"\nport = 8101\n')
+    port = ported(src, tmp_path / "out.toml", mesh, mapping)
+    out = (tmp_path / "out.toml").read_text()
+    assert "8101" not in out
+    assert f"port = {mapping[8101]}" in out
+    assert port == mapping[9010]
+    assert f"log_port = {mapping[9020]}" in out
+    src.write_text(
+        "[control_room]  # ours\nport = 9010\nweb_port = 9030\n[modules.a]\nmodule = 'x'\n"
+    )
+    assert ported(src, tmp_path / "out2.toml", mesh, mapping) == mapping[9010]
+    out = (tmp_path / "out2.toml").read_text()
+    assert out.count("[control_room]") == 1
+    assert f"pub_port = {mapping[9021]}" in out

@@ -1,10 +1,11 @@
 """Modules in other languages (examples/modules/: Node.js, C, bash with socat) with the real
 control room: each passes the required conformance rules, is started from a config with
 ``cmd = [...]``, commanded, restarted after ``kill -9``, stopped cleanly at shutdown, and its own
-log records reach the control room's receiver. Then a module that meets only the required rules
-(tests/cr_modules/minimal.py), and foreign modules that misbehave (never answer UP, answer
-garbage, flood their output, die at start): reported with their last output, the rest of the
-mesh keeps running, the restart policy applies.
+log records reach the control room's receiver. Then modules that meet only the required rules
+(tests/cr_modules/minimal.py under the control room, examples/modules/node/minimal.js through the
+checker), and foreign modules that misbehave (never answer UP, answer garbage, flood their
+output, die at start): reported with their last output, the rest of the mesh keeps running, the
+restart policy applies.
 
 A language whose toolchain is missing is skipped with the reason (node; gcc; socat and jq).
 """
@@ -47,9 +48,7 @@ def example(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
     """(language, argv with {port} and {name} for the control room)."""
     lang = request.param
     if lang == "node":
-        if shutil.which("node") is None:
-            pytest.skip("node is not installed (apt-get install nodejs)")
-        argv = ["node", str(EXAMPLES / "node" / "module.js")]
+        argv = node_argv("module.js")
     elif lang == "c":
         argv = [str(request.getfixturevalue("c_module"))]
     else:
@@ -58,6 +57,13 @@ def example(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
             pytest.skip(f"the shell module needs {' and '.join(missing)} (apt-get install ...)")
         argv = [str(EXAMPLES / "shell" / "module.sh")]
     return lang, [*argv, "--port", "{port}", "--name", "{name}"]
+
+
+def node_argv(script: str) -> list[str]:
+    """``node examples/modules/node/SCRIPT``; the test is skipped without node."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (apt-get install nodejs)")
+    return ["node", str(EXAMPLES / "node" / script)]
 
 
 @pytest.fixture
@@ -139,10 +145,10 @@ def test_example_passes_the_required_rules_and_checks_its_token(example) -> None
     assert "wrong token got an error" in no_token["R14"].detail
 
 
-def wait_until_up_with_token(port: int, proc: subprocess.Popen) -> None:
+def wait_until_up_with_token(port: int, proc: subprocess.Popen, token: str | None = TOKEN) -> None:
     def answers() -> bool:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        return run_checks("127.0.0.1", port, timeout=1.0, token=TOKEN, rules=["R1"])[0].ok
+        return run_checks("127.0.0.1", port, timeout=1.0, token=token, rules=["R1"])[0].ok
 
     wait_for(answers, f"module on port {port} answering UP")
 
@@ -217,6 +223,44 @@ def test_module_with_only_the_required_rules(mesh) -> None:
     assert "FAILED: R10" in strict.stdout
     assert room.down()["mini"] == ["SIGTERM"]
     assert not pid_alive(info["pid"])
+
+
+def checker(port: int, *options: str) -> subprocess.Popen:
+    """``python -m shared_utils.conformance 127.0.0.1:PORT OPTIONS``, as a user runs it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared_utils.conformance", f"127.0.0.1:{port}", *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_minimal_node_module_passes_the_required_rules_and_warns_about_the_rest() -> None:
+    """examples/modules/node/minimal.js, the smallest module docs/writing-a-module.md starts
+    with: the checker passes it (exit 0) and names the recommended rules it leaves out as
+    warnings; with --strict those fail it (exit 1)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*node_argv("minimal.js"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    missing = "R7, R8, R10, R12, R13, R16"  # HELP, STATUS, STOP/CLOSE, SUBSCRIBE, ';', 1 MiB
+    try:
+        wait_until_up_with_token(port, proc, token=None)
+        runs = [checker(port, "--timeout", "0.5", *strict) for strict in ([], ["--strict"])]
+        (plain, _), (strict, _) = (run.communicate(timeout=120) for run in runs)  # side by side
+    finally:
+        stop_process_group(proc)
+        if proc.stdout:
+            proc.stdout.close()
+    assert runs[0].returncode == 0, plain
+    assert f"10/16 pass; all required rules pass; warnings: {missing}" in plain
+    assert [line for line in plain.splitlines() if " FAIL " in line] == []
+    assert runs[1].returncode == 1, strict
+    assert f"10/16 pass; FAILED: {missing}" in strict
 
 
 # -- bad input -------------------------------------------------------------------------------------
