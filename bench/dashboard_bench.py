@@ -6,7 +6,14 @@ channels x 1 kHz), then, for ``--seconds`` each:
 1. page closed: the control room's CPU (its own process, all threads, from /proc) and the round
    trip of ``SEND a ECHO`` through the control room's command port, one every 50 ms;
 2. page open in headless Chromium (Debian's, driven by Playwright) with the live plot showing the
-   64-channel stream: the same two figures, plus the frames per second the page drew.
+   64-channel stream: the same two figures, plus what the page did with the plot: frames received
+   per second (the control room sends 20), repaints per second (frames arriving within one
+   animation frame share a repaint, so draws <= frames; every column received is drawn either
+   way), milliseconds per repaint (series built and uPlot's drawing, run synchronously), and how
+   busy the page's main thread was (Chromium's own task time, rasterising the canvas included).
+
+``--load N`` keeps N extra processes spinning on the CPU through both phases (a busy lab PC:
+the page then repaints less often than frames arrive).
 
 It also times the hand-over of a bus event to the dashboard, in-process listener vs ZeroMQ SUB
 socket (the choice control_room/web/monitor.py explains). Ends with one JSON line.
@@ -15,6 +22,7 @@ socket (the choice control_room/web/monitor.py explains). Ends with one JSON lin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -24,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +111,53 @@ def bridge_latency(n: int = 2000) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def cpu_load(n: int) -> Iterator[None]:
+    """``n`` processes that keep a core busy each until the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def page_open(pw: Any, chromium: str, web: int, pid: int, client: Any, seconds: float) -> dict:
+    """``measure`` with the page open on the plot, and what the page did meanwhile."""
+    b = pw.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
+    try:
+        page = b.new_page(viewport={"width": 1400, "height": 1000})
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")  # TaskDuration: seconds the main thread was busy
+
+        def sample() -> tuple[float, dict[str, float]]:
+            m = {x["name"]: x["value"] for x in cdp.send("Performance.getMetrics")["metrics"]}
+            return m["TaskDuration"], page.evaluate("({...window.dashStats})")
+
+        page.goto(f"http://127.0.0.1:{web}/")
+        page.wait_for_selector('#plot-stream option[value="bench_eeg"]', state="attached")
+        page.select_option("#plot-stream", "bench_eeg")
+        page.wait_for_function("window.dashStats.draws > 20")
+        (busy0, s0), t0 = sample(), time.monotonic()
+        opened = measure(pid, client, seconds)
+        (busy1, s1), dt = sample(), time.monotonic() - t0
+    finally:
+        b.close()
+    return {
+        **opened,
+        "frames_per_s": (s1["frames"] - s0["frames"]) / dt,
+        "draws_per_s": (s1["draws"] - s0["draws"]) / dt,
+        "ms_per_draw": s1["drawMs"],
+        "main_thread_pct": (busy1 - busy0) / dt * 100,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--load", type=int, default=0, help="CPU-bound processes running meanwhile")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -133,25 +185,9 @@ def main() -> None:
                     kwargs={"stream": "bench_eeg", "channels": 64, "srate": 1000},
                 )  # fmt: skip
                 time.sleep(1.0)
-                closed = measure(proc.pid, c, args.seconds)
-                with sync_playwright() as p:
-                    b = p.chromium.launch(executable_path=args.chromium, headless=True, args=FLAGS)
-                    page = b.new_page(viewport={"width": 1400, "height": 1000})
-                    page.goto(f"http://127.0.0.1:{web}/")
-                    page.wait_for_selector(
-                        '#plot-stream option[value="bench_eeg"]', state="attached"
-                    )
-                    page.select_option("#plot-stream", "bench_eeg")
-                    page.wait_for_function("window.dashStats.draws > 20")
-                    d0 = page.evaluate("window.dashStats.draws")
-                    f0 = page.evaluate("window.dashStats.frames")
-                    t0 = time.monotonic()
-                    opened = measure(proc.pid, c, args.seconds)
-                    dt = time.monotonic() - t0
-                    fps = (page.evaluate("window.dashStats.draws") - d0) / dt
-                    frames = (page.evaluate("window.dashStats.frames") - f0) / dt
-                    draw_ms = page.evaluate("window.dashStats.drawMs")
-                    b.close()
+                with cpu_load(args.load), sync_playwright() as pw:
+                    closed = measure(proc.pid, c, args.seconds)
+                    opened = page_open(pw, args.chromium, web, proc.pid, c, args.seconds)
                 c.send("DOWN")
             proc.wait(30)
         finally:
@@ -162,6 +198,7 @@ def main() -> None:
         "bench": "dashboard",
         "stream": "64 ch x 1000 Hz",
         "seconds": args.seconds,
+        "load_procs": args.load,
         "cpu_pct_page_closed": closed["cpu_pct"],
         "cpu_pct_page_open": opened["cpu_pct"],
         "cpu_pct_added": round(opened["cpu_pct"] - closed["cpu_pct"], 1),
@@ -169,9 +206,10 @@ def main() -> None:
         "reply_ms_page_open": opened["reply_ms_median"],
         "reply_ms_added": round(opened["reply_ms_median"] - closed["reply_ms_median"], 3),
         "reply_ms_p95_page_open": opened["reply_ms_p95"],
-        "page_frames_per_s_received": round(frames, 1),
-        "page_draws_per_s": round(fps, 1),
-        "page_ms_per_draw": round(draw_ms, 1),
+        "page_frames_per_s_received": round(opened["frames_per_s"], 1),
+        "page_draws_per_s": round(opened["draws_per_s"], 1),
+        "page_ms_per_draw": round(opened["ms_per_draw"], 1),
+        "page_main_thread_pct": round(opened["main_thread_pct"], 1),
         **bridge_latency(),
     }
     print(json.dumps(out))

@@ -4,6 +4,8 @@
 import { on, el, post, state, num } from "./core.js";
 
 const COLORS = ["#1f2937", "#2563eb", "#059669", "#b45309", "#7c3aed", "#be123c"];
+// The main plot's frames received, its repaints (frames that arrive within one animation frame
+// share one), repaints per second and the smoothed ms a repaint takes (uPlot's drawing included).
 export const stats = { frames: 0, draws: 0, fps: 0, drawMs: 0 };
 window.dashStats = stats;
 
@@ -38,29 +40,37 @@ class Ring {  // the last `cols` columns of min/max per channel
   series(chans, map) {
     const { C, ch, info } = this;
     const sparse = !(info.srate * info.dt >= 1);
-    const xs = [], ys = chans.map(() => []);
+    const xs = [], at = [];  // x of each point pair, and its column's ring slot (-1: empty)
     for (let i = 0; i < C; i++) {
       const c = this.newest - C + 1 + i, s = ((c % C) + C) % C, ok = this.col[s] === c;
       if (!ok && sparse) continue;
       const x = (c - this.newest) * info.dt;
       xs.push(x, x);
-      chans.forEach((k, j) => {
-        ys[j].push(ok ? map(this.min[s * ch + k], j) : null, ok ? map(this.max[s * ch + k], j) : null);
-      });
+      at.push(ok ? s * ch : -1);
     }
-    return [xs, ...ys];
+    const out = [xs];
+    for (let j = 0; j < chans.length; j++) {  // channel by channel: one array filled at a time
+      const k = chans[j], y = [];
+      for (const o of at) {
+        if (o < 0) y.push(null, null);
+        else y.push(map(this.min[o + k], j), map(this.max[o + k], j));
+      }
+      out.push(y);
+    }
+    return out;
   }
 }
 
-const slots = {
-  main: { box: "plot", seconds: () => Number(document.getElementById("plot-seconds").value), ring: null, u: null, key: "" },
-  decoder: { box: "decoder", seconds: () => 30, ring: null, u: null, key: "" },
+const PAD_RIGHT = 16;  // uPlot's right padding (room for the last time label), in CSS pixels
+const slots = {  // axis: the y axis' width; the plotting area is the box less it and PAD_RIGHT
+  main: { box: "plot", axis: 60, seconds: () => Number(document.getElementById("plot-seconds").value), ring: null, u: null, key: "" },
+  decoder: { box: "decoder", axis: 40, seconds: () => 30, ring: null, u: null, key: "" },
 };
 let decoder = { stream: "decoder_output", params: { on_threshold: 0.6, off_threshold: 0.4 } };
 let visible = [];  // numeric streams seen in the stream table
 
-function cols(slot) {
-  const w = document.getElementById(slot.box).clientWidth || 600;
+function cols(slot) {  // one column per pixel of the plotting area
+  const w = (document.getElementById(slot.box).clientWidth || 600) - slot.axis - PAD_RIGHT;
   return Math.max(50, Math.min(1000, Math.round(w)));
 }
 
@@ -96,9 +106,10 @@ function makeMain(slot, info) {
   slot.scale = null;
   slot.u = new uPlot({
     width: box.clientWidth, height: box.clientHeight, legend: { show: false }, cursor: { show: false },
+    padding: [null, PAD_RIGHT, null, null],
     scales: { x: { time: false, range: [-info.seconds, 0] }, y: { range: [-1, n] } },
     axes: [{ values: (u, v) => v.map((x) => x + " s") },
-      { size: 60, splits: () => offsets.filter((o, c) => c % every === 0),
+      { size: slot.axis, splits: () => offsets.filter((o, c) => c % every === 0),
         values: (u, v) => v.map((o) => info.labels[n - 1 - o] || "") }],
     series: [{}, ...info.labels.map((l, c) => ({ label: l, stroke: COLORS[c % COLORS.length], width: 1, points: { show: false } }))],
   }, null, box);
@@ -133,8 +144,9 @@ function makeDecoder(slot, info) {
   const p = info.labels[slot.pIndex] || "output";
   slot.u = new uPlot({
     width: box.clientWidth, height: box.clientHeight - 36, legend: { show: true, live: false },
+    padding: [null, PAD_RIGHT, null, null],
     cursor: { show: false }, scales: { x: { time: false, range: [-info.seconds, 0] }, y: { range: [-0.05, 1.05] } },
-    axes: [{ values: (u, v) => v.map((x) => x + " s") }, { size: 40 }],
+    axes: [{ values: (u, v) => v.map((x) => x + " s") }, { size: slot.axis }],
     series: [{}, { label: p, stroke: "#2563eb", width: 2, points: { show: false } },
       { label: "on", stroke: "#16a34a", dash: [6, 4], width: 1.5, points: { show: false } },
       { label: "off", stroke: "#dc2626", dash: [6, 4], width: 1.5, points: { show: false } },
@@ -172,7 +184,7 @@ function loop() {
     slot.ring.dirty = false;
     if (name === "main") {
       const t = performance.now();
-      drawMain(slot);
+      slot.u.batch(() => drawMain(slot));  // uPlot draws now, not in a microtask: timed too
       stats.drawMs = 0.9 * stats.drawMs + 0.1 * (performance.now() - t);  // smoothed
       stats.draws++;
     } else drawDecoder(slot);
@@ -221,7 +233,11 @@ export function init() {
     (name === "main" ? makeMain : makeDecoder)(slot, info);
   });
   on("plot", (f) => {
-    for (const slot of Object.values(slots)) if (slot.key === f.key && slot.ring) { slot.ring.add(f); stats.frames++; }
+    for (const [name, slot] of Object.entries(slots)) {
+      if (slot.key !== f.key || !slot.ring) continue;
+      slot.ring.add(f);
+      if (name === "main") stats.frames++;
+    }
   });
   let t = null;
   window.addEventListener("resize", () => { clearTimeout(t); t = setTimeout(resubscribe, 300); });
