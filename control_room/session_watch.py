@@ -75,7 +75,7 @@ class SessionWatch:
         )
         log.warning("participant lost", exp_ref=run.exp_ref, module=name, address=where,
                     detail=why, policy=policy)  # fmt: skip
-        self.m.publish("participant_lost", module=name, detail=why)
+        self.m.publish("participant_lost", module=name, address=where, detail=why)
         if policy == "interrupt":
             reason = {"error": "participant lost", "message": f"{who}: {why}"}
             threading.Thread(

@@ -109,7 +109,7 @@ export function init() {
     cur = e.session;
     render();
     if (e.state === "participant_lost")
-      notice(`session ${e.exp_ref}: ${e.module} lost (${e.detail})`, "bad", 15000);
+      notice(`session ${e.exp_ref}: ${e.module}${e.address ? ` (${e.address})` : ""} lost (${e.detail})`, "bad", 15000);
   });
   setInterval(() => {  // the duration counts on between pushes
     const d = document.getElementById("session-elapsed");
