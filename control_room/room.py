@@ -219,6 +219,8 @@ class ControlRoom(RoomApi):
         steps: dict[str, list[str]] = {}
         if self.clocks is not None:
             self.clocks.close()
+        if self.web is not None:  # its inlets first: the modules' outlets are about to end
+            self.web.release_streams()
         if self.supervisor is not None:
             steps = self.supervisor.stop_all()
         self._sweep_rings()

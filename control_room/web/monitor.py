@@ -72,6 +72,8 @@ class Monitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._active = threading.Event()  # at least one page is open
+        self._streams_off = threading.Event()  # the mesh is stopping: no more LSL reading
+        self._released = threading.Event()  # ... and every inlet is closed
         self._thread: threading.Thread | None = None
 
     # -- bus listener (runs on the publisher's thread: quick) ---------------------------------
@@ -135,16 +137,34 @@ class Monitor:
         if self._thread is not None:
             self._thread.join(3.0)
 
+    def release_streams(self, timeout: float = 2.0) -> bool:
+        """Close every LSL inlet before the modules stop (the control room's shutdown calls it).
+
+        An inlet whose outlet goes away makes liblsl print an error ("Stream transmission broke
+        off") even when the outlet's module stopped cleanly; a user reading that at the end of a
+        good run would look for a fault. The inlets belong to the monitor's thread, so this asks
+        it and waits; pages keep receiving module states until the dashboard stops."""
+        self._streams_off.set()
+        self._active.set()  # wake an idle loop; pages closing later only send it back to idle
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        return self._released.wait(timeout)
+
     def _run(self) -> None:
         """Tick while a page is open. With none, only follow the Bpod's trials once a second (a
         page opened mid-session shows every trial) and close the other stream readers."""
         n = 0
         try:
             while not self._stop.is_set():
+                if self._streams_off.is_set() and not self._released.is_set():
+                    self.streams.close()
+                    self.trials.close()
+                    self._released.set()
                 if not self._active.is_set():
                     n = 0
-                    self.streams.close_probes()
-                    self._push_trials()
+                    if not self._streams_off.is_set():
+                        self.streams.close_probes()
+                        self._push_trials()
                     self._active.wait(IDLE_S)
                     continue
                 if n == 0:
@@ -158,11 +178,13 @@ class Monitor:
 
     def _tick(self, n: int) -> None:
         self._push_logs()
+        reading = not self._streams_off.is_set()
         if n % 4 == 0:
             self.hub.broadcast("modules", self.modules())
             self._push_recording()
-            self._push_trials()
-        if n % 8 == 0 or n in (2, 4):  # the resolver needs a moment to hear the streams
+            if reading:
+                self._push_trials()
+        if reading and (n % 8 == 0 or n in (2, 4)):  # the resolver needs a moment to hear them
             self.last_streams = self.streams.poll()
             self.hub.broadcast("streams", self.last_streams)
 

@@ -78,6 +78,12 @@ class Dashboard:
             time.sleep(0.01)
         return False
 
+    def release_streams(self) -> None:
+        """Let go of every LSL stream (live plots, the trial feed, the stream table) before the
+        modules stop, so their clean exits are not reported by liblsl as broken streams."""
+        self.plots.close()
+        self.monitor.release_streams()
+
     def stop(self) -> None:
         """End every event stream, stop the plots and the monitor, then the server."""
         self.hub.stop()

@@ -122,6 +122,11 @@ class TrialFeed:
             "age_s": round(pylsl.local_clock() - t0, 3),  # the page counts on from here
         }
 
+    @property
+    def following(self) -> bool:
+        """An inlet is open on the stream."""
+        return self._inlet is not None
+
     def snapshot(self) -> dict[str, Any]:
         return {"stream": self.stream, "trials": list(self.done), "running": self.running}
 
