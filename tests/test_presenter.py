@@ -23,6 +23,7 @@ import numpy as np
 import pylsl
 import pytest
 from conftest import ROOT, free_port, stop_process_group, wait_until_up
+from helpers import wait_for
 from PIL import Image
 
 from services.presenter.block import Block, BlockSpec
@@ -490,3 +491,27 @@ def test_child_death_is_reported_and_open_brings_it_back(
     assert st["child_restarts"] == before["child_restarts"] + 1
     client.send("SHOW_TEXT", text="again", height=0.25)
     assert bright(shot(client, tmp_path)).sum() > 100
+
+
+def test_a_stop_we_asked_for_is_info_and_a_death_is_a_warning(lsl_name: str) -> None:
+    """At the end of every clean run the child is shut down on purpose: that is not a warning
+    (it was one, and `make run` ended with "presenter WARNING child exited"); a child that dies
+    unasked still is."""
+    from structlog.testing import capture_logs
+
+    from services.presenter.link import ChildLink
+
+    def ended() -> list[tuple[str, str]]:
+        return [(r["event"], r["log_level"]) for r in logs if r["event"].startswith("child ")]
+
+    link = ChildLink(marker_stream=lsl_name)
+    with capture_logs() as logs:
+        link.start()
+        link.wait_ready(30)
+        link.stop()
+        wait_for(lambda: ("child stopped", "info") in ended(), what="the stop logged")
+        link.start()
+        link.wait_ready(30)
+        link.kill()
+        wait_for(lambda: ("child exited", "warning") in ended(), what="the death logged")
+    assert ("child exited", "warning") not in ended()[:2], ended()

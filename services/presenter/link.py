@@ -42,6 +42,7 @@ class ChildLink:
         self._cmd_fd: int | None = None
         self._ready = False
         self._dead = True
+        self._asked_to_stop = False  # an exit we asked for is news, not a warning
 
     @property
     def alive(self) -> bool:
@@ -53,6 +54,7 @@ class ChildLink:
 
     def start(self) -> None:
         """Spawn the child (does not wait for it: see :meth:`wait_ready`)."""
+        self._asked_to_stop = False
         cmd_r, cmd_w = os.pipe()
         evt_r, evt_w = os.pipe()
         env = dict(os.environ)
@@ -172,7 +174,10 @@ class ChildLink:
                         os.close(self._cmd_fd)
                         self._cmd_fd = None
                 self._cond.notify_all()
-            log.warning("child exited", pid=proc.pid, exit_code=code)
+            if code == 0 and self._asked_to_stop:
+                log.info("child stopped", pid=proc.pid, exit_code=code)
+            else:
+                log.warning("child exited", pid=proc.pid, exit_code=code)
 
     def _dispatch(self, m: dict[str, Any]) -> None:
         if "id" in m and m["id"] is not None:
@@ -202,6 +207,7 @@ class ChildLink:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
+        self._asked_to_stop = True
         try:
             self.request("shutdown", timeout=timeout)
         except CommandError:
