@@ -107,7 +107,8 @@ class Mesh:
                 st = self.status()
             except AssertionError:
                 return None
-            return st if all(m["state"] == "ready" for m in st["modules"].values()) else None
+            mods = st["modules"]  # empty until the supervisor exists: not "all ready" yet
+            return st if mods and all(m["state"] == "ready" for m in mods.values()) else None
 
         return wait_for(ready, "every module ready", timeout=60, every=0.3)
 
