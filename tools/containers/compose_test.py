@@ -126,7 +126,7 @@ def wait_control_room(st: stacks.Stack, timeout: float = 120) -> dict:
         if p.returncode == 0:
             status = json.loads(p.stdout)
             states = {n: m["state"] for n, m in status["modules"].items()}
-            if all(s == "ready" for s in states.values()):
+            if states and all(s == "ready" for s in states.values()):  # {}: not started yet
                 return status
             last = str(states)
         else:
