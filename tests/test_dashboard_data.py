@@ -283,20 +283,3 @@ def test_log_panel_newest_first_filtered_by_module_and_level(
     assert filtered(page, tag, level=40) == [f"b error {tag}-5", f"a error {tag}-3"]
     assert filtered(page, tag, level=0, text="NEEDLE") == [f"a warning {tag}-6"]
     assert re.match(r"\d+ shown of \d+", page.inner_text("#log-count"))
-
-
-def test_clean_shutdown_leaves_liblsl_nothing_to_report(tmp_path: Path, capfd: Any) -> None:
-    """The dashboard follows the Bpod's trials with no page open; when the mesh stops, its inlet
-    is closed before the Bpod's outlet ends, so liblsl does not print "Stream transmission broke
-    off" (an error line at the end of a good `make run`, seen before this was fixed)."""
-    body = """
-[modules.bpod]
-module = "services.bpod"
-args = ["--emulator"]
-ready_timeout_s = 20
-"""
-    with running_room(tmp_path, body) as room:
-        assert room.status()["modules"]["bpod"]["state"] == "ready"
-        wait_for(lambda: room.web.monitor.trials.following, timeout=15, what="trial feed opened")
-    out, err = capfd.readouterr()
-    assert "transmission broke off" not in out + err, (out + err)[-2000:]
