@@ -82,7 +82,11 @@ class Dashboard:
         """Let go of every LSL stream (live plots, the trial feed, the stream table) before the
         modules stop, so their clean exits are not reported by liblsl as broken streams."""
         self.plots.close()
-        self.monitor.release_streams()
+        if not self.monitor.release_streams():  # busy past its wait: say why an error may follow
+            self.room.log.warning(
+                "dashboard: stream readers still open as modules stop; liblsl may report "
+                "their streams as broken off"
+            )
 
     def stop(self) -> None:
         """End every event stream, stop the plots and the monitor, then the server."""
